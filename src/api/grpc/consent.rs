@@ -1,0 +1,69 @@
+//! ConsentService: RecordConsent and GetContact over the engine.
+use super::convert::{channel_arg, consent_record, dnc_entry, purpose_arg, status_arg, ts_to_ms};
+use super::status::to_status;
+use crate::engine::{ConsentRequest, Engine};
+use crate::proto as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct ConsentApi {
+    engine: Arc<Engine>,
+}
+
+impl ConsentApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        ConsentApi { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consent_service_server::ConsentService for ConsentApi {
+    async fn record_consent(
+        &self,
+        req: Request<pb::RecordConsentRequest>,
+    ) -> Result<Response<pb::RecordConsentResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .engine
+            .record_consent(ConsentRequest {
+                status: status_arg(r.status),
+                channels: r.channels.iter().map(|c| channel_arg(*c)).collect(),
+                purposes: r.purposes.iter().map(|p| purpose_arg(*p)).collect(),
+                effective_at: r.effective_at.as_ref().map(ts_to_ms),
+                expires_at: r.expires_at.as_ref().map(ts_to_ms),
+                contact: r.contact,
+                category: r.category,
+                source: r.source,
+                proof: r.proof,
+                campaign_id: r.campaign_id,
+                idempotency_key: r.idempotency_key,
+                default_region: r.default_region,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RecordConsentResponse {
+            consent_id: out.consent_id,
+            seq: out.seq,
+            duplicate: out.duplicate,
+            normalized_contact: out.normalized_contact,
+        }))
+    }
+
+    async fn get_contact(
+        &self,
+        req: Request<pb::GetContactRequest>,
+    ) -> Result<Response<pb::GetContactResponse>, Status> {
+        let r = req.into_inner();
+        let view = self
+            .engine
+            .get_contact(&r.contact, &r.default_region)
+            .map_err(to_status)?;
+        let now = self.engine.now();
+        Ok(Response::new(pb::GetContactResponse {
+            normalized_contact: view.normalized_contact,
+            consents: view.consents.iter().map(consent_record).collect(),
+            dnc_entries: view.dnc.iter().map(|e| dnc_entry(e, now)).collect(),
+            index_seq: view.index_seq,
+        }))
+    }
+}

@@ -1,0 +1,199 @@
+//! Conversions between proto messages and engine types.
+use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus};
+use crate::index::{ConsentFact, DncFact};
+use crate::model::{Channel, ConsentStatus, Direction, DncType, Millis, Purpose, Reason};
+use crate::proto as pb;
+use prost_types::Timestamp;
+
+pub fn ts_to_ms(t: &Timestamp) -> Millis {
+    t.seconds.saturating_mul(1000) + Millis::from(t.nanos) / 1_000_000
+}
+
+pub fn ms_to_ts(ms: Millis) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+macro_rules! enum_arg {
+    ($fn:ident, $pb:ty, $model:ty, { $($p:ident => $m:expr),+ $(,)? }) => {
+        pub fn $fn(v: i32) -> Arg<$model> {
+            match <$pb>::try_from(v) {
+                $(Ok(<$pb>::$p) => Arg::Set($m),)+
+                Ok(_) => Arg::Unset,
+                Err(_) => Arg::Unknown(v.to_string()),
+            }
+        }
+    };
+}
+
+enum_arg!(channel_arg, pb::Channel, Channel, {
+    Voice => Channel::Voice, Sms => Channel::Sms, Whatsapp => Channel::Whatsapp,
+    Email => Channel::Email, Chat => Channel::Chat, Social => Channel::Social,
+});
+enum_arg!(purpose_arg, pb::Purpose, Purpose, {
+    Marketing => Purpose::Marketing, Service => Purpose::Service, Security => Purpose::Security,
+});
+enum_arg!(direction_arg, pb::Direction, Direction, {
+    Outbound => Direction::Outbound, Inbound => Direction::Inbound,
+});
+enum_arg!(status_arg, pb::ConsentStatus, ConsentStatus, {
+    Granted => ConsentStatus::Granted, Withdrawn => ConsentStatus::Withdrawn, Denied => ConsentStatus::Denied,
+});
+enum_arg!(dnc_type_arg, pb::DncType, DncType, {
+    Federal => DncType::Federal, State => DncType::State, Corporate => DncType::Corporate,
+    Personal => DncType::Personal, Litigator => DncType::Litigator,
+});
+
+pub fn channel_pb(c: Channel) -> pb::Channel {
+    match c {
+        Channel::Voice => pb::Channel::Voice,
+        Channel::Sms => pb::Channel::Sms,
+        Channel::Whatsapp => pb::Channel::Whatsapp,
+        Channel::Email => pb::Channel::Email,
+        Channel::Chat => pb::Channel::Chat,
+        Channel::Social => pb::Channel::Social,
+    }
+}
+
+pub fn purpose_pb(p: Purpose) -> pb::Purpose {
+    match p {
+        Purpose::Marketing => pb::Purpose::Marketing,
+        Purpose::Service => pb::Purpose::Service,
+        Purpose::Security => pb::Purpose::Security,
+    }
+}
+
+pub fn dnc_type_pb(t: DncType) -> pb::DncType {
+    match t {
+        DncType::Federal => pb::DncType::Federal,
+        DncType::State => pb::DncType::State,
+        DncType::Corporate => pb::DncType::Corporate,
+        DncType::Personal => pb::DncType::Personal,
+        DncType::Litigator => pb::DncType::Litigator,
+    }
+}
+
+pub fn status_pb(s: ConsentStatus) -> pb::ConsentStatus {
+    match s {
+        ConsentStatus::Granted => pb::ConsentStatus::Granted,
+        ConsentStatus::Withdrawn => pb::ConsentStatus::Withdrawn,
+        ConsentStatus::Denied => pb::ConsentStatus::Denied,
+    }
+}
+
+pub fn reason_pb(r: Reason) -> pb::Reason {
+    match r {
+        Reason::InvalidContact => pb::Reason::InvalidContact,
+        Reason::DncFederal => pb::Reason::DncFederal,
+        Reason::DncState => pb::Reason::DncState,
+        Reason::DncCorporate => pb::Reason::DncCorporate,
+        Reason::DncPersonal => pb::Reason::DncPersonal,
+        Reason::DncLitigator => pb::Reason::DncLitigator,
+        Reason::ConsentWithdrawn => pb::Reason::ConsentWithdrawn,
+        Reason::NoConsent => pb::Reason::NoConsent,
+        Reason::ConsentExpired => pb::Reason::ConsentExpired,
+        Reason::IndexStale => pb::Reason::IndexStale,
+        Reason::ConsentDenied => pb::Reason::ConsentDenied,
+        Reason::InvalidRequest => pb::Reason::InvalidRequest,
+    }
+}
+
+pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckResponse {
+    let d = &o.decision;
+    let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.to_string()).collect();
+    let detail = match &o.problem {
+        Some(p) => p.clone(),
+        None if d.allowed() => String::new(),
+        None => {
+            let names: Vec<&str> = d.reasons.iter().map(|r| r.as_str()).collect();
+            format!("blocked by policy `{}`: {}", o.policy, names.join(", "))
+        }
+    };
+    pb::CheckResponse {
+        verdict: if d.allowed() {
+            pb::Verdict::Allow
+        } else {
+            pb::Verdict::Block
+        } as i32,
+        reasons: d.reasons.iter().map(|r| reason_pb(r) as i32).collect(),
+        normalized_contact: o
+            .contact
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        index_seq: d.index_seq,
+        correlation_id: correlation_id.to_string(),
+        matched_ids,
+        detail,
+        policy: o.policy.to_string(),
+    }
+}
+
+pub fn consent_record(c: &ConsentFact) -> pb::ConsentRecord {
+    let r = &c.record;
+    pb::ConsentRecord {
+        consent_id: crate::model::event::consent_id(c.seq),
+        contact: r.contact.to_string(),
+        status: status_pb(r.status) as i32,
+        channels: r.channels.iter().map(|x| channel_pb(x) as i32).collect(),
+        purposes: r.purposes.iter().map(|x| purpose_pb(x) as i32).collect(),
+        category: r.category.clone().unwrap_or_default(),
+        source: r.source.clone(),
+        proof: r.proof.clone(),
+        effective_at: Some(ms_to_ts(r.effective_at)),
+        expires_at: r.expires_at.map(ms_to_ts),
+        campaign_id: r.campaign_id.clone(),
+        recorded_at: Some(ms_to_ts(c.recorded_at)),
+        seq: c.seq,
+    }
+}
+
+pub fn dnc_entry(e: &DncFact, now: Millis) -> pb::DncEntry {
+    let d = &e.entry;
+    pb::DncEntry {
+        entry_id: crate::model::event::dnc_id(e.seq),
+        contact: d.contact.to_string(),
+        r#type: dnc_type_pb(d.dnc_type) as i32,
+        list: d.list.clone().unwrap_or_default(),
+        added_at: Some(ms_to_ts(e.added_at)),
+        expires_at: d.expires_at.map(ms_to_ts),
+        source: d.source.clone(),
+        note: d.note.clone(),
+        added_by: d.actor.clone(),
+        removed_at: e.removal.as_ref().map(|r| ms_to_ts(r.at)),
+        removed_by: e
+            .removal
+            .as_ref()
+            .map(|r| r.actor.clone())
+            .unwrap_or_default(),
+        removal_reason: e
+            .removal
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
+        retain_until: e.removal.as_ref().map(|r| ms_to_ts(r.retain_until)),
+        active: e.is_active(now),
+        seq: e.seq,
+    }
+}
+
+pub fn entry_results(o: &EntriesOutcome) -> Vec<pb::EntryResult> {
+    o.results
+        .iter()
+        .map(|r| pb::EntryResult {
+            index: r.index,
+            status: match r.status {
+                EntryStatus::Accepted => pb::EntryStatus::Accepted,
+                EntryStatus::Duplicate => pb::EntryStatus::Duplicate,
+                EntryStatus::Invalid => pb::EntryStatus::Invalid,
+                EntryStatus::NotFound => pb::EntryStatus::NotFound,
+            } as i32,
+            entry_id: r.entry_ids.first().cloned().unwrap_or_default(),
+            normalized_contact: r.normalized_contact.clone(),
+            error: r.error.clone(),
+            entry_ids: r.entry_ids.clone(),
+        })
+        .collect()
+}

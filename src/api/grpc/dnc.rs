@@ -1,0 +1,104 @@
+//! DncService: AddEntries, RemoveEntries and GetEntries over the engine.
+use super::convert::{dnc_entry, dnc_type_arg, entry_results, ts_to_ms};
+use super::status::to_status;
+use crate::engine::{
+    AddEntriesRequest, DncEntryRequest, Engine, RemoveEntriesRequest, RemoveEntryRequest,
+};
+use crate::proto as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct DncApi {
+    engine: Arc<Engine>,
+}
+
+impl DncApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        DncApi { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::dnc_service_server::DncService for DncApi {
+    async fn add_entries(
+        &self,
+        req: Request<pb::AddEntriesRequest>,
+    ) -> Result<Response<pb::AddEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .engine
+            .add_entries(AddEntriesRequest {
+                entries: r
+                    .entries
+                    .into_iter()
+                    .map(|e| DncEntryRequest {
+                        dnc_type: dnc_type_arg(e.r#type),
+                        expires_at: e.expires_at.as_ref().map(ts_to_ms),
+                        contact: e.contact,
+                        list: e.list,
+                        source: e.source,
+                        note: e.note,
+                    })
+                    .collect(),
+                idempotency_key: r.idempotency_key,
+                default_region: r.default_region,
+                actor: r.actor,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::AddEntriesResponse {
+            results: entry_results(&out),
+            seq: out.seq,
+            duplicate: out.duplicate,
+        }))
+    }
+
+    async fn remove_entries(
+        &self,
+        req: Request<pb::RemoveEntriesRequest>,
+    ) -> Result<Response<pb::RemoveEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .engine
+            .remove_entries(RemoveEntriesRequest {
+                entries: r
+                    .entries
+                    .into_iter()
+                    .map(|e| RemoveEntryRequest {
+                        dnc_type: dnc_type_arg(e.r#type),
+                        contact: e.contact,
+                        list: e.list,
+                    })
+                    .collect(),
+                actor: r.actor,
+                reason: r.reason,
+                retain_until: r.retain_until.as_ref().map(ts_to_ms),
+                idempotency_key: r.idempotency_key,
+                default_region: r.default_region,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RemoveEntriesResponse {
+            results: entry_results(&out),
+            seq: out.seq,
+            duplicate: out.duplicate,
+        }))
+    }
+
+    async fn get_entries(
+        &self,
+        req: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let (normalized_contact, entries, index_seq) = self
+            .engine
+            .get_entries(&r.contact, &r.default_region, r.include_archived)
+            .map_err(to_status)?;
+        let now = self.engine.now();
+        Ok(Response::new(pb::GetEntriesResponse {
+            normalized_contact,
+            entries: entries.iter().map(|e| dnc_entry(e, now)).collect(),
+            index_seq,
+        }))
+    }
+}

@@ -1,0 +1,2 @@
+//! Transports: translate requests to engine calls and engine answers back. They never decide.
+pub mod grpc;

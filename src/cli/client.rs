@@ -1,0 +1,293 @@
+//! Client subcommands: each one gRPC call to a running service, printed for a person.
+use super::{CheckArgs, ConsentArgs, ConsentCmd, DncCmd, ServerArg};
+use anyhow::{Context, Result, anyhow};
+use preflight::api::grpc::convert::{channel_pb, dnc_type_pb, ms_to_ts, purpose_pb};
+use preflight::model::DAY_MS;
+use preflight::proto as pb;
+use tonic::transport::Channel as Conn;
+
+async fn connect(s: &ServerArg) -> Result<Conn> {
+    let endpoint = tonic::transport::Endpoint::from_shared(s.server.clone())
+        .map_err(|e| anyhow!("--server `{}` is not a valid URL: {e}", s.server))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    endpoint.connect().await.map_err(|e| {
+        anyhow!(
+            "cannot reach preflight at {}: {}",
+            s.server,
+            source_chain(&e)
+        )
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+fn refused(s: tonic::Status) -> anyhow::Error {
+    anyhow!(
+        "preflight refused the request ({:?}): {}",
+        s.code(),
+        s.message()
+    )
+}
+
+fn now_ms() -> i64 {
+    use preflight::clock::Clock;
+    preflight::clock::SystemClock.now_ms()
+}
+
+fn reason_name(r: i32) -> String {
+    pb::Reason::try_from(r)
+        .map(|r| r.as_str_name().trim_start_matches("REASON_").to_string())
+        .unwrap_or_else(|_| r.to_string())
+}
+
+pub async fn check(a: CheckArgs) -> Result<()> {
+    let mut c = pb::decision_service_client::DecisionServiceClient::new(connect(&a.server).await?);
+    let r = c
+        .check(pb::CheckRequest {
+            contact: a.contact,
+            channel: channel_pb(a.channel) as i32,
+            purpose: purpose_pb(a.purpose) as i32,
+            category: a.category,
+            direction: if a.inbound {
+                pb::Direction::Inbound
+            } else {
+                pb::Direction::Outbound
+            } as i32,
+            policy: a.policy,
+            default_region: a.region,
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let verdict = if r.verdict == pb::Verdict::Allow as i32 {
+        "ALLOW"
+    } else {
+        "BLOCK"
+    };
+    println!("{verdict} {}", r.normalized_contact);
+    if !r.reasons.is_empty() {
+        let names: Vec<String> = r.reasons.iter().map(|x| reason_name(*x)).collect();
+        println!("reasons: {}", names.join(", "));
+    }
+    if !r.matched_ids.is_empty() {
+        println!("records: {}", r.matched_ids.join(", "));
+    }
+    if !r.detail.is_empty() {
+        println!("detail: {}", r.detail);
+    }
+    println!("policy: {}  index seq: {}", r.policy, r.index_seq);
+    Ok(())
+}
+
+fn print_results(results: &[pb::EntryResult], contacts: &[String]) {
+    for r in results {
+        let status = pb::EntryStatus::try_from(r.status)
+            .map(|s| s.as_str_name().trim_start_matches("ENTRY_STATUS_"))
+            .unwrap_or("?");
+        let input = contacts
+            .get(r.index as usize)
+            .map(String::as_str)
+            .unwrap_or("");
+        let ids = r.entry_ids.join(",");
+        if r.error.is_empty() {
+            println!("{status:<10} {input} -> {} {ids}", r.normalized_contact);
+        } else {
+            println!("{status:<10} {input}: {}", r.error);
+        }
+    }
+}
+
+pub async fn dnc(cmd: DncCmd) -> Result<()> {
+    match cmd {
+        DncCmd::Add {
+            contacts,
+            dnc_type,
+            list,
+            expires_in_days,
+            source,
+            note,
+            actor,
+            idempotency_key,
+            server,
+        } => {
+            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
+            let expires_at = expires_in_days.map(|d| ms_to_ts(now_ms() + i64::from(d) * DAY_MS));
+            let r = c
+                .add_entries(pb::AddEntriesRequest {
+                    entries: contacts
+                        .iter()
+                        .map(|contact| pb::DncEntryInput {
+                            contact: contact.clone(),
+                            r#type: dnc_type_pb(dnc_type) as i32,
+                            list: list.clone(),
+                            expires_at,
+                            source: source.clone(),
+                            note: note.clone(),
+                        })
+                        .collect(),
+                    idempotency_key,
+                    actor,
+                    ..Default::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            print_results(&r.results, &contacts);
+            println!(
+                "seq: {}{}",
+                r.seq,
+                if r.duplicate { " (replayed)" } else { "" }
+            );
+        }
+        DncCmd::Remove {
+            contacts,
+            dnc_type,
+            list,
+            actor,
+            reason,
+            server,
+        } => {
+            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
+            let r = c
+                .remove_entries(pb::RemoveEntriesRequest {
+                    entries: contacts
+                        .iter()
+                        .map(|contact| pb::RemoveEntry {
+                            contact: contact.clone(),
+                            r#type: dnc_type.map(|t| dnc_type_pb(t) as i32).unwrap_or(0),
+                            list: list.clone(),
+                        })
+                        .collect(),
+                    actor,
+                    reason,
+                    ..Default::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            print_results(&r.results, &contacts);
+            println!("seq: {}", r.seq);
+        }
+        DncCmd::Get {
+            contact,
+            archived,
+            server,
+        } => {
+            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
+            let r = c
+                .get_entries(pb::GetEntriesRequest {
+                    contact,
+                    include_archived: archived,
+                    ..Default::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!(
+                "{} ({} entries, index seq {})",
+                r.normalized_contact,
+                r.entries.len(),
+                r.index_seq
+            );
+            for e in r.entries {
+                let t = pb::DncType::try_from(e.r#type)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("?");
+                let state = if e.active {
+                    "active".to_string()
+                } else if !e.removed_by.is_empty() {
+                    format!("archived by {}: {}", e.removed_by, e.removal_reason)
+                } else {
+                    "expired".to_string()
+                };
+                println!(
+                    "  {} {} {} added by {} ({state})",
+                    e.entry_id,
+                    t.trim_start_matches("DNC_TYPE_"),
+                    e.list,
+                    e.added_by
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn record(a: ConsentArgs, status: pb::ConsentStatus) -> Result<()> {
+    let mut c = pb::consent_service_client::ConsentServiceClient::new(connect(&a.server).await?);
+    let expires_at = a
+        .expires_in_days
+        .map(|d| ms_to_ts(now_ms() + i64::from(d) * DAY_MS));
+    let r = c
+        .record_consent(pb::RecordConsentRequest {
+            contact: a.contact,
+            status: status as i32,
+            channels: a.channels.iter().map(|x| channel_pb(*x) as i32).collect(),
+            purposes: a.purposes.iter().map(|x| purpose_pb(*x) as i32).collect(),
+            category: a.category,
+            source: a.source,
+            proof: a.proof,
+            expires_at,
+            campaign_id: a.campaign,
+            idempotency_key: a.idempotency_key,
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    println!(
+        "{} {} seq {}{}",
+        r.consent_id,
+        r.normalized_contact,
+        r.seq,
+        if r.duplicate { " (replayed)" } else { "" }
+    );
+    Ok(())
+}
+
+pub async fn consent(cmd: ConsentCmd) -> Result<()> {
+    match cmd {
+        ConsentCmd::Grant(a) => record(a, pb::ConsentStatus::Granted).await,
+        ConsentCmd::Withdraw(a) => record(a, pb::ConsentStatus::Withdrawn).await,
+        ConsentCmd::Get { contact, server } => {
+            let mut c =
+                pb::consent_service_client::ConsentServiceClient::new(connect(&server).await?);
+            let r = c
+                .get_contact(pb::GetContactRequest {
+                    contact,
+                    ..Default::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            let json = serde_json::json!({
+                "contact": r.normalized_contact,
+                "index_seq": r.index_seq,
+                "consents": r.consents.iter().map(|c| serde_json::json!({
+                    "id": c.consent_id,
+                    "status": pb::ConsentStatus::try_from(c.status).map(|s| s.as_str_name()).unwrap_or("?"),
+                    "channels": c.channels.iter().map(|x| pb::Channel::try_from(*x).map(|s| s.as_str_name()).unwrap_or("?")).collect::<Vec<_>>(),
+                    "purposes": c.purposes.iter().map(|x| pb::Purpose::try_from(*x).map(|s| s.as_str_name()).unwrap_or("?")).collect::<Vec<_>>(),
+                    "source": c.source,
+                    "seq": c.seq,
+                })).collect::<Vec<_>>(),
+                "dnc_entries": r.dnc_entries.iter().map(|e| serde_json::json!({
+                    "id": e.entry_id,
+                    "type": pb::DncType::try_from(e.r#type).map(|s| s.as_str_name()).unwrap_or("?"),
+                    "active": e.active,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&json).context("json")?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Command-line parsing and the client subcommands (check, dnc, consent).
+mod client;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use preflight::clock::SystemClock;
+use preflight::config::Config;
+use preflight::model::{Channel, DncType, Purpose};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "preflight",
+    version,
+    about = "Contact-compliance decisions: may we contact this person, on this channel, for this purpose, now?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (embedded store in --data-dir, gRPC on 127.0.0.1:50051 by default).
+    Serve(ServeArgs),
+    /// Ask the service whether a contact may be made.
+    Check(CheckArgs),
+    /// Company and registry Do-Not-Call entries.
+    #[command(subcommand)]
+    Dnc(DncCmd),
+    /// Consent records.
+    #[command(subcommand)]
+    Consent(ConsentCmd),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// TOML config file (see README, "Configuration").
+    #[arg(long, env = "PREFLIGHT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArg {
+    /// Address of a running preflight.
+    #[arg(
+        long,
+        global = true,
+        env = "PREFLIGHT_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+}
+
+fn channel(s: &str) -> Result<Channel, String> {
+    Channel::parse_or_explain(s)
+}
+fn purpose(s: &str) -> Result<Purpose, String> {
+    Purpose::parse_or_explain(s)
+}
+fn dnc_type(s: &str) -> Result<DncType, String> {
+    DncType::parse_or_explain(s)
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Phone (any common format), email, or ext:<id>.
+    pub contact: String,
+    #[arg(long, value_parser = channel)]
+    pub channel: Channel,
+    #[arg(long, value_parser = purpose, default_value = "marketing")]
+    pub purpose: Purpose,
+    #[arg(long, default_value = "")]
+    pub category: String,
+    /// Check an inbound contact (DNC entries then apply only if the policy says so).
+    #[arg(long)]
+    pub inbound: bool,
+    #[arg(long, default_value = "")]
+    pub policy: String,
+    #[arg(long, default_value = "")]
+    pub region: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DncCmd {
+    /// Add entries (one per contact).
+    Add {
+        #[arg(required = true)]
+        contacts: Vec<String>,
+        #[arg(long = "type", value_parser = dnc_type, default_value = "corporate")]
+        dnc_type: DncType,
+        /// List name; required for STATE (e.g. TX).
+        #[arg(long, default_value = "")]
+        list: String,
+        /// Entry expires after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long, default_value = "cli")]
+        source: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Archive entries (soft delete, kept until their retention date).
+    Remove {
+        #[arg(required = true)]
+        contacts: Vec<String>,
+        /// Only this type; default: every CORPORATE and PERSONAL entry.
+        #[arg(long = "type", value_parser = dnc_type)]
+        dnc_type: Option<DncType>,
+        #[arg(long, default_value = "")]
+        list: String,
+        /// Who removes (required).
+        #[arg(long)]
+        actor: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show a contact's entries.
+    Get {
+        contact: String,
+        /// Include archived entries.
+        #[arg(long)]
+        archived: bool,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ConsentArgs {
+    pub contact: String,
+    /// Repeat for several; withdraw with none covers every channel.
+    #[arg(long = "channel", value_parser = channel)]
+    pub channels: Vec<Channel>,
+    /// Repeat for several; withdraw with none covers every purpose but SECURITY.
+    #[arg(long = "purpose", value_parser = purpose)]
+    pub purposes: Vec<Purpose>,
+    #[arg(long, default_value = "")]
+    pub category: String,
+    #[arg(long, default_value = "cli")]
+    pub source: String,
+    #[arg(long, default_value = "")]
+    pub proof: String,
+    #[arg(long, default_value = "")]
+    pub campaign: String,
+    #[arg(long)]
+    pub expires_in_days: Option<u32>,
+    #[arg(long, default_value = "")]
+    pub idempotency_key: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsentCmd {
+    /// Record express consent.
+    Grant(ConsentArgs),
+    /// Record an opt-out.
+    Withdraw(ConsentArgs),
+    /// Show consent history and DNC entries of a contact.
+    Get {
+        contact: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    init_tracing(a.log_format);
+    let origin = a
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "defaults".into());
+    let mut config = Config::load(a.config.as_deref())?;
+    if let Some(d) = a.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = a.listen {
+        config.listen = l;
+    }
+    let engine = preflight::server::open_embedded(&config, &origin, Arc::new(SystemClock))
+        .with_context(|| {
+            format!(
+                "cannot start with data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    let listener = preflight::server::bind(&config.listen).await?;
+    preflight::server::serve_grpc(engine, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Command::Serve(a) => serve(a).await,
+        Command::Check(a) => client::check(a).await,
+        Command::Dnc(c) => client::dnc(c).await,
+        Command::Consent(c) => client::consent(c).await,
+    }
+}

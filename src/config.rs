@@ -1,0 +1,204 @@
+//! One typed config: the TOML file, then PREFLIGHT_* environment variables, then flags.
+use crate::policy::{Policy, PolicyConfig};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Region for phone numbers written without a country code.
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Policy used when a check names none.
+    #[serde(default = "default_policy_name")]
+    pub default_policy: String,
+    /// How long an idempotency key is remembered (at least 24).
+    #[serde(default = "default_idem_hours")]
+    pub idempotency_hours: u32,
+    /// How long removed DNC entries stay archived when the caller names no date.
+    #[serde(default = "default_archive_days")]
+    pub archive_retention_days: u32,
+    #[serde(default = "default_policies")]
+    pub policies: BTreeMap<String, PolicyConfig>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+fn default_data_dir() -> PathBuf {
+    "./preflight-data".into()
+}
+fn default_region() -> String {
+    "US".into()
+}
+fn default_policy_name() -> String {
+    "default".into()
+}
+fn default_idem_hours() -> u32 {
+    48
+}
+fn default_archive_days() -> u32 {
+    5 * 365 + 1
+}
+fn default_policies() -> BTreeMap<String, PolicyConfig> {
+    BTreeMap::from([("default".to_string(), PolicyConfig::default())])
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("empty config is valid")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("config file {path}, line {line}, key `{key}`: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Config {
+    /// Reads `path` if given, else the defaults; then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut c = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                Self::parse(&text, &p.display().to_string())?
+            }
+            None => Config::default(),
+        };
+        c.apply_env(|k| std::env::var(k).ok());
+        Ok(c)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => {
+                    let start = span.start.min(text.len());
+                    let line = text[..start].matches('\n').count() + 1;
+                    // The key is what stands before `=` on that line (the span may point at the value).
+                    let line_text = text.lines().nth(line - 1).unwrap_or("");
+                    let key = line_text
+                        .split_once('=')
+                        .map_or(line_text, |(k, _)| k)
+                        .trim()
+                        .to_string();
+                    (line, key)
+                }
+                None => (0, String::new()),
+            };
+            ConfigError::Parse {
+                path: origin.to_string(),
+                line,
+                key,
+                message: e.message().to_string(),
+            }
+        })
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("PREFLIGHT_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("PREFLIGHT_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("PREFLIGHT_DEFAULT_REGION") {
+            self.default_region = v;
+        }
+        if let Some(v) = get("PREFLIGHT_DEFAULT_POLICY") {
+            self.default_policy = v;
+        }
+    }
+
+    /// Validates every policy; the service refuses to start on the first bad one.
+    pub fn compiled_policies(&self, origin: &str) -> Result<Vec<Policy>, ConfigError> {
+        if self.idempotency_hours < 24 {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                message: format!(
+                    "idempotency_hours = {} is below the 24-hour minimum",
+                    self.idempotency_hours
+                ),
+            });
+        }
+        self.policies
+            .iter()
+            .map(|(name, pc)| {
+                Policy::from_config(name, pc).map_err(|e| ConfigError::Invalid {
+                    origin: origin.into(),
+                    message: format!("policies.{name}.{}: {}", e.key, e.message),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        assert_eq!(c.listen, "127.0.0.1:50051");
+        assert_eq!(c.compiled_policies("defaults").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_key() {
+        let text = "listen = \"0.0.0.0:1\"\n\n[policies.strict]\nblock_dnc = [\"FEDERAL\", \"STATE\"]\nconsent_ttl = 30\n";
+        let e = Config::parse(text, "preflight.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preflight.toml"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("consent_ttl"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = Config::parse("idempotency_hours = \"soon\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1") && e.contains("idempotency_hours"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsafe_policy_is_refused() {
+        let c = Config::parse("[policies.lax]\nblock_dnc = [\"CORPORATE\"]\n", "x.toml").unwrap();
+        let e = c.compiled_policies("x.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("policies.lax.block_dnc") && e.contains("FEDERAL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::parse("listen = \"127.0.0.1:1\"\n", "x").unwrap();
+        c.apply_env(|k| (k == "PREFLIGHT_LISTEN").then(|| "127.0.0.1:2".to_string()));
+        assert_eq!(c.listen, "127.0.0.1:2");
+    }
+}

@@ -1,0 +1,100 @@
+//! Pre-flight checks, one at a time and in batches.
+use super::{Arg, Engine, MAX_BATCH};
+use crate::error::{Error, Result};
+use crate::model::{Channel, ContactRef, Direction, Millis, Purpose, Reason};
+use crate::policy::{CheckInput, Decision, evaluate};
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckRequest<'a> {
+    pub contact: &'a str,
+    pub channel: Arg<Channel>,
+    /// Unset means MARKETING.
+    pub purpose: Arg<Purpose>,
+    pub category: &'a str,
+    /// Unset means OUTBOUND.
+    pub direction: Arg<Direction>,
+    /// Empty means the default policy.
+    pub policy: &'a str,
+    pub default_region: &'a str,
+    /// Unset means now.
+    pub at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOutcome<'a> {
+    pub decision: Decision,
+    /// None when the contact did not parse.
+    pub contact: Option<ContactRef<'a>>,
+    pub policy: &'a str,
+    /// Why the request itself was faulty (invalid contact, or a bad item of a batch).
+    pub problem: Option<String>,
+}
+
+impl Engine {
+    /// One check. A contact that does not parse is a BLOCK, not an error; a missing
+    /// channel or an unknown policy is an error.
+    pub fn check<'a>(&'a self, req: &CheckRequest<'a>) -> Result<CheckOutcome<'a>> {
+        let channel = req.channel.require("channel")?;
+        let purpose = req.purpose.or("purpose", Purpose::Marketing)?;
+        let direction = req.direction.or("direction", Direction::Outbound)?;
+        let policy = self.policies.get(req.policy)?;
+        let region = self.region("default_region", req.default_region)?;
+        let category = req.category.trim();
+        let now = self.clock.now_ms();
+        let input = CheckInput {
+            channel,
+            purpose,
+            category: (!category.is_empty()).then_some(category),
+            direction,
+            at: req.at.unwrap_or(now),
+        };
+        let contact = match crate::normalize::contact(&self.phones, req.contact, region) {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(CheckOutcome {
+                    decision: Decision::blocked(Reason::InvalidContact, self.index.seq()),
+                    contact: None,
+                    policy: &policy.name,
+                    problem: Some(format!(
+                        "contact: `{}` is not a valid contact: {e}",
+                        req.contact
+                    )),
+                });
+            }
+        };
+        let age = self.index.age_ms(now);
+        let decision = self.index.with_facts(&contact, |facts, seq| {
+            evaluate(policy, &input, facts, age, seq)
+        });
+        Ok(CheckOutcome {
+            decision,
+            contact: Some(contact),
+            policy: &policy.name,
+            problem: None,
+        })
+    }
+
+    /// Up to MAX_BATCH checks, answered in order. A faulty item is a BLOCK with
+    /// INVALID_REQUEST naming its field; the others are unharmed.
+    pub fn check_batch<'a>(&'a self, reqs: &[CheckRequest<'a>]) -> Result<Vec<CheckOutcome<'a>>> {
+        if reqs.len() > MAX_BATCH {
+            return Err(Error::ResourceExhausted(format!(
+                "checks: {} items, at most {MAX_BATCH} per call",
+                reqs.len()
+            )));
+        }
+        Ok(reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match self.check(r) {
+                Ok(o) => o,
+                Err(e) => CheckOutcome {
+                    decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),
+                    contact: None,
+                    policy: r.policy,
+                    problem: Some(e.within(&format!("checks[{i}]")).to_string()),
+                },
+            })
+            .collect())
+    }
+}

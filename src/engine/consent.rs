@@ -1,0 +1,153 @@
+//! Consent writes (grant, withdraw, deny) and the view of what is held about a contact.
+use super::{Arg, Engine};
+use crate::error::{Error, Result};
+use crate::index::{ConsentFact, DncFact};
+use crate::model::{
+    Channel, ChannelSet, ConsentEvent, ConsentStatus, Event, Millis, Purpose, PurposeSet,
+    event::consent_id,
+};
+use serde::{Deserialize, Serialize};
+
+const MAX_TEXT: usize = 4096;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConsentRequest {
+    pub contact: String,
+    pub status: Arg<ConsentStatus>,
+    /// Empty: every channel for WITHDRAWN and DENIED; required for GRANTED.
+    pub channels: Vec<Arg<Channel>>,
+    /// Empty: every purpose but SECURITY for WITHDRAWN and DENIED; required for GRANTED.
+    pub purposes: Vec<Arg<Purpose>>,
+    pub category: String,
+    pub source: String,
+    pub proof: String,
+    pub effective_at: Option<Millis>,
+    pub expires_at: Option<Millis>,
+    pub campaign_id: String,
+    #[serde(skip)]
+    pub idempotency_key: String,
+    pub default_region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentOutcome {
+    pub consent_id: String,
+    pub seq: u64,
+    pub normalized_contact: String,
+    #[serde(skip)]
+    pub duplicate: bool,
+}
+
+/// Everything the index holds about one identifier.
+#[derive(Debug, Clone)]
+pub struct ContactView {
+    pub normalized_contact: String,
+    pub consents: Vec<ConsentFact>,
+    pub dnc: Vec<DncFact>,
+    pub index_seq: u64,
+}
+
+pub(super) fn text(field: &str, v: &str) -> Result<String> {
+    if v.len() > MAX_TEXT {
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes, at most {MAX_TEXT}", v.len()),
+        ));
+    }
+    Ok(v.trim().to_string())
+}
+
+impl Engine {
+    pub async fn record_consent(&self, req: ConsentRequest) -> Result<ConsentOutcome> {
+        let region = self.region("default_region", &req.default_region)?;
+        let contact = self.contact("contact", &req.contact, region)?.to_key();
+        let status = req.status.require("status")?;
+        let mut channels = ChannelSet::EMPTY;
+        for (i, c) in req.channels.iter().enumerate() {
+            channels.insert(c.require(&format!("channels[{i}]"))?);
+        }
+        let mut purposes = PurposeSet::EMPTY;
+        for (i, p) in req.purposes.iter().enumerate() {
+            purposes.insert(p.require(&format!("purposes[{i}]"))?);
+        }
+        // Fail-safe scopes: a missing scope never narrows an opt-out, and never widens a grant.
+        if status == ConsentStatus::Granted {
+            if channels.is_empty() {
+                return Err(Error::invalid(
+                    "channels",
+                    "at least one channel is required to grant consent",
+                ));
+            }
+            if purposes.is_empty() {
+                return Err(Error::invalid(
+                    "purposes",
+                    "at least one purpose is required to grant consent",
+                ));
+            }
+        } else {
+            if channels.is_empty() {
+                channels = ChannelSet::all();
+            }
+            if purposes.is_empty() {
+                purposes = PurposeSet::of(&[Purpose::Marketing, Purpose::Service]);
+            }
+        }
+        let now = self.clock.now_ms();
+        let effective_at = req.effective_at.unwrap_or(now);
+        if let Some(exp) = req.expires_at
+            && exp <= effective_at
+        {
+            return Err(Error::invalid(
+                "expires_at",
+                format!("{exp} ms is not after effective_at {effective_at} ms"),
+            ));
+        }
+        let category = text("category", &req.category)?;
+        let event = ConsentEvent {
+            contact: contact.clone(),
+            status,
+            channels,
+            purposes,
+            category: (!category.is_empty()).then_some(category),
+            source: text("source", &req.source)?,
+            proof: text("proof", &req.proof)?,
+            effective_at,
+            expires_at: req.expires_at,
+            campaign_id: text("campaign_id", &req.campaign_id)?,
+        };
+        let normalized = contact.to_string();
+        let (mut out, duplicate) = self
+            .commit(
+                "consent",
+                &req.idempotency_key,
+                &req,
+                vec![Event::ConsentRecorded(event)],
+                move |seq| ConsentOutcome {
+                    consent_id: consent_id(seq),
+                    seq,
+                    normalized_contact: normalized,
+                    duplicate: false,
+                },
+            )
+            .await?;
+        out.duplicate = duplicate;
+        tracing::info!(contact = %contact.masked(), status = status.as_str(), seq = out.seq, duplicate, "consent recorded");
+        Ok(out)
+    }
+
+    pub fn get_contact(&self, contact: &str, default_region: &str) -> Result<ContactView> {
+        let region = self.region("default_region", default_region)?;
+        let key = self.contact("contact", contact, region)?;
+        let now = self.clock.now_ms();
+        let (mut facts, seq) = self.index.with_facts(&key, |f, seq| (f[0].clone(), seq));
+        facts
+            .dnc
+            .retain(|e| e.removal.as_ref().is_none_or(|r| r.retain_until > now));
+        Ok(ContactView {
+            normalized_contact: key.to_string(),
+            consents: facts.consents,
+            dnc: facts.dnc,
+            index_seq: seq,
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! Committing events through the store with idempotency: a retry gets the first answer back.
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::model::Event;
+use crate::store::{Append, AppendOutcome, IdempotencyClaim};
+use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+
+const MAX_KEY_LEN: usize = 256;
+
+impl Engine {
+    /// Commits `events` and answers with `build(first_seq)`; under an idempotency key the
+    /// answer is stored with the events in one transaction, and a retry returns it
+    /// (with `true`) without writing anything.
+    pub(super) async fn commit<R, Q>(
+        &self,
+        namespace: &str,
+        idempotency_key: &str,
+        request: &Q,
+        events: Vec<Event>,
+        build: impl FnOnce(u64) -> R + Send + 'static,
+    ) -> Result<(R, bool)>
+    where
+        R: Serialize + DeserializeOwned,
+        Q: Serialize,
+    {
+        let key = idempotency_key.trim();
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::invalid(
+                "idempotency_key",
+                format!("{} characters, at most {MAX_KEY_LEN}", key.len()),
+            ));
+        }
+        if key.is_empty() {
+            return match self
+                .store
+                .append(Append {
+                    events,
+                    idempotency: None,
+                })
+                .await?
+            {
+                AppendOutcome::Committed { first_seq, .. } => Ok((build(first_seq), false)),
+                AppendOutcome::Replayed { .. } => {
+                    Err(Error::Internal("replay without a key".into()))
+                }
+            };
+        }
+        let fingerprint: [u8; 32] = Sha256::digest(
+            serde_json::to_vec(request).map_err(|e| Error::Internal(e.to_string()))?,
+        )
+        .into();
+        let claim = IdempotencyClaim {
+            key: format!("{namespace}:{key}"),
+            fingerprint,
+            respond: Box::new(move |first_seq| {
+                serde_json::to_vec(&build(first_seq)).unwrap_or_default()
+            }),
+        };
+        let decode = |bytes: &[u8]| {
+            serde_json::from_slice::<R>(bytes)
+                .map_err(|e| Error::Internal(format!("stored idempotent answer unreadable: {e}")))
+        };
+        match self
+            .store
+            .append(Append {
+                events,
+                idempotency: Some(claim),
+            })
+            .await?
+        {
+            AppendOutcome::Committed {
+                response: Some(bytes),
+                ..
+            } => Ok((decode(&bytes)?, false)),
+            AppendOutcome::Committed { response: None, .. } => Err(Error::Internal(
+                "store kept no answer for an idempotent write".into(),
+            )),
+            AppendOutcome::Replayed { response } => Ok((decode(&response)?, true)),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The core's error type: what a caller did wrong, or why the service cannot answer safely.
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Bad input. `message` names the value.
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The store cannot be reached; nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, with its field placed under a parent (`checks[3].` + `channel`).
+    pub fn within(self, parent: &str) -> Error {
+        match self {
+            Error::InvalidArgument { field, message } => Error::InvalidArgument {
+                field: format!("{parent}.{field}"),
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::Unavailable(m) => Error::Unavailable(m),
+            StoreError::IdempotencyConflict(key) => Error::invalid(
+                "idempotency_key",
+                format!("`{key}` was already used for a different request"),
+            ),
+            StoreError::Corrupt(m) => Error::Internal(format!("store data corrupt: {m}")),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! preflight: a contact-compliance decision service. The library holds the whole core;
+//! `main.rs` is only the command line.
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod index;
+pub mod model;
+pub mod normalize;
+pub mod policy;
+pub mod server;
+pub mod store;
+
+/// Generated from proto/preflight/v1 by build.rs.
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("preflight.v1");
+
+    /// Encoded descriptors, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("preflight_descriptor");
+}

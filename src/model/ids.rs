@@ -1,0 +1,134 @@
+//! Normalized contact identifiers (E.164 phone, email, external id) and their masked form for logs.
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+
+/// An owned, normalized identifier. Phones are the E.164 digits as an integer
+/// (E.164 has at most 15 digits and never starts with 0, so this is lossless).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContactKey {
+    Phone(u64),
+    Email(Box<str>),
+    External(Box<str>),
+}
+
+/// A borrowed identifier, as produced on the hot path without allocating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContactRef<'a> {
+    Phone(u64),
+    Email(Cow<'a, str>),
+    External(&'a str),
+}
+
+impl ContactRef<'_> {
+    pub fn to_key(&self) -> ContactKey {
+        match self {
+            ContactRef::Phone(p) => ContactKey::Phone(*p),
+            ContactRef::Email(e) => ContactKey::Email(e.as_ref().into()),
+            ContactRef::External(x) => ContactKey::External((*x).into()),
+        }
+    }
+}
+
+impl ContactKey {
+    pub fn as_ref(&self) -> ContactRef<'_> {
+        match self {
+            ContactKey::Phone(p) => ContactRef::Phone(*p),
+            ContactKey::Email(e) => ContactRef::Email(Cow::Borrowed(e)),
+            ContactKey::External(x) => ContactRef::External(x),
+        }
+    }
+
+    /// The canonical text form: `+12025551234`, `jo@example.com`, `ext:42`.
+    /// Parses only that canonical form (used for stored data, not user input).
+    pub fn from_canonical(s: &str) -> Option<ContactKey> {
+        if let Some(d) = s.strip_prefix('+') {
+            if d.is_empty() || d.len() > 15 || !d.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            return d.parse().ok().map(ContactKey::Phone);
+        }
+        if let Some(x) = s.strip_prefix("ext:") {
+            return (!x.is_empty()).then(|| ContactKey::External(x.into()));
+        }
+        s.contains('@').then(|| ContactKey::Email(s.into()))
+    }
+
+    pub fn masked(&self) -> String {
+        mask(&self.to_string())
+    }
+}
+
+impl fmt::Display for ContactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContactKey::Phone(p) => write!(f, "+{p}"),
+            ContactKey::Email(e) => f.write_str(e),
+            ContactKey::External(x) => write!(f, "ext:{x}"),
+        }
+    }
+}
+
+impl fmt::Display for ContactRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContactRef::Phone(p) => write!(f, "+{p}"),
+            ContactRef::Email(e) => f.write_str(e),
+            ContactRef::External(x) => write!(f, "ext:{x}"),
+        }
+    }
+}
+
+impl Serialize for ContactKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContactKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContactKey::from_canonical(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("not a canonical contact: {}", mask(&s)))
+        })
+    }
+}
+
+/// Masks a phone, email or other identifier for logs and metrics: `+1202***1234`, `j***@example.com`.
+pub fn mask(s: &str) -> String {
+    if let Some((local, domain)) = s.split_once('@') {
+        let first = local.chars().next().unwrap_or('*');
+        return format!("{first}***@{domain}");
+    }
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= 6 {
+        return "***".to_string();
+    }
+    let head: String = chars[..chars.len().min(5).min(chars.len() - 4)]
+        .iter()
+        .collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}***{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_phones_and_emails() {
+        assert_eq!(mask("+12025551234"), "+1202***1234");
+        assert_eq!(mask("jane.doe@example.com"), "j***@example.com");
+        assert_eq!(mask("12345"), "***");
+    }
+
+    #[test]
+    fn canonical_round_trip() {
+        for s in ["+12025551234", "jo@example.com", "ext:crm-42"] {
+            let k = ContactKey::from_canonical(s).unwrap();
+            assert_eq!(k.to_string(), s);
+        }
+        assert!(ContactKey::from_canonical("2025551234").is_none());
+        assert!(ContactKey::from_canonical("+12a").is_none());
+    }
+}

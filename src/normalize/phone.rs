@@ -1,0 +1,308 @@
+//! Phone numbers to E.164: an allocation-free fast path for E.164 and NANP input, the
+//! `phonenumber` crate (libphonenumber's metadata) for everything else.
+//!
+//! phonenumber costs microseconds a parse and serialises threads on a global regex cache,
+//! so the common inputs never reach it after warm-up: NANP validity is decided per
+//! (area code, exchange) once, by asking phonenumber, and remembered in a 1 MB table.
+use phonenumber::country::Id;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("unknown region `{0}` (expected an ISO 3166 code such as US or GB)")]
+    UnknownRegion(String),
+    #[error("not a phone number")]
+    Unparseable,
+    #[error("not a valid number for its region")]
+    Invalid,
+}
+
+/// A default region for numbers written without a country code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    id: Id,
+    /// Country calling code (1 for the NANP regions).
+    code: u16,
+}
+
+impl Region {
+    pub fn parse(s: &str) -> Result<Region, PhoneError> {
+        let upper = s.trim().to_ascii_uppercase();
+        let id = Id::from_str(&upper).map_err(|_| PhoneError::UnknownRegion(s.to_string()))?;
+        let code = phonenumber::metadata::DATABASE
+            .by_id(id.as_ref())
+            .map(|m| m.country_code())
+            .ok_or_else(|| PhoneError::UnknownRegion(s.to_string()))?;
+        Ok(Region { id, code })
+    }
+
+    pub fn us() -> Region {
+        Region {
+            id: Id::US,
+            code: 1,
+        }
+    }
+
+    pub fn is_nanp(self) -> bool {
+        self.code == 1
+    }
+
+    /// The ISO 3166 code, e.g. `US`.
+    pub fn code_str(&self) -> &str {
+        self.id.as_ref()
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const VALID: u8 = 1;
+const INVALID: u8 = 2;
+/// Validity depends on the subscriber digits too: always ask phonenumber.
+const MIXED: u8 = 3;
+
+/// Remembered validity of NANP (area code, exchange) pairs, filled lazily.
+pub struct NanpTable {
+    cells: Box<[AtomicU8]>,
+}
+
+impl Default for NanpTable {
+    fn default() -> Self {
+        NanpTable {
+            cells: (0..1_000_000).map(|_| AtomicU8::new(UNKNOWN)).collect(),
+        }
+    }
+}
+
+impl NanpTable {
+    /// `ten` is the 10-digit national number (area code, exchange, subscriber).
+    fn is_valid(&self, ten: u64) -> bool {
+        let cell = &self.cells[(ten / 10_000) as usize];
+        match cell.load(Ordering::Relaxed) {
+            VALID => true,
+            INVALID => false,
+            MIXED => slow_nanp_valid(ten),
+            _ => {
+                let prefix = ten / 10_000;
+                // Probe the block at several subscriber numbers; if they disagree the
+                // metadata looks at subscriber digits for this block and we never cache it.
+                let probes = [0u64, 1234, 5678, 9999].map(|s| slow_nanp_valid(prefix * 10_000 + s));
+                let state = if probes.iter().all(|v| *v) {
+                    VALID
+                } else if probes.iter().all(|v| !*v) {
+                    INVALID
+                } else {
+                    MIXED
+                };
+                cell.store(state, Ordering::Relaxed);
+                if state == MIXED {
+                    slow_nanp_valid(ten)
+                } else {
+                    state == VALID
+                }
+            }
+        }
+    }
+}
+
+fn slow_nanp_valid(ten: u64) -> bool {
+    phonenumber::parse(None, format!("+1{ten:010}"))
+        .map(|n| phonenumber::is_valid(&n))
+        .unwrap_or(false)
+}
+
+/// Parses phone input to the E.164 digits as an integer.
+pub struct PhoneNormalizer {
+    default_region: Region,
+    nanp: NanpTable,
+}
+
+impl PhoneNormalizer {
+    pub fn new(default_region: Region) -> Self {
+        PhoneNormalizer {
+            default_region,
+            nanp: NanpTable::default(),
+        }
+    }
+
+    pub fn default_region(&self) -> Region {
+        self.default_region
+    }
+
+    pub fn normalize(&self, input: &str, region: Option<Region>) -> Result<u64, PhoneError> {
+        let region = region.unwrap_or(self.default_region);
+        match fast_digits(input) {
+            Fast::Digits { plus, buf, len } => {
+                let digits = &buf[..len];
+                if let Some(ten) = nanp_national(plus, digits, region) {
+                    return if ten_is_plausible(ten) && self.nanp.is_valid(ten) {
+                        Ok(10_000_000_000 + ten)
+                    } else {
+                        Err(PhoneError::Invalid)
+                    };
+                }
+                self.slow(input, region)
+            }
+            Fast::No => self.slow(input, region),
+        }
+    }
+
+    fn slow(&self, input: &str, region: Region) -> Result<u64, PhoneError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() || !trimmed.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(PhoneError::Unparseable);
+        }
+        // libphonenumber drops a parenthesised trunk prefix after a country code
+        // (`+44 (0)20 ...`); the phonenumber crate does not, so do it here.
+        let cleaned;
+        let trimmed = if trimmed.starts_with('+') && trimmed.contains("(0)") {
+            cleaned = trimmed.replacen("(0)", "", 1);
+            cleaned.as_str()
+        } else {
+            trimmed
+        };
+        let num =
+            phonenumber::parse(Some(region.id), trimmed).map_err(|_| PhoneError::Unparseable)?;
+        if !phonenumber::is_valid(&num) {
+            return Err(PhoneError::Invalid);
+        }
+        let e164 = num.format().mode(phonenumber::Mode::E164).to_string();
+        e164.strip_prefix('+')
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or(PhoneError::Unparseable)
+    }
+}
+
+enum Fast {
+    Digits {
+        plus: bool,
+        buf: [u8; 20],
+        len: usize,
+    },
+    No,
+}
+
+/// Collects digits from input made only of digits, spaces, `-`, `.`, `(`, `)` and one
+/// leading `+`. Anything else (letters, extensions, `(0)`-style trunk marks handled by
+/// the metadata) is left to the slow path.
+fn fast_digits(input: &str) -> Fast {
+    let bytes = input.trim().as_bytes();
+    let (plus, rest) = match bytes.first() {
+        Some(b'+') => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut buf = [0u8; 20];
+    let mut len = 0;
+    for &b in rest {
+        match b {
+            b'0'..=b'9' => {
+                if len == buf.len() {
+                    return Fast::No;
+                }
+                buf[len] = b - b'0';
+                len += 1;
+            }
+            b' ' | b'-' | b'.' | b'(' | b')' => {}
+            _ => return Fast::No,
+        }
+    }
+    Fast::Digits { plus, buf, len }
+}
+
+/// The 10-digit NANP national number if the digits are NANP by form: `+1` and ten
+/// digits, or, for a NANP default region, ten digits or `1` and ten digits.
+fn nanp_national(plus: bool, digits: &[u8], region: Region) -> Option<u64> {
+    let ten = match (plus, digits.len()) {
+        (true, 11) if digits[0] == 1 => &digits[1..],
+        (false, 10) if region.is_nanp() => digits,
+        (false, 11) if region.is_nanp() && digits[0] == 1 => &digits[1..],
+        _ => return None,
+    };
+    Some(ten.iter().fold(0u64, |acc, d| acc * 10 + u64::from(*d)))
+}
+
+/// NANP area codes and exchanges start with 2-9; anything else is invalid without asking.
+fn ten_is_plausible(ten: u64) -> bool {
+    let area_first = ten / 1_000_000_000;
+    let exch_first = (ten / 1_000_000) % 10;
+    area_first >= 2 && exch_first >= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Result<u64, PhoneError> {
+        PhoneNormalizer::new(Region::us()).normalize(s, None)
+    }
+
+    #[test]
+    fn common_us_formats() {
+        for s in [
+            "(202) 555-1234",
+            "202.555.1234",
+            "1-202-555-1234",
+            "+1 202 555 1234",
+            "+12025551234",
+            "2025551234",
+            " 202 555 1234 ",
+            "202-555-1234 ext. 99",
+            "(202) 555-1234 x12",
+        ] {
+            assert_eq!(n(s), Ok(12025551234), "{s}");
+        }
+    }
+
+    #[test]
+    fn international_formats() {
+        assert_eq!(n("011 44 20 7946 0958"), Ok(442079460958));
+        assert_eq!(n("+44 (0)20 7946 0958"), Ok(442079460958));
+        assert_eq!(n("+44 20 7946 0958"), Ok(442079460958));
+        let gb = Region::parse("gb").unwrap();
+        assert_eq!(
+            PhoneNormalizer::new(gb).normalize("0044 20 7946 0958", None),
+            Ok(442079460958)
+        );
+        assert_eq!(
+            PhoneNormalizer::new(gb).normalize("020 7946 0958", None),
+            Ok(442079460958)
+        );
+    }
+
+    #[test]
+    fn invalid_numbers() {
+        for s in [
+            "",
+            "hello",
+            "123",
+            "+1 123 555 1234",
+            "+1 202 055 1234",
+            "555-1234",
+            "+999 1234",
+        ] {
+            assert!(n(s).is_err(), "{s} should be invalid");
+        }
+    }
+
+    #[test]
+    fn fast_and_slow_paths_agree() {
+        let p = PhoneNormalizer::new(Region::us());
+        for area in [201u64, 202, 212, 310, 416, 876, 999, 555, 800, 900] {
+            for exch in [200u64, 555, 911, 234] {
+                let ten = area * 10_000_000 + exch * 10_000 + 4321;
+                let fast = p.normalize(&format!("+1{ten}"), None).ok();
+                let slow = p
+                    .slow(&format!("+1 ({area}) {exch}-4321 ext. 1"), Region::us())
+                    .ok();
+                assert_eq!(fast, slow, "+1{ten}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_region_is_named() {
+        assert_eq!(
+            Region::parse("XX"),
+            Err(PhoneError::UnknownRegion("XX".into()))
+        );
+    }
+}

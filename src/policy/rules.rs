@@ -1,0 +1,232 @@
+//! Decision rules 1-5 of DESIGN.md. Pure: the same facts, policy and time give the same decision.
+use super::Policy;
+use crate::index::{ConsentFact, ContactFacts};
+use crate::model::{Channel, ConsentStatus, Direction, Millis, Purpose, Reason, ReasonSet};
+
+/// One check, already validated and normalized.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckInput<'a> {
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub category: Option<&'a str>,
+    pub direction: Direction,
+    /// When the contact would be made.
+    pub at: Millis,
+}
+
+/// A record behind a reason; formatted to its public id only at the API edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordId {
+    Consent(u64),
+    Dnc(u64),
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordId::Consent(s) => write!(f, "cn-{s}"),
+            RecordId::Dnc(s) => write!(f, "dnc-{s}"),
+        }
+    }
+}
+
+const MATCHED_CAP: usize = 12;
+
+/// Inline list of record ids (one per reason at most), so deciding allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matched {
+    ids: [RecordId; MATCHED_CAP],
+    len: usize,
+}
+
+impl Default for Matched {
+    fn default() -> Self {
+        Matched {
+            ids: [RecordId::Consent(0); MATCHED_CAP],
+            len: 0,
+        }
+    }
+}
+
+impl Matched {
+    fn push(&mut self, id: RecordId) {
+        if self.len < MATCHED_CAP && !self.as_slice().contains(&id) {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+    pub fn as_slice(&self) -> &[RecordId] {
+        &self.ids[..self.len]
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub reasons: ReasonSet,
+    pub matched: Matched,
+    pub index_seq: u64,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    /// A BLOCK for a single reason with no record behind it (bad contact, bad request).
+    pub fn blocked(reason: Reason, index_seq: u64) -> Decision {
+        let mut reasons = ReasonSet::EMPTY;
+        reasons.insert(reason);
+        Decision {
+            reasons,
+            matched: Matched::default(),
+            index_seq,
+        }
+    }
+}
+
+fn covers(c: &ConsentFact, input: &CheckInput<'_>) -> bool {
+    let r = &c.record;
+    r.channels.contains(input.channel)
+        && r.purposes.contains(input.purpose)
+        && r.effective_at <= input.at
+        && match (&r.category, input.category) {
+            (None, _) => true,
+            (Some(rc), Some(ic)) => rc.eq_ignore_ascii_case(ic),
+            (Some(_), None) => false,
+        }
+}
+
+/// The latest record covering the check across all the person's identifiers,
+/// by effective time, then by seq.
+fn latest_covering<'f>(
+    facts: &[&'f ContactFacts],
+    input: &CheckInput<'_>,
+) -> Option<&'f ConsentFact> {
+    let mut best: Option<&ConsentFact> = None;
+    for f in facts {
+        for c in &f.consents {
+            if covers(c, input)
+                && best
+                    .is_none_or(|b| (c.record.effective_at, c.seq) > (b.record.effective_at, b.seq))
+            {
+                best = Some(c);
+            }
+        }
+    }
+    best
+}
+
+enum ExpressConsent<'f> {
+    Active,
+    Expired(&'f ConsentFact),
+    Withdrawn(&'f ConsentFact),
+    Denied(&'f ConsentFact),
+    None,
+}
+
+fn express_consent<'f>(
+    policy: &Policy,
+    facts: &[&'f ContactFacts],
+    input: &CheckInput<'_>,
+) -> ExpressConsent<'f> {
+    match latest_covering(facts, input) {
+        None => ExpressConsent::None,
+        Some(c) => match c.record.status {
+            ConsentStatus::Withdrawn => ExpressConsent::Withdrawn(c),
+            ConsentStatus::Denied => ExpressConsent::Denied(c),
+            ConsentStatus::Granted => {
+                let past_expiry = c.record.expires_at.is_some_and(|e| e <= input.at);
+                let past_ttl = policy
+                    .consent_ttl_ms
+                    .is_some_and(|ttl| input.at - c.record.effective_at > ttl);
+                if past_expiry || past_ttl {
+                    ExpressConsent::Expired(c)
+                } else {
+                    ExpressConsent::Active
+                }
+            }
+        },
+    }
+}
+
+/// Applies rules 2-5 (rule 1, an unparseable contact, is decided before any facts exist).
+///
+/// `facts[0]` is the contact's own identifier; further entries are identifiers linked to
+/// the same person, whose withdrawals and company DNC entries apply too, while registry
+/// entries stay with the number they were listed for.
+pub fn evaluate(
+    policy: &Policy,
+    input: &CheckInput<'_>,
+    facts: &[&ContactFacts],
+    index_age_ms: Millis,
+    index_seq: u64,
+) -> Decision {
+    let mut d = Decision {
+        reasons: ReasonSet::EMPTY,
+        matched: Matched::default(),
+        index_seq,
+    };
+    let consent = express_consent(policy, facts, input);
+
+    // Rule 2: DNC entries.
+    if input.direction == Direction::Outbound || policy.block_inbound {
+        let registry_applies = input.purpose == Purpose::Marketing
+            && matches!(input.channel, Channel::Voice | Channel::Sms);
+        let registry_overridden =
+            policy.consent_overrides_registry && matches!(consent, ExpressConsent::Active);
+        for (i, f) in facts.iter().enumerate() {
+            for e in &f.dnc {
+                let t = e.entry.dnc_type;
+                if !policy.block_dnc.contains(t) || !e.is_active(input.at) {
+                    continue;
+                }
+                if t.is_registry() && (i > 0 || !registry_applies || registry_overridden) {
+                    continue;
+                }
+                if i > 0
+                    && !matches!(
+                        t,
+                        crate::model::DncType::Corporate | crate::model::DncType::Personal
+                    )
+                {
+                    continue;
+                }
+                if !d.reasons.contains(t.reason()) {
+                    d.reasons.insert(t.reason());
+                    d.matched.push(RecordId::Dnc(e.seq));
+                }
+            }
+        }
+    }
+
+    // Rules 3 and 4: the latest covering consent record.
+    let required = policy.requires_consent(input.channel, input.purpose);
+    match consent {
+        ExpressConsent::Withdrawn(c) => {
+            d.reasons.insert(Reason::ConsentWithdrawn);
+            d.matched.push(RecordId::Consent(c.seq));
+        }
+        ExpressConsent::Denied(c) => {
+            d.reasons.insert(Reason::ConsentDenied);
+            d.matched.push(RecordId::Consent(c.seq));
+        }
+        ExpressConsent::Expired(c) if required => {
+            d.reasons.insert(Reason::ConsentExpired);
+            d.matched.push(RecordId::Consent(c.seq));
+        }
+        ExpressConsent::None if required => d.reasons.insert(Reason::NoConsent),
+        _ => {}
+    }
+
+    // Rule 5: staleness.
+    if policy
+        .max_staleness_ms
+        .is_some_and(|max| index_age_ms > max)
+    {
+        d.reasons.insert(Reason::IndexStale);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,522 @@
+//! Table-driven tests, one table per decision rule, against an explicit clock value.
+use super::*;
+use crate::index::{ConsentFact, ContactFacts, DncFact, Removal};
+use crate::model::{
+    ChannelSet, ConsentEvent, ContactKey, DAY_MS, DncAddEvent, DncType, PurposeSet, Reason,
+};
+use crate::policy::{Policy, PolicyConfig};
+
+const NOW: Millis = 1_800_000_000_000;
+
+fn policy() -> Policy {
+    Policy::from_config("default", &PolicyConfig::default()).unwrap()
+}
+
+fn key() -> ContactKey {
+    ContactKey::Phone(12025551234)
+}
+
+fn consent(
+    seq: u64,
+    status: ConsentStatus,
+    ch: &[Channel],
+    p: &[Purpose],
+    at: Millis,
+) -> ConsentFact {
+    ConsentFact {
+        seq,
+        recorded_at: at,
+        record: ConsentEvent {
+            contact: key(),
+            status,
+            channels: if ch.is_empty() {
+                ChannelSet::all()
+            } else {
+                ChannelSet::of(ch)
+            },
+            purposes: if p.is_empty() {
+                PurposeSet::of(&[Purpose::Marketing, Purpose::Service])
+            } else {
+                PurposeSet::of(p)
+            },
+            category: None,
+            source: "test".into(),
+            proof: String::new(),
+            effective_at: at,
+            expires_at: None,
+            campaign_id: String::new(),
+        },
+    }
+}
+
+fn dnc(seq: u64, t: DncType) -> DncFact {
+    DncFact {
+        seq,
+        added_at: NOW - DAY_MS,
+        entry: DncAddEvent {
+            contact: key(),
+            dnc_type: t,
+            list: None,
+            expires_at: None,
+            source: String::new(),
+            note: String::new(),
+            actor: String::new(),
+        },
+        removal: None,
+    }
+}
+
+fn input(channel: Channel, purpose: Purpose) -> CheckInput<'static> {
+    CheckInput {
+        channel,
+        purpose,
+        category: None,
+        direction: Direction::Outbound,
+        at: NOW,
+    }
+}
+
+fn reasons(d: &Decision) -> Vec<Reason> {
+    d.reasons.iter().collect()
+}
+
+fn granted_sms_marketing() -> ConsentFact {
+    consent(
+        1,
+        ConsentStatus::Granted,
+        &[Channel::Sms, Channel::Voice],
+        &[Purpose::Marketing],
+        NOW - DAY_MS,
+    )
+}
+
+#[test]
+fn rule2_dnc_entries() {
+    use Channel::*;
+    use Purpose::*;
+    struct Case {
+        name: &'static str,
+        dnc: Vec<DncFact>,
+        consents: Vec<ConsentFact>,
+        check: CheckInput<'static>,
+        want: Vec<Reason>,
+    }
+    let inbound = CheckInput {
+        direction: Direction::Inbound,
+        ..input(Voice, Service)
+    };
+    let cases = vec![
+        Case {
+            name: "federal blocks marketing voice (no consent too)",
+            dnc: vec![dnc(5, DncType::Federal)],
+            consents: vec![],
+            check: input(Voice, Marketing),
+            want: vec![Reason::DncFederal, Reason::NoConsent],
+        },
+        Case {
+            name: "federal ignored for service calls",
+            dnc: vec![dnc(5, DncType::Federal)],
+            consents: vec![],
+            check: input(Voice, Service),
+            want: vec![],
+        },
+        Case {
+            name: "state ignored on email",
+            dnc: vec![dnc(5, DncType::State)],
+            consents: vec![],
+            check: input(Email, Marketing),
+            want: vec![],
+        },
+        Case {
+            name: "express consent overrides federal",
+            dnc: vec![dnc(5, DncType::Federal)],
+            consents: vec![granted_sms_marketing()],
+            check: input(Sms, Marketing),
+            want: vec![],
+        },
+        Case {
+            name: "consent does not override corporate",
+            dnc: vec![dnc(5, DncType::Corporate)],
+            consents: vec![granted_sms_marketing()],
+            check: input(Sms, Marketing),
+            want: vec![Reason::DncCorporate],
+        },
+        Case {
+            name: "corporate blocks service email too",
+            dnc: vec![dnc(5, DncType::Corporate)],
+            consents: vec![],
+            check: input(Email, Service),
+            want: vec![Reason::DncCorporate],
+        },
+        Case {
+            name: "every reason collected",
+            dnc: vec![
+                dnc(5, DncType::Litigator),
+                dnc(6, DncType::Personal),
+                dnc(7, DncType::State),
+            ],
+            consents: vec![],
+            check: input(Voice, Marketing),
+            want: vec![
+                Reason::DncState,
+                Reason::DncPersonal,
+                Reason::DncLitigator,
+                Reason::NoConsent,
+            ],
+        },
+        Case {
+            name: "inbound skips dnc by default",
+            dnc: vec![dnc(5, DncType::Corporate)],
+            consents: vec![],
+            check: inbound,
+            want: vec![],
+        },
+        Case {
+            name: "expired entry ignored",
+            dnc: vec![DncFact {
+                entry: DncAddEvent {
+                    expires_at: Some(NOW - 1),
+                    ..dnc(5, DncType::Corporate).entry
+                },
+                ..dnc(5, DncType::Corporate)
+            }],
+            consents: vec![],
+            check: input(Email, Service),
+            want: vec![],
+        },
+        Case {
+            name: "removed entry ignored",
+            dnc: vec![DncFact {
+                removal: Some(Removal {
+                    seq: 9,
+                    at: NOW - 5,
+                    actor: "ops".into(),
+                    reason: "error".into(),
+                    retain_until: NOW + DAY_MS,
+                }),
+                ..dnc(5, DncType::Corporate)
+            }],
+            consents: vec![],
+            check: input(Email, Service),
+            want: vec![],
+        },
+    ];
+    for c in cases {
+        let f = ContactFacts {
+            consents: c.consents,
+            dnc: c.dnc,
+        };
+        let d = evaluate(&policy(), &c.check, &[&f], 0, 42);
+        assert_eq!(reasons(&d), c.want, "{}", c.name);
+        assert_eq!(d.index_seq, 42);
+        if c.want.iter().any(|r| r.as_str().starts_with("DNC_")) {
+            assert!(
+                d.matched
+                    .as_slice()
+                    .iter()
+                    .any(|m| matches!(m, RecordId::Dnc(_))),
+                "{}",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn rule2_policy_switches() {
+    let f = ContactFacts {
+        consents: vec![granted_sms_marketing()],
+        dnc: vec![dnc(5, DncType::Federal), dnc(6, DncType::Corporate)],
+    };
+    let strict = Policy {
+        consent_overrides_registry: false,
+        ..policy()
+    };
+    assert_eq!(
+        reasons(&evaluate(
+            &strict,
+            &input(Channel::Sms, Purpose::Marketing),
+            &[&f],
+            0,
+            1
+        )),
+        vec![Reason::DncFederal, Reason::DncCorporate]
+    );
+    let inbound_blocking = Policy {
+        block_inbound: true,
+        ..policy()
+    };
+    let check = CheckInput {
+        direction: Direction::Inbound,
+        ..input(Channel::Email, Purpose::Service)
+    };
+    assert_eq!(
+        reasons(&evaluate(&inbound_blocking, &check, &[&f], 0, 1)),
+        vec![Reason::DncCorporate]
+    );
+    let no_corporate = Policy {
+        block_dnc: crate::model::DncTypeSet::of(&[DncType::Federal, DncType::State]),
+        ..policy()
+    };
+    assert!(
+        evaluate(
+            &no_corporate,
+            &input(Channel::Email, Purpose::Service),
+            &[&f],
+            0,
+            1
+        )
+        .allowed()
+    );
+}
+
+#[test]
+fn rule3_withdrawals() {
+    use Channel::*;
+    use Purpose::*;
+    let withdraw_all = consent(2, ConsentStatus::Withdrawn, &[], &[], NOW - 10);
+    let cases: Vec<(&str, Vec<ConsentFact>, CheckInput<'static>, Vec<Reason>)> = vec![
+        (
+            "unscoped withdrawal covers every channel",
+            vec![withdraw_all.clone()],
+            input(Email, Service),
+            vec![Reason::ConsentWithdrawn],
+        ),
+        (
+            "unscoped withdrawal spares security",
+            vec![withdraw_all.clone()],
+            input(Sms, Security),
+            vec![],
+        ),
+        (
+            "withdrawal after grant wins",
+            vec![granted_sms_marketing(), withdraw_all.clone()],
+            input(Sms, Marketing),
+            vec![Reason::ConsentWithdrawn],
+        ),
+        (
+            "grant after withdrawal restores",
+            vec![
+                withdraw_all.clone(),
+                consent(3, ConsentStatus::Granted, &[Sms], &[Marketing], NOW - 5),
+            ],
+            input(Sms, Marketing),
+            vec![],
+        ),
+        (
+            "restoring sms leaves voice withdrawn",
+            vec![
+                withdraw_all.clone(),
+                consent(3, ConsentStatus::Granted, &[Sms], &[Marketing], NOW - 5),
+            ],
+            input(Voice, Marketing),
+            vec![Reason::ConsentWithdrawn],
+        ),
+        (
+            "scoped withdrawal leaves other channels",
+            vec![consent(
+                2,
+                ConsentStatus::Withdrawn,
+                &[Email],
+                &[Marketing],
+                NOW - 10,
+            )],
+            input(Email, Service),
+            vec![],
+        ),
+        (
+            "denied blocks its scope",
+            vec![consent(
+                2,
+                ConsentStatus::Denied,
+                &[Email],
+                &[Marketing],
+                NOW - 10,
+            )],
+            input(Email, Marketing),
+            vec![Reason::ConsentDenied],
+        ),
+        (
+            "future-dated withdrawal not yet in force",
+            vec![
+                granted_sms_marketing(),
+                consent(4, ConsentStatus::Withdrawn, &[], &[], NOW + DAY_MS),
+            ],
+            input(Sms, Marketing),
+            vec![],
+        ),
+        (
+            "effective time orders, not seq",
+            vec![
+                consent(9, ConsentStatus::Withdrawn, &[], &[], NOW - 2 * DAY_MS),
+                granted_sms_marketing(),
+            ],
+            input(Sms, Marketing),
+            vec![],
+        ),
+    ];
+    for (name, consents, check, want) in cases {
+        let f = ContactFacts {
+            consents,
+            dnc: vec![],
+        };
+        let d = evaluate(&policy(), &check, &[&f], 0, 7);
+        assert_eq!(reasons(&d), want, "{name}");
+        if !want.is_empty() {
+            assert!(
+                matches!(d.matched.as_slice(), [RecordId::Consent(_)]),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rule3_categories_narrow_purposes() {
+    let mut newsletter = consent(
+        2,
+        ConsentStatus::Withdrawn,
+        &[Channel::Email],
+        &[Purpose::Marketing],
+        NOW - 10,
+    );
+    newsletter.record.category = Some("newsletter".into());
+    let f = ContactFacts {
+        consents: vec![newsletter],
+        dnc: vec![],
+    };
+    let general = input(Channel::Email, Purpose::Marketing);
+    assert!(evaluate(&policy(), &general, &[&f], 0, 1).allowed());
+    let cat = CheckInput {
+        category: Some("Newsletter"),
+        ..general
+    };
+    assert_eq!(
+        reasons(&evaluate(&policy(), &cat, &[&f], 0, 1)),
+        vec![Reason::ConsentWithdrawn]
+    );
+}
+
+#[test]
+fn rule4_express_consent() {
+    use Channel::*;
+    use Purpose::*;
+    let mut expiring = granted_sms_marketing();
+    expiring.record.expires_at = Some(NOW);
+    let old = consent(
+        1,
+        ConsentStatus::Granted,
+        &[Sms],
+        &[Marketing],
+        NOW - 366 * DAY_MS,
+    );
+    let cases: Vec<(&str, Vec<ConsentFact>, CheckInput<'static>, Vec<Reason>)> = vec![
+        (
+            "no consent for sms marketing",
+            vec![],
+            input(Sms, Marketing),
+            vec![Reason::NoConsent],
+        ),
+        (
+            "email marketing needs none by default",
+            vec![],
+            input(Email, Marketing),
+            vec![],
+        ),
+        (
+            "service sms needs none by default",
+            vec![],
+            input(Sms, Service),
+            vec![],
+        ),
+        (
+            "grant on another channel does not count",
+            vec![granted_sms_marketing()],
+            input(Whatsapp, Marketing),
+            vec![Reason::NoConsent],
+        ),
+        (
+            "grant counts",
+            vec![granted_sms_marketing()],
+            input(Sms, Marketing),
+            vec![],
+        ),
+        (
+            "past expiry",
+            vec![expiring],
+            input(Sms, Marketing),
+            vec![Reason::ConsentExpired],
+        ),
+        (
+            "older than ttl",
+            vec![old.clone()],
+            input(Sms, Marketing),
+            vec![Reason::ConsentExpired],
+        ),
+    ];
+    for (name, consents, check, want) in cases {
+        let f = ContactFacts {
+            consents,
+            dnc: vec![],
+        };
+        assert_eq!(
+            reasons(&evaluate(&policy(), &check, &[&f], 0, 1)),
+            want,
+            "{name}"
+        );
+    }
+    let f = ContactFacts {
+        consents: vec![old],
+        dnc: vec![],
+    };
+    let no_ttl = Policy {
+        consent_ttl_ms: None,
+        ..policy()
+    };
+    assert!(evaluate(&no_ttl, &input(Sms, Marketing), &[&f], 0, 1).allowed());
+}
+
+#[test]
+fn rule5_staleness() {
+    let p = Policy {
+        max_staleness_ms: Some(5_000),
+        ..policy()
+    };
+    let f = ContactFacts::default();
+    let check = input(Channel::Email, Purpose::Service);
+    for (age, want) in [
+        (0, vec![]),
+        (5_000, vec![]),
+        (5_001, vec![Reason::IndexStale]),
+    ] {
+        assert_eq!(
+            reasons(&evaluate(&p, &check, &[&f], age, 1)),
+            want,
+            "age {age}"
+        );
+    }
+    assert!(
+        evaluate(&policy(), &check, &[&f], Millis::MAX, 1).allowed(),
+        "no bound set"
+    );
+}
+
+#[test]
+fn linked_identifiers_share_withdrawals_and_company_dnc_not_registries() {
+    let own = ContactFacts::default();
+    let linked = ContactFacts {
+        consents: vec![consent(3, ConsentStatus::Withdrawn, &[], &[], NOW - 10)],
+        dnc: vec![dnc(4, DncType::Federal), dnc(5, DncType::Personal)],
+    };
+    let d = evaluate(
+        &policy(),
+        &input(Channel::Voice, Purpose::Marketing),
+        &[&own, &linked],
+        0,
+        1,
+    );
+    assert_eq!(
+        reasons(&d),
+        vec![Reason::DncPersonal, Reason::ConsentWithdrawn]
+    );
+}

@@ -1,0 +1,153 @@
+//! Assembles a running service: config to engine (store, index, policies), then the gRPC listener.
+use crate::api::grpc::{ConsentApi, DecisionApi, DncApi};
+use crate::clock::SharedClock;
+use crate::config::{Config, ConfigError};
+use crate::engine::{Engine, EngineSettings, Policies};
+use crate::index::{Applied, Index};
+use crate::model::DAY_MS;
+use crate::normalize::Region;
+use crate::proto;
+use crate::store::StoreError;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore, read_events_from};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(String),
+}
+
+/// Opens the embedded store in `config.data_dir`, rebuilds the index from it, and
+/// returns an engine that writes through it.
+pub fn open_embedded(
+    config: &Config,
+    origin: &str,
+    clock: SharedClock,
+) -> Result<Arc<Engine>, StartError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.into(),
+        message,
+    };
+    let policies = Policies::new(&config.default_policy, config.compiled_policies(origin)?)
+        .map_err(invalid)?;
+    let region = Region::parse(&config.default_region)
+        .map_err(|e| invalid(format!("default_region: {e}")))?;
+    let index = Arc::new(Index::new());
+    let db = EmbeddedStore::open(&config.data_dir)?;
+    loop {
+        let events = read_events_from(&db, index.seq(), 50_000)?;
+        if events.is_empty() {
+            break;
+        }
+        for ev in &events {
+            if let Applied::Gap { expected } = index.apply(ev) {
+                return Err(StoreError::Corrupt(format!(
+                    "change log jumps from {expected} to {}",
+                    ev.seq
+                ))
+                .into());
+            }
+        }
+    }
+    tracing::info!(
+        seq = index.seq(),
+        identifiers = index.len(),
+        "index rebuilt from the embedded store"
+    );
+    let opts = EmbeddedOptions {
+        idempotency_retention_ms: i64::from(config.idempotency_hours) * 3_600_000,
+    };
+    let store = EmbeddedStore::start(db, index.clone(), clock.clone(), opts)?;
+    index.set_authoritative(true);
+    let settings = EngineSettings {
+        archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
+    };
+    Ok(Arc::new(Engine::new(
+        index,
+        Arc::new(store),
+        policies,
+        clock,
+        region,
+        settings,
+    )))
+}
+
+pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.into(),
+            source,
+        })
+}
+
+/// Largest message accepted: a full 10,000-item batch with generous text fields.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Serves gRPC (preflight.v1, health, reflection) until `shutdown` resolves.
+pub async fn serve_grpc(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use proto::consent_service_server::ConsentServiceServer;
+    use proto::decision_service_server::DecisionServiceServer;
+    use proto::dnc_service_server::DncServiceServer;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DecisionServiceServer<DecisionApi>>()
+        .await;
+    health
+        .set_serving::<ConsentServiceServer<ConsentApi>>()
+        .await;
+    health.set_serving::<DncServiceServer<DncApi>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Transport(e.to_string()))?;
+
+    let decision = DecisionServiceServer::new(DecisionApi::new(engine.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let consent = ConsentServiceServer::new(ConsentApi::new(engine.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
+    let dnc = DncServiceServer::new(DncApi::new(engine.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, seq = engine.index().seq(), "serving gRPC");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(decision)
+        .add_service(consent)
+        .add_service(dnc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| StartError::Transport(e.to_string()))
+}
