@@ -216,6 +216,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+const SHUTDOWN_GRACE_SECS: u64 = 5;
+
 async fn serve(a: ServeArgs) -> Result<()> {
     init_tracing(a.log_format);
     let origin = a
@@ -238,7 +240,21 @@ async fn serve(a: ServeArgs) -> Result<()> {
             )
         })?;
     let listener = preflight::server::bind(&config.listen).await?;
-    preflight::server::serve_grpc(engine, listener, shutdown_signal()).await?;
+    // In-flight requests get a bounded grace period; idle client connections do not hold
+    // the process up after that.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = stopping.clone();
+    let serve = preflight::server::serve_grpc(engine, listener, async move {
+        shutdown_signal().await;
+        signalled.notify_waiters();
+    });
+    tokio::select! {
+        r = serve => r?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(std::time::Duration::from_secs(SHUTDOWN_GRACE_SECS)).await;
+        } => tracing::warn!("grace period over, closing remaining connections"),
+    }
     Ok(())
 }
 

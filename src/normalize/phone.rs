@@ -140,6 +140,9 @@ impl PhoneNormalizer {
                         Err(PhoneError::Invalid)
                     };
                 }
+                if plus && let Some(e164) = international_valid(digits) {
+                    return Ok(e164);
+                }
                 self.slow(input, region)
             }
             Fast::No => self.slow(input, region),
@@ -179,6 +182,46 @@ enum Fast {
         len: usize,
     },
     No,
+}
+
+/// Validates `+` and digits directly against the metadata patterns, as libphonenumber
+/// does for a number already in international form. The phonenumber crate's parser
+/// mistakes some national numbers for a trunk prefix (`+33 1 42 68 53 00` loses its `1`).
+fn international_valid(digits: &[u8]) -> Option<u64> {
+    use phonenumber::Type;
+    const KINDS: [Type; 10] = [
+        Type::FixedLine,
+        Type::Mobile,
+        Type::TollFree,
+        Type::PremiumRate,
+        Type::SharedCost,
+        Type::PersonalNumber,
+        Type::Voip,
+        Type::Pager,
+        Type::Uan,
+        Type::Voicemail,
+    ];
+    if !(8..=15).contains(&digits.len()) {
+        return None;
+    }
+    let text: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+    for cc_len in 1..=3 {
+        let cc: u16 = text[..cc_len].parse().ok()?;
+        let Some(metas) = phonenumber::metadata::DATABASE.by_code(&cc) else {
+            continue;
+        };
+        // Calling codes are prefix-free: the first that exists is the one.
+        let national = &text[cc_len..];
+        let valid = metas.iter().any(|m| {
+            let d = m.descriptors();
+            d.general().is_match(national)
+                && KINDS
+                    .iter()
+                    .any(|k| d.get(*k).is_some_and(|x| x.is_match(national)))
+        });
+        return valid.then(|| text.parse().ok()).flatten();
+    }
+    None
 }
 
 /// Collects digits from input made only of digits, spaces, `-`, `.`, `(`, `)` and one

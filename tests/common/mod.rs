@@ -1,0 +1,162 @@
+//! Test harness: runs the real `preflight` binary on a free loopback port and speaks gRPC to it.
+#![allow(dead_code)]
+
+use preflight::proto as pb;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_preflight"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start preflight");
+        Server {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the health service says SERVING.
+    pub async fn ready(&mut self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("preflight exited early: {status}");
+            }
+            if let Ok(ch) = Channel::from_shared(self.url()).unwrap().connect().await {
+                let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+                if let Ok(r) = h
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    && r.into_inner().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return ch;
+                }
+            }
+            assert!(Instant::now() < deadline, "preflight not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(mut self) {
+        unsafe_kill(self.child.id(), "TERM");
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+pub fn decision(ch: &Channel) -> pb::decision_service_client::DecisionServiceClient<Channel> {
+    pb::decision_service_client::DecisionServiceClient::new(ch.clone())
+}
+pub fn consent(ch: &Channel) -> pb::consent_service_client::ConsentServiceClient<Channel> {
+    pb::consent_service_client::ConsentServiceClient::new(ch.clone())
+}
+pub fn dnc(ch: &Channel) -> pb::dnc_service_client::DncServiceClient<Channel> {
+    pb::dnc_service_client::DncServiceClient::new(ch.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+pub fn check_req(contact: &str, channel: pb::Channel, purpose: pb::Purpose) -> pb::CheckRequest {
+    pb::CheckRequest {
+        contact: contact.into(),
+        channel: channel as i32,
+        purpose: purpose as i32,
+        ..Default::default()
+    }
+}
+
+pub fn reasons(r: &pb::CheckResponse) -> Vec<pb::Reason> {
+    r.reasons
+        .iter()
+        .map(|x| pb::Reason::try_from(*x).unwrap())
+        .collect()
+}
+
+pub fn grant(
+    contact: &str,
+    channels: &[pb::Channel],
+    purposes: &[pb::Purpose],
+) -> pb::RecordConsentRequest {
+    pb::RecordConsentRequest {
+        contact: contact.into(),
+        status: pb::ConsentStatus::Granted as i32,
+        channels: channels.iter().map(|c| *c as i32).collect(),
+        purposes: purposes.iter().map(|p| *p as i32).collect(),
+        source: "web-form".into(),
+        proof: "https://example.com/form/1".into(),
+        ..Default::default()
+    }
+}
+
+pub fn withdraw(contact: &str) -> pb::RecordConsentRequest {
+    pb::RecordConsentRequest {
+        contact: contact.into(),
+        status: pb::ConsentStatus::Withdrawn as i32,
+        source: "sms-stop".into(),
+        ..Default::default()
+    }
+}
+
+pub fn entry(contact: &str, t: pb::DncType) -> pb::DncEntryInput {
+    pb::DncEntryInput {
+        contact: contact.into(),
+        r#type: t as i32,
+        ..Default::default()
+    }
+}
