@@ -1,7 +1,7 @@
 //! Consent writes (grant, withdraw, deny) and the view of what is held about a contact.
 use super::{Arg, Engine};
 use crate::error::{Error, Result};
-use crate::index::{ConsentFact, DncFact};
+use crate::index::{ConsentView, DncView};
 use crate::model::{
     Channel, ChannelSet, ConsentEvent, ConsentStatus, Event, Millis, Purpose, PurposeSet,
     event::consent_id,
@@ -42,8 +42,8 @@ pub struct ConsentOutcome {
 #[derive(Debug, Clone)]
 pub struct ContactView {
     pub normalized_contact: String,
-    pub consents: Vec<ConsentFact>,
-    pub dnc: Vec<DncFact>,
+    pub consents: Vec<ConsentView>,
+    pub dnc: Vec<DncView>,
     pub index_seq: u64,
 }
 
@@ -139,7 +139,7 @@ impl Engine {
         let region = self.region("default_region", default_region)?;
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
-        let (mut facts, seq) = self.index.with_facts(&key, |f, seq| (f[0].clone(), seq));
+        let (mut facts, seq) = self.index.report(&key);
         facts
             .dnc
             .retain(|e| e.removal.as_ref().is_none_or(|r| r.retain_until > now));

@@ -2,7 +2,7 @@
 use super::consent::text;
 use super::{Arg, Engine, MAX_BATCH};
 use crate::error::{Error, Result};
-use crate::index::DncFact;
+use crate::index::DncView;
 use crate::model::{
     ContactKey, DncAddEvent, DncRemoveEvent, DncType, Event, Millis, event::dnc_id,
 };
@@ -201,8 +201,8 @@ impl Engine {
                     .iter()
                     .find(|x| {
                         x.is_active(now)
-                            && x.entry.dnc_type == ev.dnc_type
-                            && x.entry.list == ev.list
+                            && x.dnc_type == ev.dnc_type
+                            && x.list.as_deref() == ev.list.as_deref()
                     })
                     .map(|x| x.seq)
             });
@@ -297,9 +297,10 @@ impl Engine {
                     .filter(|x| x.is_active(now))
                     .filter(|x| match t {
                         Some(t) => {
-                            x.entry.dnc_type == t && (list.is_none() || x.entry.list == list)
+                            x.dnc_type == t
+                                && (list.is_none() || x.list.as_deref() == list.as_deref())
                         }
-                        None => matches!(x.entry.dnc_type, DncType::Corporate | DncType::Personal),
+                        None => matches!(x.dnc_type, DncType::Corporate | DncType::Personal),
                     })
                     .map(|x| x.seq)
                     .collect()
@@ -356,7 +357,7 @@ impl Engine {
         contact: &str,
         default_region: &str,
         include_archived: bool,
-    ) -> Result<(String, Vec<DncFact>, u64)> {
+    ) -> Result<(String, Vec<DncView>, u64)> {
         let view = self.get_contact(contact, default_region)?;
         let now = self.clock.now_ms();
         let entries = view

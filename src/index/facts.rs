@@ -1,11 +1,82 @@
-//! What the index knows about one identifier: its consent records and DNC entries.
-use crate::model::{ConsentEvent, DncAddEvent, Millis};
+//! What the index knows about one identifier: a compact, decision-only form kept inline in
+//! the map (one cache miss per lookup), and the full records behind it for reports.
+use crate::model::{
+    ChannelSet, ConsentEvent, ConsentStatus, DncAddEvent, DncType, Millis, PurposeSet,
+};
+use smallvec::SmallVec;
 
+/// The decision-relevant part of a consent record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConsentFact {
     pub seq: u64,
-    pub recorded_at: Millis,
-    pub record: ConsentEvent,
+    pub effective_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub status: ConsentStatus,
+    pub channels: ChannelSet,
+    pub purposes: PurposeSet,
+    pub category: Option<Box<str>>,
+}
+
+impl ConsentFact {
+    pub fn of(seq: u64, c: &ConsentEvent) -> ConsentFact {
+        ConsentFact {
+            seq,
+            effective_at: c.effective_at,
+            expires_at: c.expires_at,
+            status: c.status,
+            channels: c.channels,
+            purposes: c.purposes,
+            category: c.category.as_deref().map(Into::into),
+        }
+    }
+}
+
+/// The decision-relevant part of a DNC entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DncFact {
+    pub seq: u64,
+    pub dnc_type: DncType,
+    pub list: Option<Box<str>>,
+    pub expires_at: Option<Millis>,
+    pub removed: bool,
+}
+
+impl DncFact {
+    pub fn of(seq: u64, d: &DncAddEvent) -> DncFact {
+        DncFact {
+            seq,
+            dnc_type: d.dnc_type,
+            list: d.list.as_deref().map(Into::into),
+            expires_at: d.expires_at,
+            removed: false,
+        }
+    }
+
+    /// In force at `at`: not removed and not expired.
+    pub fn is_active(&self, at: Millis) -> bool {
+        !self.removed && self.expires_at.is_none_or(|e| e > at)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContactFacts {
+    /// In seq order.
+    pub consents: SmallVec<[ConsentFact; 1]>,
+    /// In seq order, archived entries included until their retention date.
+    pub dnc: SmallVec<[DncFact; 1]>,
+}
+
+impl ContactFacts {
+    pub const fn new() -> Self {
+        ContactFacts {
+            consents: SmallVec::new_const(),
+            dnc: SmallVec::new_const(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.consents.is_empty() && self.dnc.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -17,31 +88,39 @@ pub struct Removal {
     pub retain_until: Millis,
 }
 
+/// A full consent record, for reports.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DncFact {
+pub struct ConsentView {
+    pub seq: u64,
+    pub recorded_at: Millis,
+    pub record: ConsentEvent,
+}
+
+/// A full DNC entry with its archive state, for reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DncView {
     pub seq: u64,
     pub added_at: Millis,
     pub entry: DncAddEvent,
     pub removal: Option<Removal>,
 }
 
-impl DncFact {
-    /// In force at `at`: not removed and not expired.
+impl DncView {
     pub fn is_active(&self, at: Millis) -> bool {
         self.removal.is_none() && self.entry.expires_at.is_none_or(|e| e > at)
     }
 }
 
+/// Everything held about one identifier, oldest first.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ContactFacts {
-    /// In seq order.
-    pub consents: Vec<ConsentFact>,
-    /// In seq order, archived entries included until their retention date.
-    pub dnc: Vec<DncFact>,
+pub struct ContactReport {
+    pub consents: Vec<ConsentView>,
+    pub dnc: Vec<DncView>,
 }
 
-impl ContactFacts {
-    pub fn is_empty(&self) -> bool {
-        self.consents.is_empty() && self.dnc.is_empty()
-    }
+/// The full record behind a fact, keyed by seq in the index.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Detail {
+    Consent(ConsentView),
+    Dnc(DncView),
 }

@@ -1,7 +1,9 @@
 //! The in-memory index that reads see: per-identifier facts in sharded maps, applied from the change log.
 mod facts;
 
-pub use facts::{ConsentFact, ContactFacts, DncFact, Removal};
+pub use facts::{ConsentFact, ConsentView, ContactFacts, ContactReport, DncFact, DncView, Removal};
+
+use facts::Detail;
 
 use crate::model::{ContactKey, ContactRef, Event, Millis, StoredEvent};
 use dashmap::DashMap;
@@ -9,10 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
-static NO_FACTS: ContactFacts = ContactFacts {
-    consents: Vec::new(),
-    dnc: Vec::new(),
-};
+static NO_FACTS: ContactFacts = ContactFacts::new();
 
 /// What `apply` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +29,8 @@ pub struct Index {
     phones: FastMap<u64, ContactFacts>,
     emails: FastMap<Box<str>, ContactFacts>,
     externals: FastMap<Box<str>, ContactFacts>,
-    /// DNC entry seq to the identifier it was recorded against, for removals.
-    entries: FastMap<u64, ContactKey>,
+    /// Full records by the seq that created them (reports, removals).
+    details: FastMap<u64, Detail>,
     seq: AtomicU64,
     /// When the index last heard from its store (an event or a heartbeat).
     heard_at: AtomicI64,
@@ -45,7 +44,7 @@ impl Default for Index {
             phones: FastMap::default(),
             emails: FastMap::default(),
             externals: FastMap::default(),
-            entries: FastMap::default(),
+            details: FastMap::default(),
             seq: AtomicU64::new(0),
             heard_at: AtomicI64::new(0),
             authoritative: AtomicBool::new(false),
@@ -98,9 +97,25 @@ impl Index {
         }
     }
 
-    /// A copy of the facts of `key`, for reports (not the hot path).
-    pub fn facts(&self, key: &ContactRef<'_>) -> ContactFacts {
-        self.with_facts(key, |f, _| f[0].clone())
+    /// The full records of `key` and the seq they were read at, for reports (not the hot path).
+    pub fn report(&self, key: &ContactRef<'_>) -> (ContactReport, u64) {
+        let (consent_seqs, dnc_seqs, seq) = self.with_facts(key, |f, seq| {
+            let c: Vec<u64> = f[0].consents.iter().map(|c| c.seq).collect();
+            let d: Vec<u64> = f[0].dnc.iter().map(|d| d.seq).collect();
+            (c, d, seq)
+        });
+        let mut report = ContactReport::default();
+        for s in consent_seqs {
+            if let Some(Detail::Consent(c)) = self.details.get(&s).map(|d| d.clone()) {
+                report.consents.push(c);
+            }
+        }
+        for s in dnc_seqs {
+            if let Some(Detail::Dnc(d)) = self.details.get(&s).map(|d| d.clone()) {
+                report.dnc.push(d);
+            }
+        }
+        (report, seq)
     }
 
     pub fn len(&self) -> usize {
@@ -124,37 +139,49 @@ impl Index {
             };
         }
         match &ev.event {
-            Event::ConsentRecorded(c) => self.update(&c.contact, |f| {
-                f.consents.push(ConsentFact {
-                    seq: ev.seq,
-                    recorded_at: ev.recorded_at,
-                    record: c.clone(),
-                })
-            }),
+            Event::ConsentRecorded(c) => {
+                self.details.insert(
+                    ev.seq,
+                    Detail::Consent(ConsentView {
+                        seq: ev.seq,
+                        recorded_at: ev.recorded_at,
+                        record: c.clone(),
+                    }),
+                );
+                self.update(&c.contact, |f| f.consents.push(ConsentFact::of(ev.seq, c)));
+            }
             Event::DncAdded(d) => {
-                self.update(&d.contact, |f| {
-                    f.dnc.push(DncFact {
+                self.details.insert(
+                    ev.seq,
+                    Detail::Dnc(DncView {
                         seq: ev.seq,
                         added_at: ev.recorded_at,
                         entry: d.clone(),
                         removal: None,
-                    })
-                });
-                self.entries.insert(ev.seq, d.contact.clone());
+                    }),
+                );
+                self.update(&d.contact, |f| f.dnc.push(DncFact::of(ev.seq, d)));
             }
             Event::DncRemoved(r) => {
-                // Copy the key out first: never hold one map's guard while locking another.
-                let contact = self.entries.get(&r.entry_seq).map(|k| k.clone());
+                // Take what is needed out of one map before locking another: never hold
+                // two guards at once.
+                let contact = match self.details.get_mut(&r.entry_seq).as_deref_mut() {
+                    Some(Detail::Dnc(view)) => {
+                        view.removal = Some(Removal {
+                            seq: ev.seq,
+                            at: ev.recorded_at,
+                            actor: r.actor.clone(),
+                            reason: r.reason.clone(),
+                            retain_until: r.retain_until,
+                        });
+                        Some(view.entry.contact.clone())
+                    }
+                    _ => None,
+                };
                 if let Some(contact) = contact {
                     self.update(&contact, |f| {
                         if let Some(e) = f.dnc.iter_mut().find(|e| e.seq == r.entry_seq) {
-                            e.removal = Some(Removal {
-                                seq: ev.seq,
-                                at: ev.recorded_at,
-                                actor: r.actor.clone(),
-                                reason: r.reason.clone(),
-                                retain_until: r.retain_until,
-                            });
+                            e.removed = true;
                         }
                     });
                 }
@@ -175,23 +202,21 @@ impl Index {
 
     /// Drops archived DNC entries whose retention date has passed.
     pub fn purge_archived(&self, now: Millis) -> usize {
-        let mut purged = Vec::new();
-        let mut sweep = |facts: &mut ContactFacts| {
-            facts.dnc.retain(|e| {
-                let keep = e.removal.as_ref().is_none_or(|r| r.retain_until > now);
-                if !keep {
-                    purged.push(e.seq);
+        let expired: Vec<(u64, ContactKey)> = self
+            .details
+            .iter()
+            .filter_map(|d| match d.value() {
+                Detail::Dnc(v) if v.removal.as_ref().is_some_and(|r| r.retain_until <= now) => {
+                    Some((v.seq, v.entry.contact.clone()))
                 }
-                keep
-            });
-        };
-        self.phones.iter_mut().for_each(|mut f| sweep(&mut f));
-        self.emails.iter_mut().for_each(|mut f| sweep(&mut f));
-        self.externals.iter_mut().for_each(|mut f| sweep(&mut f));
-        for seq in &purged {
-            self.entries.remove(seq);
+                _ => None,
+            })
+            .collect();
+        for (seq, contact) in &expired {
+            self.details.remove(seq);
+            self.update(contact, |f| f.dnc.retain(|e| e.seq != *seq));
         }
-        purged.len()
+        expired.len()
     }
 }
 

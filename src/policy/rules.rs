@@ -85,13 +85,13 @@ impl Decision {
 }
 
 fn covers(c: &ConsentFact, input: &CheckInput<'_>) -> bool {
-    let r = &c.record;
+    let r = c;
     r.channels.contains(input.channel)
         && r.purposes.contains(input.purpose)
         && r.effective_at <= input.at
         && match (&r.category, input.category) {
             (None, _) => true,
-            (Some(rc), Some(ic)) => rc.eq_ignore_ascii_case(ic),
+            (Some(rc), Some(ic)) => rc.as_ref().eq_ignore_ascii_case(ic),
             (Some(_), None) => false,
         }
 }
@@ -106,8 +106,7 @@ fn latest_covering<'f>(
     for f in facts {
         for c in &f.consents {
             if covers(c, input)
-                && best
-                    .is_none_or(|b| (c.record.effective_at, c.seq) > (b.record.effective_at, b.seq))
+                && best.is_none_or(|b| (c.effective_at, c.seq) > (b.effective_at, b.seq))
             {
                 best = Some(c);
             }
@@ -131,14 +130,14 @@ fn express_consent<'f>(
 ) -> ExpressConsent<'f> {
     match latest_covering(facts, input) {
         None => ExpressConsent::None,
-        Some(c) => match c.record.status {
+        Some(c) => match c.status {
             ConsentStatus::Withdrawn => ExpressConsent::Withdrawn(c),
             ConsentStatus::Denied => ExpressConsent::Denied(c),
             ConsentStatus::Granted => {
-                let past_expiry = c.record.expires_at.is_some_and(|e| e <= input.at);
+                let past_expiry = c.expires_at.is_some_and(|e| e <= input.at);
                 let past_ttl = policy
                     .consent_ttl_ms
-                    .is_some_and(|ttl| input.at - c.record.effective_at > ttl);
+                    .is_some_and(|ttl| input.at - c.effective_at > ttl);
                 if past_expiry || past_ttl {
                     ExpressConsent::Expired(c)
                 } else {
@@ -176,7 +175,7 @@ pub fn evaluate(
             policy.consent_overrides_registry && matches!(consent, ExpressConsent::Active);
         for (i, f) in facts.iter().enumerate() {
             for e in &f.dnc {
-                let t = e.entry.dnc_type;
+                let t = e.dnc_type;
                 if !policy.block_dnc.contains(t) || !e.is_active(input.at) {
                     continue;
                 }

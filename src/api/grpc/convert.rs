@@ -1,6 +1,6 @@
 //! Conversions between proto messages and engine types.
 use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus};
-use crate::index::{ConsentFact, DncFact};
+use crate::index::{ConsentView, DncView};
 use crate::model::{Channel, ConsentStatus, Direction, DncType, Millis, Purpose, Reason};
 use crate::proto as pb;
 use prost_types::Timestamp;
@@ -103,14 +103,8 @@ pub fn reason_pb(r: Reason) -> pb::Reason {
 pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckResponse {
     let d = &o.decision;
     let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.to_string()).collect();
-    let detail = match &o.problem {
-        Some(p) => p.clone(),
-        None if d.allowed() => String::new(),
-        None => {
-            let names: Vec<&str> = d.reasons.iter().map(|r| r.as_str()).collect();
-            format!("blocked by policy `{}`: {}", o.policy, names.join(", "))
-        }
-    };
+    // Reasons speak for ordinary decisions; detail explains what was wrong with the request.
+    let detail = o.problem.clone().unwrap_or_default();
     pb::CheckResponse {
         verdict: if d.allowed() {
             pb::Verdict::Allow
@@ -131,7 +125,7 @@ pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckRe
     }
 }
 
-pub fn consent_record(c: &ConsentFact) -> pb::ConsentRecord {
+pub fn consent_record(c: &ConsentView) -> pb::ConsentRecord {
     let r = &c.record;
     pb::ConsentRecord {
         consent_id: crate::model::event::consent_id(c.seq),
@@ -150,7 +144,7 @@ pub fn consent_record(c: &ConsentFact) -> pb::ConsentRecord {
     }
 }
 
-pub fn dnc_entry(e: &DncFact, now: Millis) -> pb::DncEntry {
+pub fn dnc_entry(e: &DncView, now: Millis) -> pb::DncEntry {
     let d = &e.entry;
     pb::DncEntry {
         entry_id: crate::model::event::dnc_id(e.seq),

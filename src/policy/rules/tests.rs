@@ -1,19 +1,14 @@
 //! Table-driven tests, one table per decision rule, against an explicit clock value.
 use super::*;
-use crate::index::{ConsentFact, ContactFacts, DncFact, Removal};
-use crate::model::{
-    ChannelSet, ConsentEvent, ContactKey, DAY_MS, DncAddEvent, DncType, PurposeSet, Reason,
-};
+use crate::index::{ConsentFact, ContactFacts, DncFact};
+use crate::model::{ChannelSet, DAY_MS, DncType, PurposeSet, Reason};
 use crate::policy::{Policy, PolicyConfig};
+use smallvec::SmallVec;
 
 const NOW: Millis = 1_800_000_000_000;
 
 fn policy() -> Policy {
     Policy::from_config("default", &PolicyConfig::default()).unwrap()
-}
-
-fn key() -> ContactKey {
-    ContactKey::Phone(12025551234)
 }
 
 fn consent(
@@ -25,44 +20,37 @@ fn consent(
 ) -> ConsentFact {
     ConsentFact {
         seq,
-        recorded_at: at,
-        record: ConsentEvent {
-            contact: key(),
-            status,
-            channels: if ch.is_empty() {
-                ChannelSet::all()
-            } else {
-                ChannelSet::of(ch)
-            },
-            purposes: if p.is_empty() {
-                PurposeSet::of(&[Purpose::Marketing, Purpose::Service])
-            } else {
-                PurposeSet::of(p)
-            },
-            category: None,
-            source: "test".into(),
-            proof: String::new(),
-            effective_at: at,
-            expires_at: None,
-            campaign_id: String::new(),
+        effective_at: at,
+        expires_at: None,
+        status,
+        channels: if ch.is_empty() {
+            ChannelSet::all()
+        } else {
+            ChannelSet::of(ch)
         },
+        purposes: if p.is_empty() {
+            PurposeSet::of(&[Purpose::Marketing, Purpose::Service])
+        } else {
+            PurposeSet::of(p)
+        },
+        category: None,
     }
 }
 
 fn dnc(seq: u64, t: DncType) -> DncFact {
     DncFact {
         seq,
-        added_at: NOW - DAY_MS,
-        entry: DncAddEvent {
-            contact: key(),
-            dnc_type: t,
-            list: None,
-            expires_at: None,
-            source: String::new(),
-            note: String::new(),
-            actor: String::new(),
-        },
-        removal: None,
+        dnc_type: t,
+        list: None,
+        expires_at: None,
+        removed: false,
+    }
+}
+
+fn facts(consents: Vec<ConsentFact>, dnc: Vec<DncFact>) -> ContactFacts {
+    ContactFacts {
+        consents: SmallVec::from_vec(consents),
+        dnc: SmallVec::from_vec(dnc),
     }
 }
 
@@ -174,10 +162,7 @@ fn rule2_dnc_entries() {
         Case {
             name: "expired entry ignored",
             dnc: vec![DncFact {
-                entry: DncAddEvent {
-                    expires_at: Some(NOW - 1),
-                    ..dnc(5, DncType::Corporate).entry
-                },
+                expires_at: Some(NOW - 1),
                 ..dnc(5, DncType::Corporate)
             }],
             consents: vec![],
@@ -185,15 +170,19 @@ fn rule2_dnc_entries() {
             want: vec![],
         },
         Case {
+            name: "entry expiring later still blocks",
+            dnc: vec![DncFact {
+                expires_at: Some(NOW + 1),
+                ..dnc(5, DncType::Corporate)
+            }],
+            consents: vec![],
+            check: input(Email, Service),
+            want: vec![Reason::DncCorporate],
+        },
+        Case {
             name: "removed entry ignored",
             dnc: vec![DncFact {
-                removal: Some(Removal {
-                    seq: 9,
-                    at: NOW - 5,
-                    actor: "ops".into(),
-                    reason: "error".into(),
-                    retain_until: NOW + DAY_MS,
-                }),
+                removed: true,
                 ..dnc(5, DncType::Corporate)
             }],
             consents: vec![],
@@ -202,10 +191,7 @@ fn rule2_dnc_entries() {
         },
     ];
     for c in cases {
-        let f = ContactFacts {
-            consents: c.consents,
-            dnc: c.dnc,
-        };
+        let f = facts(c.consents, c.dnc);
         let d = evaluate(&policy(), &c.check, &[&f], 0, 42);
         assert_eq!(reasons(&d), c.want, "{}", c.name);
         assert_eq!(d.index_seq, 42);
@@ -224,24 +210,23 @@ fn rule2_dnc_entries() {
 
 #[test]
 fn rule2_policy_switches() {
-    let f = ContactFacts {
-        consents: vec![granted_sms_marketing()],
-        dnc: vec![dnc(5, DncType::Federal), dnc(6, DncType::Corporate)],
-    };
+    let f = facts(
+        vec![granted_sms_marketing()],
+        vec![dnc(5, DncType::Federal), dnc(6, DncType::Corporate)],
+    );
     let strict = Policy {
         consent_overrides_registry: false,
         ..policy()
     };
-    assert_eq!(
-        reasons(&evaluate(
-            &strict,
-            &input(Channel::Sms, Purpose::Marketing),
-            &[&f],
-            0,
-            1
-        )),
-        vec![Reason::DncFederal, Reason::DncCorporate]
+    let d = evaluate(
+        &strict,
+        &input(Channel::Sms, Purpose::Marketing),
+        &[&f],
+        0,
+        1,
     );
+    assert_eq!(reasons(&d), vec![Reason::DncFederal, Reason::DncCorporate]);
+    assert_eq!(d.matched.as_slice(), &[RecordId::Dnc(5), RecordId::Dnc(6)]);
     let inbound_blocking = Policy {
         block_inbound: true,
         ..policy()
@@ -275,6 +260,7 @@ fn rule3_withdrawals() {
     use Channel::*;
     use Purpose::*;
     let withdraw_all = consent(2, ConsentStatus::Withdrawn, &[], &[], NOW - 10);
+    let restore_sms = consent(3, ConsentStatus::Granted, &[Sms], &[Marketing], NOW - 5);
     let cases: Vec<(&str, Vec<ConsentFact>, CheckInput<'static>, Vec<Reason>)> = vec![
         (
             "unscoped withdrawal covers every channel",
@@ -296,24 +282,18 @@ fn rule3_withdrawals() {
         ),
         (
             "grant after withdrawal restores",
-            vec![
-                withdraw_all.clone(),
-                consent(3, ConsentStatus::Granted, &[Sms], &[Marketing], NOW - 5),
-            ],
+            vec![withdraw_all.clone(), restore_sms.clone()],
             input(Sms, Marketing),
             vec![],
         ),
         (
             "restoring sms leaves voice withdrawn",
-            vec![
-                withdraw_all.clone(),
-                consent(3, ConsentStatus::Granted, &[Sms], &[Marketing], NOW - 5),
-            ],
+            vec![withdraw_all.clone(), restore_sms],
             input(Voice, Marketing),
             vec![Reason::ConsentWithdrawn],
         ),
         (
-            "scoped withdrawal leaves other channels",
+            "scoped withdrawal leaves other purposes",
             vec![consent(
                 2,
                 ConsentStatus::Withdrawn,
@@ -356,10 +336,7 @@ fn rule3_withdrawals() {
         ),
     ];
     for (name, consents, check, want) in cases {
-        let f = ContactFacts {
-            consents,
-            dnc: vec![],
-        };
+        let f = facts(consents, vec![]);
         let d = evaluate(&policy(), &check, &[&f], 0, 7);
         assert_eq!(reasons(&d), want, "{name}");
         if !want.is_empty() {
@@ -380,11 +357,8 @@ fn rule3_categories_narrow_purposes() {
         &[Purpose::Marketing],
         NOW - 10,
     );
-    newsletter.record.category = Some("newsletter".into());
-    let f = ContactFacts {
-        consents: vec![newsletter],
-        dnc: vec![],
-    };
+    newsletter.category = Some("newsletter".into());
+    let f = facts(vec![newsletter], vec![]);
     let general = input(Channel::Email, Purpose::Marketing);
     assert!(evaluate(&policy(), &general, &[&f], 0, 1).allowed());
     let cat = CheckInput {
@@ -402,7 +376,7 @@ fn rule4_express_consent() {
     use Channel::*;
     use Purpose::*;
     let mut expiring = granted_sms_marketing();
-    expiring.record.expires_at = Some(NOW);
+    expiring.expires_at = Some(NOW);
     let old = consent(
         1,
         ConsentStatus::Granted,
@@ -455,20 +429,14 @@ fn rule4_express_consent() {
         ),
     ];
     for (name, consents, check, want) in cases {
-        let f = ContactFacts {
-            consents,
-            dnc: vec![],
-        };
+        let f = facts(consents, vec![]);
         assert_eq!(
             reasons(&evaluate(&policy(), &check, &[&f], 0, 1)),
             want,
             "{name}"
         );
     }
-    let f = ContactFacts {
-        consents: vec![old],
-        dnc: vec![],
-    };
+    let f = facts(vec![old], vec![]);
     let no_ttl = Policy {
         consent_ttl_ms: None,
         ..policy()
@@ -504,10 +472,10 @@ fn rule5_staleness() {
 #[test]
 fn linked_identifiers_share_withdrawals_and_company_dnc_not_registries() {
     let own = ContactFacts::default();
-    let linked = ContactFacts {
-        consents: vec![consent(3, ConsentStatus::Withdrawn, &[], &[], NOW - 10)],
-        dnc: vec![dnc(4, DncType::Federal), dnc(5, DncType::Personal)],
-    };
+    let linked = facts(
+        vec![consent(3, ConsentStatus::Withdrawn, &[], &[], NOW - 10)],
+        vec![dnc(4, DncType::Federal), dnc(5, DncType::Personal)],
+    );
     let d = evaluate(
         &policy(),
         &input(Channel::Voice, Purpose::Marketing),

@@ -1,0 +1,115 @@
+//! The check path for E.164 input allocates nothing: a counting global allocator proves it.
+use preflight::clock::SystemClock;
+use preflight::config::Config;
+use preflight::engine::{AddEntriesRequest, Arg, CheckRequest, ConsentRequest, DncEntryRequest};
+use preflight::model::{Channel, ConsentStatus, DncType, Purpose};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCS.with(|c| c.get());
+    f();
+    ALLOCS.with(|c| c.get()) - before
+}
+
+#[tokio::test]
+async fn e164_checks_allocate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let engine = preflight::server::open_embedded(&config, "test", Arc::new(SystemClock)).unwrap();
+    engine
+        .record_consent(ConsentRequest {
+            contact: "+12025550001".into(),
+            status: Arg::Set(ConsentStatus::Granted),
+            channels: vec![Arg::Set(Channel::Sms)],
+            purposes: vec![Arg::Set(Purpose::Marketing)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    engine
+        .add_entries(AddEntriesRequest {
+            entries: vec![DncEntryRequest {
+                contact: "+12025550002".into(),
+                dnc_type: Arg::Set(DncType::Federal),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let contacts = [
+        "+12025550001",
+        "+12025550002",
+        "+12025550003",
+        "2025550001",
+        "12025550002",
+    ];
+    let reqs: Vec<CheckRequest<'_>> = contacts
+        .iter()
+        .map(|c| CheckRequest {
+            contact: c,
+            channel: Arg::Set(Channel::Sms),
+            ..Default::default()
+        })
+        .collect();
+    // Warm-up fills the NANP validity table for these exchanges.
+    for r in &reqs {
+        engine.check(r).unwrap();
+    }
+    let mut verdicts = Vec::new();
+    let n = allocations_during(|| {
+        for _ in 0..1000 {
+            for r in &reqs {
+                let o = engine.check(r).unwrap();
+                verdicts.push(o.decision.allowed());
+            }
+        }
+        verdicts.clear();
+    });
+    // `verdicts` grew once; everything else must be allocation-free.
+    assert!(n <= 20, "{n} allocations in 5,000 checks");
+    let n = allocations_during(|| {
+        for r in &reqs {
+            std::hint::black_box(engine.check(r).unwrap());
+        }
+    });
+    assert_eq!(n, 0, "check() allocated");
+    let outcomes: Vec<bool> = reqs
+        .iter()
+        .map(|r| engine.check(r).unwrap().decision.allowed())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![true, false, false, true, false],
+        "the checks really decided"
+    );
+}
