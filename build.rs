@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/preflight/v1/decision.proto",
         "proto/preflight/v1/consent.proto",
         "proto/preflight/v1/dnc.proto",
+        "proto/preflight/v1/events.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -1,4 +1,7 @@
 //! One typed config: the TOML file, then PREFLIGHT_* environment variables, then flags.
+use crate::engine::Inbound;
+use crate::keywords::{KeywordConfig, Keywords, ProgramConfig, Programs};
+use crate::model::{Channel, ChannelSet, Purpose, PurposeSet};
 use crate::policy::{Policy, PolicyConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -26,6 +29,11 @@ pub struct Config {
     pub archive_retention_days: u32,
     #[serde(default = "default_policies")]
     pub policies: BTreeMap<String, PolicyConfig>,
+    #[serde(default)]
+    pub inbound: KeywordConfig,
+    /// Messaging programs and their reply templates.
+    #[serde(default)]
+    pub programs: BTreeMap<String, ProgramConfig>,
 }
 
 fn default_listen() -> String {
@@ -149,6 +157,47 @@ impl Config {
                 })
             })
             .collect()
+    }
+}
+
+impl Config {
+    /// Keywords, opt-out scope and reply programs, validated.
+    pub fn compiled_inbound(&self, origin: &str) -> Result<Inbound, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.into(),
+            message,
+        };
+        let keywords = Keywords::new(&self.inbound).map_err(|e| invalid(e.to_string()))?;
+        let programs = Programs::new(&self.programs, &self.inbound.default_program)
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut channels = ChannelSet::EMPTY;
+        for c in &self.inbound.opt_out_channels {
+            channels.insert(
+                Channel::parse_or_explain(c)
+                    .map_err(|m| invalid(format!("inbound.opt_out_channels: {m}")))?,
+            );
+        }
+        let mut purposes = PurposeSet::EMPTY;
+        for p in &self.inbound.opt_out_purposes {
+            purposes.insert(
+                Purpose::parse_or_explain(p)
+                    .map_err(|m| invalid(format!("inbound.opt_out_purposes: {m}")))?,
+            );
+        }
+        Ok(Inbound {
+            keywords,
+            programs,
+            opt_out_channels: if channels.is_empty() {
+                ChannelSet::all()
+            } else {
+                channels
+            },
+            opt_out_purposes: if purposes.is_empty() {
+                PurposeSet::of(&[Purpose::Marketing, Purpose::Service])
+            } else {
+                purposes
+            },
+        })
     }
 }
 

@@ -12,6 +12,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     NotFound(String),
+    /// A long-running call was cut off; the message says how to resume.
+    #[error("{0}")]
+    Aborted(String),
     /// The store cannot be reached; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod index;
+pub mod keywords;
 pub mod model;
 pub mod normalize;
 pub mod policy;

@@ -1,5 +1,5 @@
 //! Assembles a running service: config to engine (store, index, policies), then the gRPC listener.
-use crate::api::grpc::{ConsentApi, DecisionApi, DncApi};
+use crate::api::grpc::{ConsentApi, DecisionApi, DncApi, EventApi};
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineSettings, Policies};
@@ -43,6 +43,10 @@ pub fn open_embedded(
         .map_err(invalid)?;
     let region = Region::parse(&config.default_region)
         .map_err(|e| invalid(format!("default_region: {e}")))?;
+    let settings = EngineSettings {
+        archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
+        inbound: config.compiled_inbound(origin)?,
+    };
     let index = Arc::new(Index::new());
     let db = EmbeddedStore::open(&config.data_dir)?;
     loop {
@@ -70,9 +74,6 @@ pub fn open_embedded(
     };
     let store = EmbeddedStore::start(db, index.clone(), clock.clone(), opts)?;
     index.set_authoritative(true);
-    let settings = EngineSettings {
-        archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
-    };
     Ok(Arc::new(Engine::new(
         index,
         Arc::new(store),
@@ -115,6 +116,7 @@ pub async fn serve_grpc(
     use proto::consent_service_server::ConsentServiceServer;
     use proto::decision_service_server::DecisionServiceServer;
     use proto::dnc_service_server::DncServiceServer;
+    use proto::event_service_server::EventServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -124,6 +126,7 @@ pub async fn serve_grpc(
         .set_serving::<ConsentServiceServer<ConsentApi>>()
         .await;
     health.set_serving::<DncServiceServer<DncApi>>().await;
+    health.set_serving::<EventServiceServer<EventApi>>().await;
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
@@ -159,6 +162,7 @@ pub async fn serve_grpc(
         .add_service(decision)
         .add_service(consent)
         .add_service(dnc)
+        .add_service(EventServiceServer::new(EventApi::new(engine.clone())))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| StartError::Transport(e.to_string()))

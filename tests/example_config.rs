@@ -4,7 +4,11 @@ use preflight::model::{Channel, Purpose};
 
 #[test]
 fn example_config_loads_and_validates() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/preflight.example.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/preflight.example.toml"
+    ))
+    .unwrap();
     let c = Config::parse(&text, "preflight.example.toml").unwrap();
     let policies = c.compiled_policies("preflight.example.toml").unwrap();
     let strict = policies.iter().find(|p| p.name == "strict").unwrap();

@@ -3,8 +3,8 @@ use super::{Arg, Engine};
 use crate::error::{Error, Result};
 use crate::index::{ConsentView, DncView};
 use crate::model::{
-    Channel, ChannelSet, ConsentEvent, ConsentStatus, Event, Millis, Purpose, PurposeSet,
-    event::consent_id,
+    Channel, ChannelSet, ConsentEvent, ConsentStatus, ContactKey, Event, Millis, Purpose,
+    PurposeSet, event::consent_id,
 };
 use serde::{Deserialize, Serialize};
 
@@ -38,10 +38,15 @@ pub struct ConsentOutcome {
     pub duplicate: bool,
 }
 
-/// Everything the index holds about one identifier.
+/// Everything the index holds about one identifier and, when it is linked to a person,
+/// about every identifier of that person.
 #[derive(Debug, Clone)]
 pub struct ContactView {
     pub normalized_contact: String,
+    /// `ext:<id>` of the person, when linked.
+    pub person: Option<String>,
+    /// The person's identifiers (empty when not linked).
+    pub identifiers: Vec<String>,
     pub consents: Vec<ConsentView>,
     pub dnc: Vec<DncView>,
     pub index_seq: u64,
@@ -140,11 +145,32 @@ impl Engine {
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
         let (mut facts, seq) = self.index.report(&key);
+        let mut person = None;
+        let mut identifiers = Vec::new();
+        if let Some((p, members)) = self.index.person_of(&key) {
+            let person_key = ContactKey::External(p.as_str().into());
+            for k in members.iter().chain(std::iter::once(&person_key)) {
+                if k.as_ref() != key {
+                    let (more, _) = self.index.report(&k.as_ref());
+                    facts.consents.extend(more.consents);
+                    facts.dnc.extend(more.dnc);
+                }
+            }
+            identifiers = members.iter().map(|m| m.to_string()).collect();
+            person = Some(person_key.to_string());
+        }
+        // A record mirrored to the person shows once.
+        facts.consents.sort_by_key(|c| c.seq);
+        facts.consents.dedup_by_key(|c| c.seq);
+        facts.dnc.sort_by_key(|d| d.seq);
+        facts.dnc.dedup_by_key(|d| d.seq);
         facts
             .dnc
             .retain(|e| e.removal.as_ref().is_none_or(|r| r.retain_until > now));
         Ok(ContactView {
             normalized_contact: key.to_string(),
+            person,
+            identifiers,
             consents: facts.consents,
             dnc: facts.dnc,
             index_seq: seq,

@@ -351,20 +351,23 @@ impl Engine {
         Ok(out)
     }
 
-    /// Active entries, and archived ones still within retention when asked.
+    /// The identifier's own entries: active ones, and archived ones still within retention when asked.
     pub fn get_entries(
         &self,
         contact: &str,
         default_region: &str,
         include_archived: bool,
     ) -> Result<(String, Vec<DncView>, u64)> {
-        let view = self.get_contact(contact, default_region)?;
+        let region = self.region("default_region", default_region)?;
+        let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
-        let entries = view
+        let (report, seq) = self.index.report(&key);
+        let entries = report
             .dnc
             .into_iter()
+            .filter(|e| e.removal.as_ref().is_none_or(|r| r.retain_until > now))
             .filter(|e| include_archived || e.is_active(now))
             .collect();
-        Ok((view.normalized_contact, entries, view.index_seq))
+        Ok((key.to_string(), entries, seq))
     }
 }

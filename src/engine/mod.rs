@@ -3,6 +3,9 @@ mod args;
 mod check;
 mod consent;
 mod dnc;
+mod identity;
+mod inbound;
+mod watch;
 mod writes;
 
 pub use args::Arg;
@@ -12,11 +15,14 @@ pub use dnc::{
     AddEntriesRequest, DncEntryRequest, EntriesOutcome, EntryResult, EntryStatus,
     RemoveEntriesRequest, RemoveEntryRequest,
 };
+pub use identity::{LinkOutcome, LinkRequest};
+pub use inbound::{InboundOutcome, InboundRequest};
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::model::{ContactRef, DAY_MS, Millis, StoredEvent};
+use crate::keywords::{Keywords, Programs};
+use crate::model::{ChannelSet, ContactRef, DAY_MS, Millis, PurposeSet, StoredEvent};
 use crate::normalize::{self, PhoneNormalizer, Region};
 use crate::policy::Policy;
 use crate::store::{EventSink, Store};
@@ -62,16 +68,33 @@ impl Policies {
     }
 }
 
-#[derive(Debug, Clone)]
+/// How inbound messages are understood and answered.
+pub struct Inbound {
+    pub keywords: Keywords,
+    pub programs: Programs,
+    pub opt_out_channels: ChannelSet,
+    pub opt_out_purposes: PurposeSet,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        crate::config::Config::default()
+            .compiled_inbound("defaults")
+            .expect("default inbound settings are valid")
+    }
+}
+
 pub struct EngineSettings {
     /// How long a removed DNC entry stays in the archive when the caller names no date.
     pub archive_retention_ms: Millis,
+    pub inbound: Inbound,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             archive_retention_ms: 5 * 365 * DAY_MS + DAY_MS,
+            inbound: Inbound::default(),
         }
     }
 }
@@ -116,6 +139,11 @@ impl Engine {
 
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// Change-log events after `after`, at most `limit`, in seq order.
+    pub fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        Ok(self.store.read_events(after, limit)?)
     }
 
     pub fn policies(&self) -> &Policies {

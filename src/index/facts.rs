@@ -1,7 +1,7 @@
 //! What the index knows about one identifier: a compact, decision-only form kept inline in
 //! the map (one cache miss per lookup), and the full records behind it for reports.
 use crate::model::{
-    ChannelSet, ConsentEvent, ConsentStatus, DncAddEvent, DncType, Millis, PurposeSet,
+    Channel, ChannelSet, ConsentEvent, ConsentStatus, DncAddEvent, DncType, Millis, PurposeSet,
 };
 use smallvec::SmallVec;
 
@@ -64,6 +64,10 @@ pub struct ContactFacts {
     pub consents: SmallVec<[ConsentFact; 1]>,
     /// In seq order, archived entries included until their retention date.
     pub dnc: SmallVec<[DncFact; 1]>,
+    /// The person (external id) this identifier is linked to.
+    pub person: Option<Box<str>>,
+    /// Last inbound message time per channel (0: none), boxed as few contacts have one.
+    pub last_inbound: Option<Box<[Millis; 6]>>,
 }
 
 impl ContactFacts {
@@ -71,11 +75,38 @@ impl ContactFacts {
         ContactFacts {
             consents: SmallVec::new_const(),
             dnc: SmallVec::new_const(),
+            person: None,
+            last_inbound: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.consents.is_empty() && self.dnc.is_empty()
+        self.consents.is_empty()
+            && self.dnc.is_empty()
+            && self.person.is_none()
+            && self.last_inbound.is_none()
+    }
+
+    pub fn last_inbound_on(&self, channel: Channel) -> Option<Millis> {
+        let t = self.last_inbound.as_ref()?[channel_slot(channel)];
+        (t != 0).then_some(t)
+    }
+
+    pub(crate) fn record_inbound(&mut self, channel: Channel, at: Millis) {
+        let slots = self.last_inbound.get_or_insert_with(|| Box::new([0; 6]));
+        let slot = &mut slots[channel_slot(channel)];
+        *slot = (*slot).max(at);
+    }
+}
+
+const fn channel_slot(c: Channel) -> usize {
+    match c {
+        Channel::Voice => 0,
+        Channel::Sms => 1,
+        Channel::Whatsapp => 2,
+        Channel::Email => 3,
+        Channel::Chat => 4,
+        Channel::Social => 5,
     }
 }
 

@@ -1,17 +1,22 @@
-//! The in-memory index that reads see: per-identifier facts in sharded maps, applied from the change log.
+//! The in-memory index that reads see: per-identifier facts in sharded maps, the identity
+//! graph, applied in seq order from the change log and fanned out to watchers.
 mod facts;
 
 pub use facts::{ConsentFact, ConsentView, ContactFacts, ContactReport, DncFact, DncView, Removal};
 
-use facts::Detail;
-
-use crate::model::{ContactKey, ContactRef, Event, Millis, StoredEvent};
+use crate::model::{ConsentStatus, ContactKey, ContactRef, DncType, Event, Millis, StoredEvent};
 use dashmap::DashMap;
+use facts::Detail;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use tokio::sync::broadcast;
 
 type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
 static NO_FACTS: ContactFacts = ContactFacts::new();
+
+/// Events a slow watcher may fall behind by before it is told to resume.
+pub const WATCH_BUFFER: usize = 65_536;
 
 /// What `apply` did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +33,20 @@ pub enum Applied {
 pub struct Index {
     phones: FastMap<u64, ContactFacts>,
     emails: FastMap<Box<str>, ContactFacts>,
+    /// External ids; a person's own facts live under their external id.
     externals: FastMap<Box<str>, ContactFacts>,
+    /// Person (external id) to the identifiers linked to them.
+    members: FastMap<Box<str>, Vec<ContactKey>>,
     /// Full records by the seq that created them (reports, removals).
     details: FastMap<u64, Detail>,
+    /// DNC entry seq to the person its fact was mirrored to.
+    mirrors: FastMap<u64, Box<str>>,
     seq: AtomicU64,
     /// When the index last heard from its store (an event or a heartbeat).
     heard_at: AtomicI64,
     /// True when this process is the store's only writer, so the index cannot lag it.
     authoritative: AtomicBool,
+    changes: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 impl Default for Index {
@@ -44,11 +55,27 @@ impl Default for Index {
             phones: FastMap::default(),
             emails: FastMap::default(),
             externals: FastMap::default(),
+            members: FastMap::default(),
             details: FastMap::default(),
+            mirrors: FastMap::default(),
             seq: AtomicU64::new(0),
             heard_at: AtomicI64::new(0),
             authoritative: AtomicBool::new(false),
+            changes: broadcast::channel(WATCH_BUFFER).0,
         }
+    }
+}
+
+fn key_ref(k: &ContactKey) -> ContactRef<'_> {
+    k.as_ref()
+}
+
+/// Withdrawals, refusals and company DNC entries of an identifier are the person's too.
+fn follows_the_person(ev: &Event) -> bool {
+    match ev {
+        Event::ConsentRecorded(c) => c.status != ConsentStatus::Granted,
+        Event::DncAdded(d) => matches!(d.dnc_type, DncType::Corporate | DncType::Personal),
+        _ => false,
     }
 }
 
@@ -78,23 +105,89 @@ impl Index {
         (now - self.heard_at.load(Ordering::Acquire)).max(0)
     }
 
-    /// Runs `f` over the facts of `key` (empty when none) and the seq they were read at.
-    /// The shard read lock is held only while `f` runs; `f` must not touch the index.
+    /// Every event applied from now on, in seq order. A receiver that falls more than
+    /// WATCH_BUFFER events behind gets `Lagged` instead of slowing writers down.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.changes.subscribe()
+    }
+
+    /// Runs `f` over the facts that decide for `key` and the seq they were read at.
+    ///
+    /// `facts[0]` is the identifier's own; for an identifier linked to a person, the
+    /// person's facts and those of the person's other identifiers follow. The common,
+    /// unlinked case runs under one shard read lock and allocates nothing; the linked case
+    /// copies each identifier's facts out one lock at a time, since holding two dashmap
+    /// guards at once can deadlock against writers.
     pub fn with_facts<R>(
         &self,
         key: &ContactRef<'_>,
         f: impl FnOnce(&[&ContactFacts], u64) -> R,
     ) -> R {
         let seq = self.seq();
-        let guard = match key {
+        let mut f = Some(f);
+        let person: Option<Box<str>> = {
+            let guard = self.get(key);
+            let own = guard.as_ref().map(|g| g.facts()).unwrap_or(&NO_FACTS);
+            let person = match key {
+                ContactRef::External(x) if self.members.contains_key(*x) => Some((*x).into()),
+                _ => own.person.clone(),
+            };
+            if person.is_none() {
+                let f = f.take().expect("called once");
+                return f(&[own], seq);
+            }
+            person
+        };
+        let person = person.expect("checked above");
+        let mut owned: Vec<ContactFacts> =
+            vec![self.get(key).map(|g| g.facts().clone()).unwrap_or_default()];
+        if !matches!(key, ContactRef::External(x) if **x == *person) {
+            owned.push(
+                self.externals
+                    .get(&*person)
+                    .map(|g| g.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        let members: Vec<ContactKey> = self
+            .members
+            .get(&*person)
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for m in members {
+            if key_ref(&m) != *key {
+                owned.push(
+                    self.get(&key_ref(&m))
+                        .map(|g| g.facts().clone())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        let refs: Vec<&ContactFacts> = owned.iter().collect();
+        let f = f.take().expect("called once");
+        f(&refs, seq)
+    }
+
+    fn get(&self, key: &ContactRef<'_>) -> Option<Guard<'_>> {
+        match key {
             ContactRef::Phone(p) => self.phones.get(p).map(Guard::Phone),
             ContactRef::Email(e) => self.emails.get(e.as_ref()).map(Guard::Name),
             ContactRef::External(x) => self.externals.get(*x).map(Guard::Name),
-        };
-        match &guard {
-            Some(g) => f(&[g.facts()], seq),
-            None => f(&[&NO_FACTS], seq),
         }
+    }
+
+    /// The person an identifier is linked to, and that person's identifiers.
+    pub fn person_of(&self, key: &ContactRef<'_>) -> Option<(String, Vec<ContactKey>)> {
+        let person: Box<str> = match key {
+            ContactRef::External(x) if self.members.contains_key(*x) => (*x).into(),
+            _ => self.get(key).and_then(|g| g.facts().person.clone())?,
+        };
+        let members = self
+            .members
+            .get(&*person)
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        Some((person.into(), members))
     }
 
     /// The full records of `key` and the seq they were read at, for reports (not the hot path).
@@ -138,6 +231,16 @@ impl Index {
                 expected: current + 1,
             };
         }
+        // Where a withdrawal or company entry is mirrored: the person of its identifier now.
+        let mirror_to = match &ev.event {
+            Event::ConsentRecorded(c) if follows_the_person(&ev.event) => {
+                self.person_for_mirror(&c.contact)
+            }
+            Event::DncAdded(d) if follows_the_person(&ev.event) => {
+                self.person_for_mirror(&d.contact)
+            }
+            _ => None,
+        };
         match &ev.event {
             Event::ConsentRecorded(c) => {
                 self.details.insert(
@@ -148,7 +251,11 @@ impl Index {
                         record: c.clone(),
                     }),
                 );
-                self.update(&c.contact, |f| f.consents.push(ConsentFact::of(ev.seq, c)));
+                let fact = ConsentFact::of(ev.seq, c);
+                if let Some(p) = &mirror_to {
+                    self.update_person(p, |f| f.consents.push(fact.clone()));
+                }
+                self.update(&c.contact, |f| f.consents.push(fact));
             }
             Event::DncAdded(d) => {
                 self.details.insert(
@@ -160,7 +267,12 @@ impl Index {
                         removal: None,
                     }),
                 );
-                self.update(&d.contact, |f| f.dnc.push(DncFact::of(ev.seq, d)));
+                let fact = DncFact::of(ev.seq, d);
+                if let Some(p) = mirror_to {
+                    self.update_person(&p, |f| f.dnc.push(fact.clone()));
+                    self.mirrors.insert(ev.seq, p);
+                }
+                self.update(&d.contact, |f| f.dnc.push(fact));
             }
             Event::DncRemoved(r) => {
                 // Take what is needed out of one map before locking another: never hold
@@ -178,18 +290,66 @@ impl Index {
                     }
                     _ => None,
                 };
+                let mark = |f: &mut ContactFacts| {
+                    if let Some(e) = f.dnc.iter_mut().find(|e| e.seq == r.entry_seq) {
+                        e.removed = true;
+                    }
+                };
                 if let Some(contact) = contact {
-                    self.update(&contact, |f| {
-                        if let Some(e) = f.dnc.iter_mut().find(|e| e.seq == r.entry_seq) {
-                            e.removed = true;
-                        }
-                    });
+                    self.update(&contact, mark);
                 }
+                let mirrored = self.mirrors.get(&r.entry_seq).map(|p| p.clone());
+                if let Some(p) = mirrored {
+                    self.update_person(&p, mark);
+                }
+            }
+            Event::IdentityLinked(l) => {
+                let previous = self
+                    .get(&l.contact.as_ref())
+                    .and_then(|g| g.facts().person.clone());
+                if previous.as_deref() != Some(l.person.as_str()) {
+                    if let Some(prev) = previous {
+                        self.leave(&prev, &l.contact);
+                    }
+                    self.members
+                        .entry(l.person.as_str().into())
+                        .or_default()
+                        .push(l.contact.clone());
+                    self.update(&l.contact, |f| f.person = Some(l.person.as_str().into()));
+                }
+            }
+            Event::IdentityUnlinked(u) => {
+                let previous = self
+                    .get(&u.contact.as_ref())
+                    .and_then(|g| g.facts().person.clone());
+                if let Some(prev) = previous {
+                    self.leave(&prev, &u.contact);
+                    self.update(&u.contact, |f| f.person = None);
+                }
+            }
+            Event::InboundReceived(i) => {
+                self.update(&i.contact, |f| f.record_inbound(i.channel, i.received_at))
             }
         }
         self.seq.store(ev.seq, Ordering::Release);
         self.heard_from_store(ev.recorded_at);
+        // No receivers is normal; a send never blocks.
+        let _ = self.changes.send(Arc::new(ev.clone()));
         Applied::Applied
+    }
+
+    fn person_for_mirror(&self, contact: &ContactKey) -> Option<Box<str>> {
+        if matches!(contact, ContactKey::External(_)) {
+            return None;
+        }
+        self.get(&contact.as_ref())
+            .and_then(|g| g.facts().person.clone())
+    }
+
+    fn leave(&self, person: &str, contact: &ContactKey) {
+        if let Some(mut m) = self.members.get_mut(person) {
+            m.retain(|c| c != contact);
+        }
     }
 
     fn update(&self, key: &ContactKey, f: impl FnOnce(&mut ContactFacts)) {
@@ -198,6 +358,10 @@ impl Index {
             ContactKey::Email(e) => f(&mut self.emails.entry(e.clone()).or_default()),
             ContactKey::External(x) => f(&mut self.externals.entry(x.clone()).or_default()),
         }
+    }
+
+    fn update_person(&self, person: &str, f: impl FnOnce(&mut ContactFacts)) {
+        f(&mut self.externals.entry(person.into()).or_default())
     }
 
     /// Drops archived DNC entries whose retention date has passed.
@@ -215,6 +379,9 @@ impl Index {
         for (seq, contact) in &expired {
             self.details.remove(seq);
             self.update(contact, |f| f.dnc.retain(|e| e.seq != *seq));
+            if let Some((_, p)) = self.mirrors.remove(seq) {
+                self.update_person(&p, |f| f.dnc.retain(|e| e.seq != *seq));
+            }
         }
         expired.len()
     }

@@ -3,7 +3,10 @@ pub mod event;
 pub mod ids;
 pub mod kinds;
 
-pub use event::{ConsentEvent, DncAddEvent, DncRemoveEvent, Event, StoredEvent};
+pub use event::{
+    ConsentEvent, DncAddEvent, DncRemoveEvent, Event, EventKind, InboundAction, InboundEvent,
+    LinkEvent, StoredEvent, UnlinkEvent,
+};
 pub use ids::{ContactKey, ContactRef, mask};
 pub use kinds::{
     Channel, ChannelSet, ConsentStatus, Direction, DncType, DncTypeSet, Purpose, PurposeSet,

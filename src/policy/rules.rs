@@ -96,16 +96,18 @@ fn covers(c: &ConsentFact, input: &CheckInput<'_>) -> bool {
         }
 }
 
-/// The latest record covering the check across all the person's identifiers,
-/// by effective time, then by seq.
+/// The latest record covering the check, by effective time, then by seq. The contact's
+/// own records all count; from the person and their other identifiers only withdrawals and
+/// refusals do: consent to contact one number is not consent to contact another.
 fn latest_covering<'f>(
     facts: &[&'f ContactFacts],
     input: &CheckInput<'_>,
 ) -> Option<&'f ConsentFact> {
     let mut best: Option<&ConsentFact> = None;
-    for f in facts {
+    for (i, f) in facts.iter().enumerate() {
         for c in &f.consents {
-            if covers(c, input)
+            if (i == 0 || c.status != ConsentStatus::Granted)
+                && covers(c, input)
                 && best.is_none_or(|b| (c.effective_at, c.seq) > (b.effective_at, b.seq))
             {
                 best = Some(c);
@@ -113,6 +115,18 @@ fn latest_covering<'f>(
         }
     }
     best
+}
+
+/// WhatsApp's customer-service window: a business may answer for 24 hours after the
+/// person's last message without a template opt-in.
+pub const WHATSAPP_WINDOW_MS: Millis = 24 * 3_600_000;
+
+fn in_whatsapp_window(facts: &[&ContactFacts], input: &CheckInput<'_>) -> bool {
+    input.channel == Channel::Whatsapp
+        && input.purpose == Purpose::Service
+        && facts[0]
+            .last_inbound_on(Channel::Whatsapp)
+            .is_some_and(|t| t <= input.at && input.at - t < WHATSAPP_WINDOW_MS)
 }
 
 enum ExpressConsent<'f> {
@@ -199,7 +213,8 @@ pub fn evaluate(
     }
 
     // Rules 3 and 4: the latest covering consent record.
-    let required = policy.requires_consent(input.channel, input.purpose);
+    let required =
+        policy.requires_consent(input.channel, input.purpose) && !in_whatsapp_window(facts, input);
     match consent {
         ExpressConsent::Withdrawn(c) => {
             d.reasons.insert(Reason::ConsentWithdrawn);

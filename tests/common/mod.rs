@@ -160,3 +160,23 @@ pub fn entry(contact: &str, t: pb::DncType) -> pb::DncEntryInput {
         ..Default::default()
     }
 }
+
+pub fn inbound(
+    from: &str,
+    text: &str,
+    message_id: &str,
+    channel: pb::Channel,
+) -> pb::ProcessInboundRequest {
+    pb::ProcessInboundRequest {
+        from: from.into(),
+        to: "12345".into(),
+        channel: channel as i32,
+        text: text.into(),
+        message_id: message_id.into(),
+        ..Default::default()
+    }
+}
+
+pub fn events(ch: &Channel) -> pb::event_service_client::EventServiceClient<Channel> {
+    pb::event_service_client::EventServiceClient::new(ch.clone())
+}

@@ -1,7 +1,8 @@
 //! ConsentService: RecordConsent and GetContact over the engine.
+use super::convert::inbound_action_pb;
 use super::convert::{channel_arg, consent_record, dnc_entry, purpose_arg, status_arg, ts_to_ms};
 use super::status::to_status;
-use crate::engine::{ConsentRequest, Engine};
+use crate::engine::{ConsentRequest, Engine, InboundRequest, LinkRequest};
 use crate::proto as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -64,6 +65,76 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             consents: view.consents.iter().map(consent_record).collect(),
             dnc_entries: view.dnc.iter().map(|e| dnc_entry(e, now)).collect(),
             index_seq: view.index_seq,
+            person_id: view.person.unwrap_or_default(),
+            identifiers: view.identifiers,
+        }))
+    }
+
+    async fn link_identifiers(
+        &self,
+        req: Request<pb::LinkIdentifiersRequest>,
+    ) -> Result<Response<pb::LinkIdentifiersResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .engine
+            .link_identifiers(LinkRequest {
+                external_id: r.external_id,
+                contacts: r.contacts,
+                default_region: r.default_region,
+                idempotency_key: r.idempotency_key,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LinkIdentifiersResponse {
+            external_id: out.external_id,
+            contacts: out.contacts,
+            seq: out.seq,
+            duplicate: out.duplicate,
+        }))
+    }
+
+    async fn unlink_identifier(
+        &self,
+        req: Request<pb::UnlinkIdentifierRequest>,
+    ) -> Result<Response<pb::UnlinkIdentifierResponse>, Status> {
+        let r = req.into_inner();
+        let (external_id, seq) = self
+            .engine
+            .unlink_identifier(&r.contact, &r.default_region)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::UnlinkIdentifierResponse {
+            external_id,
+            seq,
+        }))
+    }
+
+    async fn process_inbound(
+        &self,
+        req: Request<pb::ProcessInboundRequest>,
+    ) -> Result<Response<pb::ProcessInboundResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .engine
+            .process_inbound(InboundRequest {
+                channel: channel_arg(r.channel),
+                received_at: r.received_at.as_ref().map(ts_to_ms),
+                from: r.from,
+                to: r.to,
+                text: r.text,
+                message_id: r.message_id,
+                default_region: r.default_region,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ProcessInboundResponse {
+            action: inbound_action_pb(out.action) as i32,
+            reply_text: out.reply_text,
+            matched_keyword: out.matched_keyword,
+            seq: out.seq,
+            duplicate: out.duplicate,
+            consent_id: out.consent_id,
+            normalized_contact: out.normalized_contact,
         }))
     }
 }

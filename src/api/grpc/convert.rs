@@ -1,7 +1,10 @@
 //! Conversions between proto messages and engine types.
 use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus};
 use crate::index::{ConsentView, DncView};
-use crate::model::{Channel, ConsentStatus, Direction, DncType, Millis, Purpose, Reason};
+use crate::model::{
+    Channel, ConsentStatus, Direction, DncType, Event, EventKind, InboundAction, Millis, Purpose,
+    Reason, StoredEvent,
+};
 use crate::proto as pb;
 use prost_types::Timestamp;
 
@@ -190,4 +193,81 @@ pub fn entry_results(o: &EntriesOutcome) -> Vec<pb::EntryResult> {
             entry_ids: r.entry_ids.clone(),
         })
         .collect()
+}
+
+pub fn inbound_action_pb(a: InboundAction) -> pb::InboundAction {
+    match a {
+        InboundAction::OptOut => pb::InboundAction::OptOut,
+        InboundAction::OptIn => pb::InboundAction::OptIn,
+        InboundAction::Help => pb::InboundAction::Help,
+        InboundAction::None => pb::InboundAction::None,
+    }
+}
+
+pub fn event_kind_pb(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::ConsentChanged => pb::EventKind::ConsentChanged,
+        EventKind::DncAdded => pb::EventKind::DncAdded,
+        EventKind::DncRemoved => pb::EventKind::DncRemoved,
+        EventKind::IdentityLinked => pb::EventKind::IdentityLinked,
+        EventKind::IdentityUnlinked => pb::EventKind::IdentityUnlinked,
+        EventKind::InboundAction => pb::EventKind::InboundAction,
+    }
+}
+
+/// Proto event kinds to the model's; unknown or unspecified values are named in the error.
+pub fn event_kinds(kinds: &[i32]) -> Result<Vec<EventKind>, crate::error::Error> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match pb::EventKind::try_from(*k) {
+            Ok(pb::EventKind::ConsentChanged) => Ok(EventKind::ConsentChanged),
+            Ok(pb::EventKind::DncAdded) => Ok(EventKind::DncAdded),
+            Ok(pb::EventKind::DncRemoved) => Ok(EventKind::DncRemoved),
+            Ok(pb::EventKind::IdentityLinked) => Ok(EventKind::IdentityLinked),
+            Ok(pb::EventKind::IdentityUnlinked) => Ok(EventKind::IdentityUnlinked),
+            Ok(pb::EventKind::InboundAction) => Ok(EventKind::InboundAction),
+            _ => Err(crate::error::Error::invalid(
+                format!("kinds[{i}]"),
+                format!("unknown event kind `{k}`"),
+            )),
+        })
+        .collect()
+}
+
+pub fn change_event(ev: &StoredEvent) -> pb::ChangeEvent {
+    let mut out = pb::ChangeEvent {
+        seq: ev.seq,
+        kind: event_kind_pb(ev.event.kind()) as i32,
+        recorded_at: Some(ms_to_ts(ev.recorded_at)),
+        ..Default::default()
+    };
+    match &ev.event {
+        Event::ConsentRecorded(c) => {
+            out.contact = c.contact.to_string();
+            out.consent = Some(consent_record(&ConsentView {
+                seq: ev.seq,
+                recorded_at: ev.recorded_at,
+                record: c.clone(),
+            }));
+        }
+        Event::DncAdded(d) => {
+            out.contact = d.contact.to_string();
+            out.dnc_entry_id = crate::model::event::dnc_id(ev.seq);
+            out.dnc_type = dnc_type_pb(d.dnc_type) as i32;
+        }
+        Event::DncRemoved(r) => out.dnc_entry_id = crate::model::event::dnc_id(r.entry_seq),
+        Event::IdentityLinked(l) => {
+            out.contact = l.contact.to_string();
+            out.person_id = format!("ext:{}", l.person);
+        }
+        Event::IdentityUnlinked(u) => out.contact = u.contact.to_string(),
+        Event::InboundReceived(i) => {
+            out.contact = i.contact.to_string();
+            out.inbound_action = inbound_action_pb(i.action) as i32;
+            out.channel = channel_pb(i.channel) as i32;
+            out.message_id = i.message_id.clone();
+        }
+    }
+    out
 }

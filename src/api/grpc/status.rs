@@ -8,6 +8,7 @@ pub fn code(e: &Error) -> Code {
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::NotFound(_) => Code::NotFound,
+        Error::Aborted(_) => Code::Aborted,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Internal(_) => Code::Internal,
     }
@@ -53,6 +54,7 @@ mod tests {
             ),
             (Error::Unavailable("x".into()), Code::Unavailable, 503),
             (Error::NotFound("x".into()), Code::NotFound, 404),
+            (Error::Aborted("x".into()), Code::Aborted, 409),
             (Error::Internal("x".into()), Code::Internal, 500),
         ];
         for (e, c, h) in cases {

@@ -51,6 +51,7 @@ fn facts(consents: Vec<ConsentFact>, dnc: Vec<DncFact>) -> ContactFacts {
     ContactFacts {
         consents: SmallVec::from_vec(consents),
         dnc: SmallVec::from_vec(dnc),
+        ..ContactFacts::default()
     }
 }
 
@@ -466,6 +467,74 @@ fn rule5_staleness() {
     assert!(
         evaluate(&policy(), &check, &[&f], Millis::MAX, 1).allowed(),
         "no bound set"
+    );
+}
+
+#[test]
+fn linked_identifiers_do_not_share_grants() {
+    let own = ContactFacts::default();
+    let linked = facts(vec![granted_sms_marketing()], vec![]);
+    let d = evaluate(
+        &policy(),
+        &input(Channel::Sms, Purpose::Marketing),
+        &[&own, &linked],
+        0,
+        1,
+    );
+    assert_eq!(reasons(&d), vec![Reason::NoConsent]);
+}
+
+#[test]
+fn whatsapp_service_window() {
+    let p = Policy {
+        require_consent: [
+            ChannelSet::of(&[Channel::Whatsapp]),
+            ChannelSet::of(&[Channel::Whatsapp]),
+            ChannelSet::EMPTY,
+        ],
+        ..policy()
+    };
+    let check = input(Channel::Whatsapp, Purpose::Service);
+    let mut f = ContactFacts::default();
+    assert_eq!(
+        reasons(&evaluate(&p, &check, &[&f], 0, 1)),
+        vec![Reason::NoConsent],
+        "no inbound message"
+    );
+    f.record_inbound(Channel::Whatsapp, NOW - WHATSAPP_WINDOW_MS + 1);
+    assert!(
+        evaluate(&p, &check, &[&f], 0, 1).allowed(),
+        "inside the window"
+    );
+    let later = CheckInput {
+        at: NOW + 1,
+        ..check
+    };
+    assert_eq!(
+        reasons(&evaluate(&p, &later, &[&f], 0, 1)),
+        vec![Reason::NoConsent],
+        "window closed"
+    );
+    let marketing = input(Channel::Whatsapp, Purpose::Marketing);
+    assert_eq!(
+        reasons(&evaluate(&p, &marketing, &[&f], 0, 1)),
+        vec![Reason::NoConsent],
+        "marketing needs a template opt-in"
+    );
+    let mut sms = ContactFacts::default();
+    sms.record_inbound(Channel::Sms, NOW - 5);
+    assert_eq!(
+        reasons(&evaluate(&p, &check, &[&sms], 0, 1)),
+        vec![Reason::NoConsent],
+        "an SMS does not open a WhatsApp window"
+    );
+    f.consents
+        .push(consent(9, ConsentStatus::Withdrawn, &[], &[], NOW - 10));
+    let d = evaluate(&p, &check, &[&f], 0, 1);
+    assert_eq!(
+        reasons(&d),
+        vec![Reason::ConsentWithdrawn],
+        "the window never overrides an opt-out"
     );
 }
 
