@@ -23,21 +23,45 @@ fn main() {
     let messages: usize = if smoke {
         2_000
     } else {
-        std::env::var("PREFLIGHT_INBOUND_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
+        std::env::var("PREFLIGHT_INBOUND_MESSAGES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000)
     };
     let inflight = 512usize;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     let engine = preflight::server::open_embedded(&config, "bench", Arc::new(SystemClock)).unwrap();
 
     // 1. ProcessInbound over gRPC.
     let listener = rt.block_on(preflight::server::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(preflight::server::serve_grpc(engine.clone(), listener, std::future::pending()));
-    let texts = ["STOP", "help", "where is my order?", "START", "stop please", "thanks!"];
+    rt.spawn(preflight::server::serve_grpc(
+        engine.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let texts = [
+        "STOP",
+        "help",
+        "where is my order?",
+        "START",
+        "stop please",
+        "thanks!",
+    ];
     let elapsed = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let client = pb::consent_service_client::ConsentServiceClient::new(ch);
         let start = Instant::now();
         futures::stream::iter(0..messages)
@@ -47,7 +71,11 @@ fn main() {
                     let req = pb::ProcessInboundRequest {
                         from: format!("+1202{:03}{:04}", 200 + (i / 10_000) % 700, i % 10_000),
                         to: "12345".into(),
-                        channel: if i % 3 == 0 { pb::Channel::Whatsapp } else { pb::Channel::Sms } as i32,
+                        channel: if i % 3 == 0 {
+                            pb::Channel::Whatsapp
+                        } else {
+                            pb::Channel::Sms
+                        } as i32,
                         text: texts[i % texts.len()].into(),
                         message_id: format!("m-{i}"),
                         ..Default::default()
@@ -69,7 +97,10 @@ fn main() {
     // 2. Withdrawal: visible to Check at its ack, and on Watch how soon after.
     let rounds = if smoke { 200 } else { 5_000 };
     let (visible, delivered) = rt.block_on(async {
-        let mut watch = Box::pin(engine.watch(engine.index().seq(), vec![preflight::model::EventKind::ConsentChanged]));
+        let mut watch = Box::pin(engine.watch(
+            engine.index().seq(),
+            vec![preflight::model::EventKind::ConsentChanged],
+        ));
         let mut delivered = Vec::with_capacity(rounds);
         let mut visible = 0;
         for i in 0..rounds {
@@ -83,8 +114,16 @@ fn main() {
                 .await
                 .unwrap();
             let acked = Instant::now();
-            let d = engine.check(&CheckRequest { contact: &contact, channel: Arg::Set(Channel::Email), ..Default::default() }).unwrap();
-            if d.decision.reasons.contains(Reason::ConsentWithdrawn) && d.decision.index_seq >= out.seq {
+            let d = engine
+                .check(&CheckRequest {
+                    contact: &contact,
+                    channel: Arg::Set(Channel::Email),
+                    ..Default::default()
+                })
+                .unwrap();
+            if d.decision.reasons.contains(Reason::ConsentWithdrawn)
+                && d.decision.index_seq >= out.seq
+            {
                 visible += 1;
             }
             loop {

@@ -19,6 +19,12 @@ fn example_config_loads_and_validates() {
     assert!(!default.requires_consent(Channel::Email, Purpose::Marketing));
     assert_eq!(c.listen, "127.0.0.1:50051");
     let inbound = c.compiled_inbound("preflight.example.toml").unwrap();
-    let help = inbound.programs.for_number("").reply(preflight::model::InboundAction::Help);
-    assert!(help.starts_with("Acme: Help at help@acme.example"), "{help}");
+    let help = inbound
+        .programs
+        .for_number("")
+        .reply(preflight::model::InboundAction::Help);
+    assert!(
+        help.starts_with("Acme: Help at help@acme.example"),
+        "{help}"
+    );
 }
