@@ -27,6 +27,9 @@ pub struct Config {
     /// How long removed DNC entries stay archived when the caller names no date.
     #[serde(default = "default_archive_days")]
     pub archive_retention_days: u32,
+    /// Registry imports with more malformed lines than this fraction are refused.
+    #[serde(default = "default_reject_fraction")]
+    pub registry_max_reject_fraction: f64,
     #[serde(default = "default_policies")]
     pub policies: BTreeMap<String, PolicyConfig>,
     #[serde(default)]
@@ -53,6 +56,9 @@ fn default_idem_hours() -> u32 {
 }
 fn default_archive_days() -> u32 {
     5 * 365 + 1
+}
+fn default_reject_fraction() -> f64 {
+    0.001
 }
 fn default_policies() -> BTreeMap<String, PolicyConfig> {
     BTreeMap::from([("default".to_string(), PolicyConfig::default())])

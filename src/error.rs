@@ -42,6 +42,18 @@ impl Error {
     }
 }
 
+impl From<crate::registry::RegistryError> for Error {
+    fn from(e: crate::registry::RegistryError) -> Error {
+        use crate::registry::RegistryError as R;
+        match e {
+            R::BadName(_) => Error::invalid("list", e.to_string()),
+            R::TooManyRejects { .. } | R::NoBase(_) => Error::FailedPrecondition(e.to_string()),
+            R::Io { .. } => Error::invalid("file", e.to_string()),
+            R::Snapshot { .. } => Error::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         match e {

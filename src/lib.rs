@@ -10,6 +10,7 @@ pub mod keywords;
 pub mod model;
 pub mod normalize;
 pub mod policy;
+pub mod registry;
 pub mod server;
 pub mod store;
 

@@ -7,6 +7,7 @@ use crate::index::{Applied, Index};
 use crate::model::DAY_MS;
 use crate::normalize::Region;
 use crate::proto;
+use crate::registry::{Registries, RegistryError};
 use crate::store::StoreError;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore, read_events_from};
 use std::future::Future;
@@ -19,6 +20,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("registries: {0}")]
+    Registry(#[from] RegistryError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -45,6 +48,7 @@ pub fn open_embedded(
         .map_err(|e| invalid(format!("default_region: {e}")))?;
     let settings = EngineSettings {
         archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
+        max_reject_fraction: config.registry_max_reject_fraction,
         inbound: config.compiled_inbound(origin)?,
     };
     let index = Arc::new(Index::new());
@@ -74,8 +78,13 @@ pub fn open_embedded(
     };
     let store = EmbeddedStore::start(db, index.clone(), clock.clone(), opts)?;
     index.set_authoritative(true);
+    let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
+    for l in registries.list() {
+        tracing::info!(list = %l.name, version = l.version, count = l.count, "registry loaded");
+    }
     Ok(Arc::new(Engine::new(
         index,
+        registries,
         Arc::new(store),
         policies,
         clock,

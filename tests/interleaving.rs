@@ -190,7 +190,7 @@ fn decide(
     };
     index
         .with_facts(&contact.as_ref(), |f, seq| {
-            preflight::policy::evaluate(policy, &input, f, 0, seq)
+            preflight::policy::evaluate(policy, &input, f, &[], 0, seq)
         })
         .reasons
         .iter()

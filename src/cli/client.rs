@@ -177,6 +177,65 @@ pub async fn dnc(cmd: DncCmd) -> Result<()> {
             print_results(&r.results, &contacts);
             println!("seq: {}", r.seq);
         }
+        DncCmd::Import {
+            list,
+            full,
+            changes,
+            max_reject_fraction,
+            server,
+        } => {
+            let (mode, files) = if full.is_empty() {
+                (pb::ImportMode::Changes, changes)
+            } else {
+                (pb::ImportMode::Full, full)
+            };
+            import(
+                &server,
+                &list,
+                mode,
+                &files,
+                max_reject_fraction.unwrap_or(0.0),
+            )
+            .await?;
+        }
+        DncCmd::Registries { server } => {
+            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
+            let r = c
+                .list_registries(pb::ListRegistriesRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if r.registries.is_empty() {
+                println!("no registry lists loaded");
+            }
+            for l in r.registries {
+                print_registry(&l);
+            }
+        }
+        DncCmd::Generate {
+            count,
+            out,
+            seed,
+            comma,
+            gzip,
+        } => {
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let mut g = preflight::registry::generate::Generator::new(seed);
+            if gzip {
+                let mut w = flate2::write::GzEncoder::new(
+                    std::io::BufWriter::new(file),
+                    flate2::Compression::fast(),
+                );
+                g.write(count, comma, &mut w)?;
+                w.finish()?;
+            } else {
+                let mut w = std::io::BufWriter::with_capacity(8 << 20, file);
+                g.write(count, comma, &mut w)?;
+                std::io::Write::flush(&mut w)?;
+            }
+            println!("wrote {count} numbers to {}", out.display());
+        }
         DncCmd::Get {
             contact,
             archived,
@@ -290,4 +349,108 @@ pub async fn consent(cmd: ConsentCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_registry(l: &pb::RegistryInfo) {
+    let t = pb::DncType::try_from(l.r#type)
+        .map(|t| t.as_str_name().trim_start_matches("DNC_TYPE_"))
+        .unwrap_or("?");
+    let at = l.imported_at.map(|t| t.seconds).unwrap_or(0);
+    println!(
+        "{} ({t}) version {} {} numbers, {} import at unix {at}s: +{} -{}",
+        l.name, l.version, l.count, l.mode, l.added, l.removed
+    );
+    for s in &l.sources {
+        println!(
+            "  {} sha256 {} {} bytes {} lines {} rejected",
+            s.name, s.sha256, s.bytes, s.lines, s.rejected
+        );
+    }
+}
+
+/// Streams files to ImportRegistry in 1 MB chunks with a progress bar over all their bytes.
+async fn import(
+    server: &ServerArg,
+    list: &str,
+    mode: pb::ImportMode,
+    files: &[std::path::PathBuf],
+    fraction: f64,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut total = 0u64;
+    for f in files {
+        total += std::fs::metadata(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .len();
+    }
+    let mut c = pb::dnc_service_client::DncServiceClient::new(connect(server).await?)
+        .max_encoding_message_size(8 << 20);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message("uploading");
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportRegistryChunk>(8);
+    let files = files.to_vec();
+    let list = list.to_string();
+    let progress = bar.clone();
+    let reader = tokio::spawn(async move {
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut f = tokio::fs::File::open(&path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let n = f
+                    .read(&mut buf)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if n == 0 && !first {
+                    break;
+                }
+                buf.truncate(n);
+                progress.inc(n as u64);
+                let chunk = pb::ImportRegistryChunk {
+                    list: list.clone(),
+                    mode: mode as i32,
+                    file_name: name.clone(),
+                    data: buf,
+                    max_reject_fraction: fraction,
+                };
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+                first = false;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    let response = c.import_registry(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let waiting = bar.clone();
+    let result = response.await;
+    waiting.finish_with_message("imported");
+    reader.await??;
+    let r = result.map_err(refused)?.into_inner();
+    if let Some(info) = &r.registry {
+        print_registry(info);
+    }
+    if r.rejected_lines > 0 {
+        println!(
+            "{} lines rejected; see {} on the server",
+            r.rejected_lines, r.rejects_path
+        );
+    }
+    Ok(())
 }

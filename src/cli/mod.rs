@@ -141,6 +141,43 @@ pub enum DncCmd {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Import registry files (full or change files, plain or gzip) as a new version of a list.
+    Import {
+        /// FEDERAL, STATE:<code> (e.g. STATE:TX), LITIGATOR, or a custom list name.
+        #[arg(long)]
+        list: String,
+        /// Files holding the whole list (one 10-digit number, or `area,number`, per line).
+        #[arg(long, num_args = 1.., conflicts_with = "changes", required_unless_present = "changes")]
+        full: Vec<PathBuf>,
+        /// Change files: a number and an action field `A` (add) or `D` (delete) per line.
+        #[arg(long, num_args = 1..)]
+        changes: Vec<PathBuf>,
+        /// Refuse the import when more than this fraction of lines are malformed (server default: 0.001).
+        #[arg(long)]
+        max_reject_fraction: Option<f64>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List the registry lists loaded, with version, count, checksums and import time.
+    Registries {
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Write a deterministic registry-format file of N numbers over real NANP area codes.
+    Generate {
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `area,number` lines instead of 10 digits.
+        #[arg(long)]
+        comma: bool,
+        /// gzip the output.
+        #[arg(long)]
+        gzip: bool,
+    },
     /// Show a contact's entries.
     Get {
         contact: String,

@@ -5,6 +5,7 @@ mod consent;
 mod dnc;
 mod identity;
 mod inbound;
+mod registry;
 mod watch;
 mod writes;
 
@@ -25,6 +26,7 @@ use crate::keywords::{Keywords, Programs};
 use crate::model::{ChannelSet, ContactRef, DAY_MS, Millis, PurposeSet, StoredEvent};
 use crate::normalize::{self, PhoneNormalizer, Region};
 use crate::policy::Policy;
+use crate::registry::Registries;
 use crate::store::{EventSink, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,6 +89,8 @@ impl Default for Inbound {
 pub struct EngineSettings {
     /// How long a removed DNC entry stays in the archive when the caller names no date.
     pub archive_retention_ms: Millis,
+    /// Registry imports with more malformed lines than this fraction are refused.
+    pub max_reject_fraction: f64,
     pub inbound: Inbound,
 }
 
@@ -94,6 +98,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             archive_retention_ms: 5 * 365 * DAY_MS + DAY_MS,
+            max_reject_fraction: 0.001,
             inbound: Inbound::default(),
         }
     }
@@ -101,6 +106,7 @@ impl Default for EngineSettings {
 
 pub struct Engine {
     index: Arc<Index>,
+    registries: Arc<Registries>,
     store: Arc<dyn Store>,
     policies: Policies,
     clock: SharedClock,
@@ -119,8 +125,10 @@ impl EventSink for Index {
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: Arc<Index>,
+        registries: Arc<Registries>,
         store: Arc<dyn Store>,
         policies: Policies,
         clock: SharedClock,
@@ -129,6 +137,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             index,
+            registries,
             store,
             policies,
             clock,
@@ -139,6 +148,10 @@ impl Engine {
 
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    pub fn registries(&self) -> &Arc<Registries> {
+        &self.registries
     }
 
     /// Change-log events after `after`, at most `limit`, in seq order.

@@ -1,7 +1,10 @@
 //! Decision rules 1-5 of DESIGN.md. Pure: the same facts, policy and time give the same decision.
 use super::Policy;
 use crate::index::{ConsentFact, ContactFacts};
-use crate::model::{Channel, ConsentStatus, Direction, Millis, Purpose, Reason, ReasonSet};
+use crate::model::{
+    Channel, ConsentStatus, Direction, DncType, Millis, Purpose, Reason, ReasonSet,
+};
+use crate::registry::RegistryHit;
 
 /// One check, already validated and normalized.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +22,11 @@ pub struct CheckInput<'a> {
 pub enum RecordId {
     Consent(u64),
     Dnc(u64),
+    /// A registry list and the version that held the number.
+    Registry {
+        list: &'static str,
+        version: u64,
+    },
 }
 
 impl std::fmt::Display for RecordId {
@@ -26,6 +34,7 @@ impl std::fmt::Display for RecordId {
         match self {
             RecordId::Consent(s) => write!(f, "cn-{s}"),
             RecordId::Dnc(s) => write!(f, "dnc-{s}"),
+            RecordId::Registry { list, version } => write!(f, "registry:{list}@v{version}"),
         }
     }
 }
@@ -171,6 +180,7 @@ pub fn evaluate(
     policy: &Policy,
     input: &CheckInput<'_>,
     facts: &[&ContactFacts],
+    registry: &[RegistryHit],
     index_age_ms: Millis,
     index_seq: u64,
 ) -> Decision {
@@ -196,12 +206,7 @@ pub fn evaluate(
                 if t.is_registry() && (i > 0 || !registry_applies || registry_overridden) {
                     continue;
                 }
-                if i > 0
-                    && !matches!(
-                        t,
-                        crate::model::DncType::Corporate | crate::model::DncType::Personal
-                    )
-                {
+                if i > 0 && !matches!(t, DncType::Corporate | DncType::Personal) {
                     continue;
                 }
                 if !d.reasons.contains(t.reason()) {
@@ -209,6 +214,20 @@ pub fn evaluate(
                     d.matched.push(RecordId::Dnc(e.seq));
                 }
             }
+        }
+        // Registry lists hold numbers only, so they speak for facts[0] alone.
+        for h in registry {
+            let t = h.dnc_type;
+            if !policy.block_dnc.contains(t)
+                || (t.is_registry() && (!registry_applies || registry_overridden))
+            {
+                continue;
+            }
+            d.reasons.insert(t.reason());
+            d.matched.push(RecordId::Registry {
+                list: h.list,
+                version: h.version,
+            });
         }
     }
 

@@ -271,3 +271,27 @@ pub fn change_event(ev: &StoredEvent) -> pb::ChangeEvent {
     }
     out
 }
+
+pub fn registry_info(i: &crate::registry::ListInfo) -> pb::RegistryInfo {
+    pb::RegistryInfo {
+        name: i.name.clone(),
+        r#type: dnc_type_pb(i.dnc_type) as i32,
+        version: i.version,
+        count: i.count,
+        imported_at: Some(ms_to_ts(i.imported_at)),
+        mode: i.mode.clone(),
+        sources: i
+            .sources
+            .iter()
+            .map(|s| pb::RegistrySource {
+                name: s.name.clone(),
+                sha256: s.sha256.clone(),
+                bytes: s.bytes,
+                lines: s.lines,
+                rejected: s.rejected,
+            })
+            .collect(),
+        added: i.added,
+        removed: i.removed,
+    }
+}

@@ -193,7 +193,7 @@ fn rule2_dnc_entries() {
     ];
     for c in cases {
         let f = facts(c.consents, c.dnc);
-        let d = evaluate(&policy(), &c.check, &[&f], 0, 42);
+        let d = evaluate(&policy(), &c.check, &[&f], &[], 0, 42);
         assert_eq!(reasons(&d), c.want, "{}", c.name);
         assert_eq!(d.index_seq, 42);
         if c.want.iter().any(|r| r.as_str().starts_with("DNC_")) {
@@ -223,6 +223,7 @@ fn rule2_policy_switches() {
         &strict,
         &input(Channel::Sms, Purpose::Marketing),
         &[&f],
+        &[],
         0,
         1,
     );
@@ -237,7 +238,7 @@ fn rule2_policy_switches() {
         ..input(Channel::Email, Purpose::Service)
     };
     assert_eq!(
-        reasons(&evaluate(&inbound_blocking, &check, &[&f], 0, 1)),
+        reasons(&evaluate(&inbound_blocking, &check, &[&f], &[], 0, 1)),
         vec![Reason::DncCorporate]
     );
     let no_corporate = Policy {
@@ -249,6 +250,7 @@ fn rule2_policy_switches() {
             &no_corporate,
             &input(Channel::Email, Purpose::Service),
             &[&f],
+            &[],
             0,
             1
         )
@@ -338,7 +340,7 @@ fn rule3_withdrawals() {
     ];
     for (name, consents, check, want) in cases {
         let f = facts(consents, vec![]);
-        let d = evaluate(&policy(), &check, &[&f], 0, 7);
+        let d = evaluate(&policy(), &check, &[&f], &[], 0, 7);
         assert_eq!(reasons(&d), want, "{name}");
         if !want.is_empty() {
             assert!(
@@ -361,13 +363,13 @@ fn rule3_categories_narrow_purposes() {
     newsletter.category = Some("newsletter".into());
     let f = facts(vec![newsletter], vec![]);
     let general = input(Channel::Email, Purpose::Marketing);
-    assert!(evaluate(&policy(), &general, &[&f], 0, 1).allowed());
+    assert!(evaluate(&policy(), &general, &[&f], &[], 0, 1).allowed());
     let cat = CheckInput {
         category: Some("Newsletter"),
         ..general
     };
     assert_eq!(
-        reasons(&evaluate(&policy(), &cat, &[&f], 0, 1)),
+        reasons(&evaluate(&policy(), &cat, &[&f], &[], 0, 1)),
         vec![Reason::ConsentWithdrawn]
     );
 }
@@ -432,7 +434,7 @@ fn rule4_express_consent() {
     for (name, consents, check, want) in cases {
         let f = facts(consents, vec![]);
         assert_eq!(
-            reasons(&evaluate(&policy(), &check, &[&f], 0, 1)),
+            reasons(&evaluate(&policy(), &check, &[&f], &[], 0, 1)),
             want,
             "{name}"
         );
@@ -442,7 +444,7 @@ fn rule4_express_consent() {
         consent_ttl_ms: None,
         ..policy()
     };
-    assert!(evaluate(&no_ttl, &input(Sms, Marketing), &[&f], 0, 1).allowed());
+    assert!(evaluate(&no_ttl, &input(Sms, Marketing), &[&f], &[], 0, 1).allowed());
 }
 
 #[test]
@@ -459,13 +461,13 @@ fn rule5_staleness() {
         (5_001, vec![Reason::IndexStale]),
     ] {
         assert_eq!(
-            reasons(&evaluate(&p, &check, &[&f], age, 1)),
+            reasons(&evaluate(&p, &check, &[&f], &[], age, 1)),
             want,
             "age {age}"
         );
     }
     assert!(
-        evaluate(&policy(), &check, &[&f], Millis::MAX, 1).allowed(),
+        evaluate(&policy(), &check, &[&f], &[], Millis::MAX, 1).allowed(),
         "no bound set"
     );
 }
@@ -478,6 +480,7 @@ fn linked_identifiers_do_not_share_grants() {
         &policy(),
         &input(Channel::Sms, Purpose::Marketing),
         &[&own, &linked],
+        &[],
         0,
         1,
     );
@@ -497,13 +500,13 @@ fn whatsapp_service_window() {
     let check = input(Channel::Whatsapp, Purpose::Service);
     let mut f = ContactFacts::default();
     assert_eq!(
-        reasons(&evaluate(&p, &check, &[&f], 0, 1)),
+        reasons(&evaluate(&p, &check, &[&f], &[], 0, 1)),
         vec![Reason::NoConsent],
         "no inbound message"
     );
     f.record_inbound(Channel::Whatsapp, NOW - WHATSAPP_WINDOW_MS + 1);
     assert!(
-        evaluate(&p, &check, &[&f], 0, 1).allowed(),
+        evaluate(&p, &check, &[&f], &[], 0, 1).allowed(),
         "inside the window"
     );
     let later = CheckInput {
@@ -511,26 +514,26 @@ fn whatsapp_service_window() {
         ..check
     };
     assert_eq!(
-        reasons(&evaluate(&p, &later, &[&f], 0, 1)),
+        reasons(&evaluate(&p, &later, &[&f], &[], 0, 1)),
         vec![Reason::NoConsent],
         "window closed"
     );
     let marketing = input(Channel::Whatsapp, Purpose::Marketing);
     assert_eq!(
-        reasons(&evaluate(&p, &marketing, &[&f], 0, 1)),
+        reasons(&evaluate(&p, &marketing, &[&f], &[], 0, 1)),
         vec![Reason::NoConsent],
         "marketing needs a template opt-in"
     );
     let mut sms = ContactFacts::default();
     sms.record_inbound(Channel::Sms, NOW - 5);
     assert_eq!(
-        reasons(&evaluate(&p, &check, &[&sms], 0, 1)),
+        reasons(&evaluate(&p, &check, &[&sms], &[], 0, 1)),
         vec![Reason::NoConsent],
         "an SMS does not open a WhatsApp window"
     );
     f.consents
         .push(consent(9, ConsentStatus::Withdrawn, &[], &[], NOW - 10));
-    let d = evaluate(&p, &check, &[&f], 0, 1);
+    let d = evaluate(&p, &check, &[&f], &[], 0, 1);
     assert_eq!(
         reasons(&d),
         vec![Reason::ConsentWithdrawn],
@@ -549,11 +552,101 @@ fn linked_identifiers_share_withdrawals_and_company_dnc_not_registries() {
         &policy(),
         &input(Channel::Voice, Purpose::Marketing),
         &[&own, &linked],
+        &[],
         0,
         1,
     );
     assert_eq!(
         reasons(&d),
         vec![Reason::DncPersonal, Reason::ConsentWithdrawn]
+    );
+}
+
+#[test]
+fn registry_hits_follow_rule_2() {
+    use crate::registry::RegistryHit;
+    let federal = RegistryHit {
+        dnc_type: DncType::Federal,
+        list: "FEDERAL",
+        version: 3,
+    };
+    let tx = RegistryHit {
+        dnc_type: DncType::State,
+        list: "STATE:TX",
+        version: 1,
+    };
+    let lit = RegistryHit {
+        dnc_type: DncType::Litigator,
+        list: "LITIGATOR",
+        version: 2,
+    };
+    let none = ContactFacts::default();
+    let d = evaluate(
+        &policy(),
+        &input(Channel::Voice, Purpose::Marketing),
+        &[&none],
+        &[federal, tx, lit],
+        0,
+        1,
+    );
+    assert_eq!(
+        reasons(&d),
+        vec![
+            Reason::DncFederal,
+            Reason::DncState,
+            Reason::DncLitigator,
+            Reason::NoConsent
+        ]
+    );
+    let ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "registry:FEDERAL@v3",
+            "registry:STATE:TX@v1",
+            "registry:LITIGATOR@v2"
+        ]
+    );
+    // Registries govern only marketing on voice and SMS; litigators block everywhere.
+    let d = evaluate(
+        &policy(),
+        &input(Channel::Email, Purpose::Marketing),
+        &[&none],
+        &[federal, lit],
+        0,
+        1,
+    );
+    assert_eq!(reasons(&d), vec![Reason::DncLitigator]);
+    // Express consent overrides the registries, not the litigator list.
+    let consented = facts(vec![granted_sms_marketing()], vec![]);
+    let d = evaluate(
+        &policy(),
+        &input(Channel::Sms, Purpose::Marketing),
+        &[&consented],
+        &[federal, lit],
+        0,
+        1,
+    );
+    assert_eq!(reasons(&d), vec![Reason::DncLitigator]);
+    let strict = Policy {
+        consent_overrides_registry: false,
+        ..policy()
+    };
+    let d = evaluate(
+        &strict,
+        &input(Channel::Sms, Purpose::Marketing),
+        &[&consented],
+        &[federal],
+        0,
+        1,
+    );
+    assert_eq!(reasons(&d), vec![Reason::DncFederal]);
+    let inbound = CheckInput {
+        direction: Direction::Inbound,
+        ..input(Channel::Voice, Purpose::Marketing)
+    };
+    assert!(
+        !reasons(&evaluate(&policy(), &inbound, &[&none], &[federal], 0, 1))
+            .contains(&Reason::DncFederal)
     );
 }

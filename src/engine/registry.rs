@@ -1,0 +1,42 @@
+//! Registry imports and listing through the engine.
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::registry::{ImportMode, ImportOptions, ImportReport, ListInfo};
+use std::path::PathBuf;
+
+impl Engine {
+    /// Imports files already on this machine as the next version of `list`; runs on a
+    /// blocking thread, checks keep answering from the current version meanwhile.
+    pub async fn import_registry(
+        &self,
+        list: &str,
+        mode: ImportMode,
+        files: Vec<(String, PathBuf)>,
+        max_reject_fraction: Option<f64>,
+    ) -> Result<ImportReport> {
+        if files.is_empty() {
+            return Err(Error::invalid("file_name", "no file was sent"));
+        }
+        let fraction = max_reject_fraction.unwrap_or(self.settings.max_reject_fraction);
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(Error::invalid(
+                "max_reject_fraction",
+                format!("{fraction} is not between 0 and 1"),
+            ));
+        }
+        let registries = self.registries.clone();
+        let opts = ImportOptions {
+            max_reject_fraction: fraction,
+            now: self.clock.now_ms(),
+        };
+        let list = list.to_string();
+        tokio::task::spawn_blocking(move || registries.import(&list, mode, &files, &opts, &|_| {}))
+            .await
+            .map_err(|e| Error::Internal(format!("import task: {e}")))?
+            .map_err(Error::from)
+    }
+
+    pub fn list_registries(&self) -> Vec<ListInfo> {
+        self.registries.list()
+    }
+}

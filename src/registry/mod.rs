@@ -1,0 +1,241 @@
+//! National and state Do-Not-Call registries: compact immutable sets per list, swapped in
+//! atomically, persisted as binary snapshots, imported from the registry's file formats.
+pub mod ef;
+pub mod generate;
+mod import;
+pub mod parse;
+mod snapshot;
+
+pub use import::{ImportMode, ImportOptions, ImportReport};
+
+use crate::model::{DncType, Millis};
+use arc_swap::ArcSwap;
+use ef::EliasFano;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "list: `{0}` is not a list name (FEDERAL, LITIGATOR, STATE:<code>, or letters, digits, `_` and `-`, up to 64)"
+    )]
+    BadName(String),
+    #[error("{file}: {message}")]
+    Io { file: String, message: String },
+    #[error(
+        "{rejected} of {lines} lines rejected ({pct:.3}%), over the limit of {limit:.3}%: import refused, version {current} keeps serving; rejects in {rejects}"
+    )]
+    TooManyRejects {
+        rejected: u64,
+        lines: u64,
+        pct: f64,
+        limit: f64,
+        current: u64,
+        rejects: String,
+    },
+    #[error("a change file needs an existing version of {0}; import a full file first")]
+    NoBase(String),
+    #[error("snapshot {file}: {message}")]
+    Snapshot { file: String, message: String },
+}
+
+/// A source file of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub lines: u64,
+    pub rejected: u64,
+}
+
+/// What is known about one version of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListInfo {
+    pub name: String,
+    pub dnc_type: DncType,
+    pub version: u64,
+    pub count: u64,
+    pub imported_at: Millis,
+    /// `FULL` or `CHANGES`.
+    pub mode: String,
+    pub sources: Vec<SourceFile>,
+    pub added: u64,
+    pub removed: u64,
+}
+
+/// One immutable version of one list.
+pub struct RegistrySet {
+    pub info: ListInfo,
+    /// Interned so hits can name the list without allocating.
+    pub name: &'static str,
+    set: EliasFano,
+}
+
+impl RegistrySet {
+    pub fn contains(&self, e164: u64) -> bool {
+        self.set.contains(e164)
+    }
+    pub fn heap_bytes(&self) -> usize {
+        self.set.heap_bytes()
+    }
+    pub fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.set.iter()
+    }
+}
+
+/// A registry membership found by a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryHit {
+    pub dnc_type: DncType,
+    pub list: &'static str,
+    pub version: u64,
+}
+
+/// Most lists one check reports; more lists are still checked, the rest are not named.
+pub const MAX_HITS: usize = 8;
+
+/// Validates and upper-cases a list name, and says which DNC type it is.
+pub fn list_type(name: &str) -> Result<(String, DncType), RegistryError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let ok = !upper.is_empty()
+        && upper.len() <= 64
+        && upper
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'));
+    if !ok || upper.starts_with(':') || upper.ends_with(':') {
+        return Err(RegistryError::BadName(name.to_string()));
+    }
+    let t = if upper == "FEDERAL" {
+        DncType::Federal
+    } else if upper.starts_with("STATE:") {
+        DncType::State
+    } else if upper.starts_with("LITIGATOR") {
+        DncType::Litigator
+    } else if upper.contains(':') {
+        return Err(RegistryError::BadName(name.to_string()));
+    } else {
+        DncType::Corporate
+    };
+    Ok((upper, t))
+}
+
+fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+/// Every list's current version. Readers take a snapshot of the table without waiting;
+/// an import builds the new version aside and swaps it in whole.
+pub struct Registries {
+    table: ArcSwap<Vec<Arc<RegistrySet>>>,
+    dir: Option<PathBuf>,
+    /// One import at a time.
+    importing: Mutex<()>,
+}
+
+impl Registries {
+    /// Lists kept only in memory (tests).
+    pub fn in_memory() -> Registries {
+        Registries {
+            table: ArcSwap::from_pointee(Vec::new()),
+            dir: None,
+            importing: Mutex::new(()),
+        }
+    }
+
+    /// Loads every list's current snapshot from `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Registries, RegistryError> {
+        let lists = snapshot::load_all(dir)?;
+        Ok(Registries {
+            table: ArcSwap::from_pointee(lists),
+            dir: Some(dir.to_path_buf()),
+            importing: Mutex::new(()),
+        })
+    }
+
+    /// Where uploaded registry files wait while an import reads them.
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".incoming")
+    }
+
+    /// Fills `out` with the lists holding `e164`; returns how many.
+    #[inline]
+    pub fn hits(&self, e164: u64, out: &mut [Option<RegistryHit>; MAX_HITS]) -> usize {
+        let table = self.table.load();
+        let mut n = 0;
+        for l in table.iter() {
+            if n < MAX_HITS && l.contains(e164) {
+                out[n] = Some(RegistryHit {
+                    dnc_type: l.info.dnc_type,
+                    list: l.name,
+                    version: l.info.version,
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn list(&self) -> Vec<ListInfo> {
+        self.table.load().iter().map(|l| l.info.clone()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<RegistrySet>> {
+        self.table
+            .load()
+            .iter()
+            .find(|l| l.info.name == name)
+            .cloned()
+    }
+
+    /// Puts `set` in place of its list's current version. The old version is dropped on a
+    /// background thread once no reader holds it, so no request pays for freeing it.
+    fn swap_in(&self, set: RegistrySet) {
+        let set = Arc::new(set);
+        let mut old = None;
+        self.table.rcu(|t| {
+            let mut next: Vec<Arc<RegistrySet>> = Vec::with_capacity(t.len() + 1);
+            old = None;
+            for l in t.iter() {
+                if l.info.name == set.info.name {
+                    old = Some(l.clone());
+                } else {
+                    next.push(l.clone());
+                }
+            }
+            next.push(set.clone());
+            next.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+            next
+        });
+        if let Some(old) = old {
+            std::thread::spawn(move || {
+                while Arc::strong_count(&old) > 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                drop(old);
+            });
+        }
+    }
+
+    /// Installs a version built elsewhere (the Redis store's replicas); persists it when
+    /// this registry has a directory.
+    pub fn install(&self, info: ListInfo, set: EliasFano) -> Result<(), RegistryError> {
+        if let Some(dir) = &self.dir {
+            snapshot::save(dir, &info, &set)?;
+        }
+        let name = intern(&info.name);
+        self.swap_in(RegistrySet { info, name, set });
+        Ok(())
+    }
+}
