@@ -223,23 +223,15 @@ impl Engine {
                 error: String::new(),
             });
         }
-        let n = events.len() as u64;
-        let index_seq = self.index.seq();
-        let (mut out, duplicate) = self
-            .commit(
-                "dnc.add",
-                &req.idempotency_key,
-                &req,
-                events,
-                move |first| resolve(plan, n, first, index_seq),
-            )
+        let n = events.len();
+        let out = self
+            .commit_plan("dnc.add", &req.idempotency_key, &req, events, plan)
             .await?;
-        out.duplicate = duplicate;
         tracing::info!(
             entries = req.entries.len(),
             written = n,
             seq = out.seq,
-            duplicate,
+            duplicate = out.duplicate,
             "dnc entries added"
         );
         Ok(out)
@@ -329,25 +321,37 @@ impl Engine {
                 error: String::new(),
             });
         }
-        let n = events.len() as u64;
-        let index_seq = self.index.seq();
-        let (mut out, duplicate) = self
-            .commit(
-                "dnc.remove",
-                &req.idempotency_key,
-                &req,
-                events,
-                move |first| resolve(plan, n, first, index_seq),
-            )
+        let n = events.len();
+        let out = self
+            .commit_plan("dnc.remove", &req.idempotency_key, &req, events, plan)
             .await?;
-        out.duplicate = duplicate;
         tracing::info!(
             entries = req.entries.len(),
             removed = n,
             seq = out.seq,
-            duplicate,
+            duplicate = out.duplicate,
             "dnc entries removed"
         );
+        Ok(out)
+    }
+
+    /// Commits a batch's events and answers with a result per planned entry.
+    async fn commit_plan<Q: Serialize>(
+        &self,
+        namespace: &str,
+        idempotency_key: &str,
+        req: &Q,
+        events: Vec<Event>,
+        plan: Vec<Planned>,
+    ) -> Result<EntriesOutcome> {
+        let n = events.len() as u64;
+        let index_seq = self.index.seq();
+        let (mut out, duplicate) = self
+            .commit(namespace, idempotency_key, req, events, move |first| {
+                resolve(plan, n, first, index_seq)
+            })
+            .await?;
+        out.duplicate = duplicate;
         Ok(out)
     }
 
