@@ -57,16 +57,20 @@ fn main() {
         "thanks!",
     ];
     let elapsed = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = pb::consent_service_client::ConsentServiceClient::new(ch);
+        // A messaging platform's workers: a few connections, many requests in flight on each.
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            clients.push(pb::consent_service_client::ConsentServiceClient::new(ch));
+        }
         let start = Instant::now();
         futures::stream::iter(0..messages)
             .map(|i| {
-                let mut c = client.clone();
+                let mut c = clients[i % clients.len()].clone();
                 async move {
                     let req = pb::ProcessInboundRequest {
                         from: format!("+1202{:03}{:04}", 200 + (i / 10_000) % 700, i % 10_000),
