@@ -400,3 +400,62 @@ impl Guard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DncAddEvent, DncRemoveEvent, DncType};
+
+    fn ev(seq: u64, event: Event) -> StoredEvent {
+        StoredEvent {
+            seq,
+            recorded_at: 1_000,
+            event,
+        }
+    }
+
+    #[test]
+    fn archived_entries_leave_after_retention() {
+        let idx = Index::new();
+        let contact = ContactKey::Phone(12025550100);
+        let add = DncAddEvent {
+            contact: contact.clone(),
+            dnc_type: DncType::Corporate,
+            list: None,
+            expires_at: None,
+            source: String::new(),
+            note: String::new(),
+            actor: String::new(),
+        };
+        assert_eq!(idx.apply(&ev(1, Event::DncAdded(add))), Applied::Applied);
+        let rm = DncRemoveEvent {
+            entry_seq: 1,
+            actor: "ops".into(),
+            reason: "x".into(),
+            retain_until: 5_000,
+        };
+        assert_eq!(idx.apply(&ev(2, Event::DncRemoved(rm))), Applied::Applied);
+        assert_eq!(idx.report(&contact.as_ref()).0.dnc.len(), 1);
+        assert_eq!(idx.purge_archived(4_999), 0);
+        assert_eq!(idx.purge_archived(5_000), 1);
+        assert!(idx.report(&contact.as_ref()).0.dnc.is_empty());
+        assert!(idx.with_facts(&contact.as_ref(), |f, _| f[0].dnc.is_empty()));
+    }
+
+    #[test]
+    fn apply_is_idempotent_and_refuses_gaps() {
+        let idx = Index::new();
+        let link = |seq| {
+            ev(
+                seq,
+                Event::IdentityUnlinked(crate::model::UnlinkEvent {
+                    contact: ContactKey::Phone(12025550100),
+                }),
+            )
+        };
+        assert_eq!(idx.apply(&link(1)), Applied::Applied);
+        assert_eq!(idx.apply(&link(1)), Applied::AlreadyApplied);
+        assert_eq!(idx.apply(&link(3)), Applied::Gap { expected: 2 });
+        assert_eq!(idx.seq(), 1);
+    }
+}
