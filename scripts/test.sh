@@ -24,4 +24,13 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Benches run once each in test mode, on a small overlay; their real sizes are in README.
 export PREFLIGHT_BENCH_CONTACTS="${PREFLIGHT_BENCH_CONTACTS:-20000}"
-cargo test --all-targets --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --all-targets --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (the last binary alone may hold no tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

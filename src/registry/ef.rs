@@ -4,7 +4,7 @@
 //! directory entry and then one or two neighbouring cache lines.
 use std::io::{self, Read, Write};
 
-const MAGIC: &[u8; 8] = b"PFPE0001";
+const MAGIC: &[u8; 8] = b"PFPE0002";
 /// Chunks are sized for about this many numbers each.
 const TARGET_PER_CHUNK: u64 = 512;
 /// Bits of a chunk header: its count (32) and its lower-bit width (8).
@@ -17,8 +17,9 @@ pub struct EliasFano {
     universe: u64,
     /// log2 of the chunk size.
     k: u32,
-    /// Bit position of each chunk in `bits`; chunk c spans dir[c]..dir[c + 1].
-    dir: Vec<u64>,
+    /// Word index of each chunk in `bits` (chunks start on a word); chunk c spans
+    /// dir[c]..dir[c + 1]. Four bytes an entry keeps the directory cache-resident.
+    dir: Vec<u32>,
     bits: Vec<u64>,
 }
 
@@ -125,21 +126,21 @@ impl EliasFano {
         for v in values {
             counts[((v - offset) >> k) as usize] += 1;
         }
-        let mut dir = zeroed(counts.len() + 1);
-        dir.clear();
-        let mut pos = 0u64;
+        let mut dir: Vec<u32> = Vec::with_capacity(counts.len() + 1);
+        let mut words = 0u64;
+        let word_index = |w: u64| u32::try_from(w).expect("a registry list of more than 32 GB");
         for c in &counts {
-            dir.push(pos);
-            pos += chunk_bits(k, *c);
+            dir.push(word_index(words));
+            words += chunk_bits(k, *c).div_ceil(64);
         }
-        dir.push(pos);
-        let mut bits = zeroed((pos / 64 + 2) as usize);
+        dir.push(word_index(words));
+        let mut bits = zeroed(words as usize + 2);
         let mut i = 0usize;
         for (c, &count) in counts.iter().enumerate() {
             if count == 0 {
                 continue;
             }
-            let start = dir[c];
+            let start = dir[c] as u64 * 64;
             let l = lower_width(k, count);
             set_bits(&mut bits, start, 32, count);
             set_bits(&mut bits, start + 32, 8, l as u64);
@@ -175,7 +176,7 @@ impl EliasFano {
 
     /// Bytes of heap memory held.
     pub fn heap_bytes(&self) -> usize {
-        (self.dir.len() + self.bits.len()) * 8
+        self.dir.len() * 4 + self.bits.len() * 8
     }
 
     #[inline]
@@ -188,10 +189,10 @@ impl EliasFano {
             return false;
         }
         let c = (x >> self.k) as usize;
-        let start = self.dir[c];
-        if start == self.dir[c + 1] {
+        if self.dir[c] == self.dir[c + 1] {
             return false;
         }
+        let start = self.dir[c] as u64 * 64;
         let count = get_bits(&self.bits, start, 32);
         let l = get_bits(&self.bits, start + 32, 8) as u32;
         let local = x & ((1u64 << self.k) - 1);
@@ -216,8 +217,8 @@ impl EliasFano {
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         let chunks = self.dir.len().saturating_sub(1);
         (0..chunks).flat_map(move |c| {
-            let start = self.dir[c];
-            let count = if start == self.dir[c + 1] {
+            let start = self.dir[c] as u64 * 64;
+            let count = if self.dir[c] == self.dir[c + 1] {
                 0
             } else {
                 get_bits(&self.bits, start, 32)
@@ -247,11 +248,13 @@ impl EliasFano {
         for v in [self.n, self.offset, self.universe, self.k as u64] {
             w.write_all(&v.to_le_bytes())?;
         }
-        for vec in [&self.dir, &self.bits] {
-            w.write_all(&(vec.len() as u64).to_le_bytes())?;
-            for x in vec.iter() {
-                w.write_all(&x.to_le_bytes())?;
-            }
+        w.write_all(&(self.dir.len() as u64).to_le_bytes())?;
+        for x in &self.dir {
+            w.write_all(&x.to_le_bytes())?;
+        }
+        w.write_all(&(self.bits.len() as u64).to_le_bytes())?;
+        for x in &self.bits {
+            w.write_all(&x.to_le_bytes())?;
         }
         Ok(())
     }
@@ -269,29 +272,27 @@ impl EliasFano {
             Ok(u64::from_le_bytes(b))
         }
         let (n, offset, universe, k) = (u(r)?, u(r)?, u(r)?, u(r)?);
-        let mut vecs = Vec::with_capacity(2);
-        for _ in 0..2 {
+        fn array<const W: usize>(r: &mut impl Read) -> io::Result<Vec<[u8; W]>> {
             let len = u(r)? as usize;
             if len > (1 << 36) {
-                return Err(bad("snapshot vector length out of range"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "snapshot array length out of range",
+                ));
             }
-            let mut v = zeroed(len);
-            // SAFETY: u64 has no invalid bit patterns and no padding; the byte view covers
-            // exactly the vector's initialised elements.
-            let bytes =
-                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), len * 8) };
-            r.read_exact(bytes)?;
-            if cfg!(target_endian = "big") {
-                v.iter_mut().for_each(|x| *x = u64::from_le(*x));
-            }
-            vecs.push(v);
+            let mut bytes = vec![0u8; len * W];
+            r.read_exact(&mut bytes)?;
+            Ok(bytes
+                .chunks_exact(W)
+                .map(|c| c.try_into().expect("exact chunks"))
+                .collect())
         }
-        let bits = vecs.pop().unwrap();
-        let dir = vecs.pop().unwrap();
+        let dir: Vec<u32> = array::<4>(r)?.into_iter().map(u32::from_le_bytes).collect();
+        let bits: Vec<u64> = array::<8>(r)?.into_iter().map(u64::from_le_bytes).collect();
         let consistent = n == 0
             || ((1..=40).contains(&k)
                 && dir.len() as u64 == ((universe - 1) >> k) + 2
-                && dir.last().is_some_and(|end| end / 64 < bits.len() as u64));
+                && dir.last().is_some_and(|end| (*end as usize) < bits.len()));
         if !consistent {
             return Err(bad("snapshot header does not match its data"));
         }
