@@ -1,12 +1,12 @@
 //! Partitioned Elias-Fano: a static sorted set of u64. The universe is cut into chunks of
-//! 2^k values holding a few hundred numbers each; each chunk is its own Elias-Fano code
+//! 2^k values holding about a hundred numbers each; each chunk is its own Elias-Fano code
 //! (about 2 + log2(chunk / count) bits a number), stored contiguously, so a lookup reads a
 //! directory entry and then one or two neighbouring cache lines.
 use std::io::{self, Read, Write};
 
 const MAGIC: &[u8; 8] = b"PFPE0002";
 /// Chunks are sized for about this many numbers each.
-const TARGET_PER_CHUNK: u64 = 512;
+const TARGET_PER_CHUNK: u64 = 128;
 /// Bits of a chunk header: its count (32) and its lower-bit width (8).
 const HEADER_BITS: u64 = 40;
 
