@@ -3,7 +3,7 @@ use super::{Arg, Engine, MAX_BATCH};
 use crate::error::{Error, Result};
 use crate::model::{Channel, ContactRef, Direction, Millis, Purpose, Reason};
 use crate::policy::{CheckInput, Decision, evaluate};
-use crate::registry::{MAX_HITS, RegistryHit};
+use crate::registry::{MAX_HITS, PREFETCH_WINDOW, RegistryHit};
 
 const NO_HIT: RegistryHit = RegistryHit {
     dnc_type: crate::model::DncType::Federal,
@@ -102,18 +102,33 @@ impl Engine {
                 reqs.len()
             )));
         }
-        Ok(reqs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match self.check(r) {
-                Ok(o) => o,
-                Err(e) => CheckOutcome {
-                    decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),
-                    contact: None,
-                    policy: r.policy,
-                    problem: Some(e.within(&format!("checks[{i}]")).to_string()),
-                },
-            })
-            .collect())
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut phones = [0u64; PREFETCH_WINDOW];
+        for (w, window) in reqs.chunks(PREFETCH_WINDOW).enumerate() {
+            // Start the registry loads of the whole window before deciding any of it.
+            let mut n = 0;
+            for r in window.iter().filter(|r| r.default_region.is_empty()) {
+                if let Some(p) = self.phones.normalize_cached(r.contact) {
+                    phones[n] = p;
+                    n += 1;
+                }
+            }
+            self.registries.prefetch(&phones[..n]);
+            for (j, r) in window.iter().enumerate() {
+                out.push(match self.check(r) {
+                    Ok(o) => o,
+                    Err(e) => CheckOutcome {
+                        decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),
+                        contact: None,
+                        policy: r.policy,
+                        problem: Some(
+                            e.within(&format!("checks[{}]", w * PREFETCH_WINDOW + j))
+                                .to_string(),
+                        ),
+                    },
+                });
+            }
+        }
+        Ok(out)
     }
 }

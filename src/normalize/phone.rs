@@ -74,6 +74,15 @@ impl Default for NanpTable {
 }
 
 impl NanpTable {
+    /// The remembered answer only; None when the block was never asked or is mixed.
+    fn cached(&self, ten: u64) -> Option<bool> {
+        match self.cells[(ten / 10_000) as usize].load(Ordering::Relaxed) {
+            VALID => Some(true),
+            INVALID => Some(false),
+            _ => None,
+        }
+    }
+
     /// `ten` is the 10-digit national number (area code, exchange, subscriber).
     fn is_valid(&self, ten: u64) -> bool {
         let cell = &self.cells[(ten / 10_000) as usize];
@@ -147,6 +156,16 @@ impl PhoneNormalizer {
             }
             Fast::No => self.slow(input, region),
         }
+    }
+
+    /// The E.164 digits of a NANP number already known valid, without ever asking the
+    /// phonenumber crate: for look-ahead work (prefetching) that must stay cheap.
+    pub fn normalize_cached(&self, input: &str) -> Option<u64> {
+        let Fast::Digits { plus, buf, len } = fast_digits(input) else {
+            return None;
+        };
+        let ten = nanp_national(plus, &buf[..len], self.default_region)?;
+        (ten_is_plausible(ten) && self.nanp.cached(ten)?).then_some(10_000_000_000 + ten)
     }
 
     fn slow(&self, input: &str, region: Region) -> Result<u64, PhoneError> {
@@ -339,6 +358,24 @@ mod tests {
                 assert_eq!(fast, slow, "+1{ten}");
             }
         }
+    }
+
+    #[test]
+    fn cached_lookups_never_ask_the_crate() {
+        let p = PhoneNormalizer::new(Region::us());
+        assert_eq!(
+            p.normalize_cached("+12025550143"),
+            None,
+            "block not asked yet"
+        );
+        assert_eq!(p.normalize("+12025550143", None), Ok(12025550143));
+        assert_eq!(
+            p.normalize_cached("(202) 555-0199"),
+            Some(12025550199),
+            "same block, now cached"
+        );
+        assert_eq!(p.normalize_cached("jo@example.com"), None);
+        assert_eq!(p.normalize_cached("+44 20 7946 0958"), None);
     }
 
     #[test]

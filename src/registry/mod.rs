@@ -1,6 +1,7 @@
 //! National and state Do-Not-Call registries: compact immutable sets per list, swapped in
 //! atomically, persisted as binary snapshots, imported from the registry's file formats.
 pub mod ef;
+pub use ef::PREFETCH_WINDOW;
 pub mod generate;
 mod import;
 pub mod parse;
@@ -79,6 +80,10 @@ impl RegistrySet {
     }
     pub fn heap_bytes(&self) -> usize {
         self.set.heap_bytes()
+    }
+    /// Membership of many numbers, with their memory loads overlapped.
+    pub fn contains_many(&self, e164: &[u64], out: &mut [bool]) {
+        self.set.contains_many(e164, out)
     }
     pub fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
         self.set.iter()
@@ -167,6 +172,14 @@ impl Registries {
             .clone()
             .unwrap_or_else(std::env::temp_dir)
             .join(".incoming")
+    }
+
+    /// Starts loading what checking these numbers against every list will read.
+    #[inline]
+    pub fn prefetch(&self, e164: &[u64]) {
+        for l in self.table.load().iter() {
+            l.set.prefetch(e164);
+        }
     }
 
     /// Fills `out` with the lists holding `e164`; returns how many.
