@@ -5,12 +5,6 @@ use crate::model::{Channel, ContactRef, Direction, Millis, Purpose, Reason};
 use crate::policy::{CheckInput, Decision, evaluate};
 use crate::registry::{MAX_HITS, PREFETCH_WINDOW, RegistryHit};
 
-const NO_HIT: RegistryHit = RegistryHit {
-    dnc_type: crate::model::DncType::Federal,
-    list: "",
-    version: 0,
-};
-
 #[derive(Debug, Clone, Default)]
 pub struct CheckRequest<'a> {
     pub contact: &'a str,
@@ -70,18 +64,12 @@ impl Engine {
             }
         };
         let age = self.index.age_ms(now);
-        let mut hits = [None; MAX_HITS];
-        let mut found = [NO_HIT; MAX_HITS];
+        let mut hits = [RegistryHit::EMPTY; MAX_HITS];
         let n = match contact {
             ContactRef::Phone(p) => self.registries.hits(p, &mut hits),
             _ => 0,
         };
-        for (slot, h) in found.iter_mut().zip(hits.iter().take(n)) {
-            if let Some(h) = h {
-                *slot = *h;
-            }
-        }
-        let registry = &found[..n];
+        let registry = &hits[..n];
         let decision = self.index.with_facts(&contact, |facts, seq| {
             evaluate(policy, &input, facts, registry, age, seq)
         });

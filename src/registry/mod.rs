@@ -98,6 +98,15 @@ pub struct RegistryHit {
     pub version: u64,
 }
 
+impl RegistryHit {
+    /// Filler for unused slots of a fixed-size hit array.
+    pub const EMPTY: RegistryHit = RegistryHit {
+        dnc_type: DncType::Federal,
+        list: "",
+        version: 0,
+    };
+}
+
 /// Most lists one check reports; more lists are still checked, the rest are not named.
 pub const MAX_HITS: usize = 8;
 
@@ -184,16 +193,16 @@ impl Registries {
 
     /// Fills `out` with the lists holding `e164`; returns how many.
     #[inline]
-    pub fn hits(&self, e164: u64, out: &mut [Option<RegistryHit>; MAX_HITS]) -> usize {
+    pub fn hits(&self, e164: u64, out: &mut [RegistryHit; MAX_HITS]) -> usize {
         let table = self.table.load();
         let mut n = 0;
         for l in table.iter() {
             if n < MAX_HITS && l.contains(e164) {
-                out[n] = Some(RegistryHit {
+                out[n] = RegistryHit {
                     dnc_type: l.info.dnc_type,
                     list: l.name,
                     version: l.info.version,
-                });
+                };
                 n += 1;
             }
         }
