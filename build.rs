@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/preflight/v1/consent.proto",
         "proto/preflight/v1/dnc.proto",
         "proto/preflight/v1/events.proto",
+        "proto/preflight/v1/audit.proto",
+        "proto/preflight/v1/privacy.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -110,11 +110,14 @@ fn main() {
         for i in 0..rounds {
             let contact = format!("+1303555{:04}", i % 10_000);
             let out = engine
-                .record_consent(ConsentRequest {
-                    contact: contact.clone(),
-                    status: Arg::Set(ConsentStatus::Withdrawn),
-                    ..Default::default()
-                })
+                .record_consent(
+                    ConsentRequest {
+                        contact: contact.clone(),
+                        status: Arg::Set(ConsentStatus::Withdrawn),
+                        ..Default::default()
+                    },
+                    &preflight::audit::Caller::system("bench"),
+                )
                 .await
                 .unwrap();
             let acked = Instant::now();

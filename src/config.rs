@@ -37,6 +37,37 @@ pub struct Config {
     /// Messaging programs and their reply templates.
     #[serde(default)]
     pub programs: BTreeMap<String, ProgramConfig>,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// Where privacy request output goes and which key hashes erased identifiers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Directory for ACCESS bundles (created owner-only); default `<data_dir>/exports`.
+    #[serde(default)]
+    pub export_dir: Option<PathBuf>,
+    /// 32-byte key for the keyed hashes of audit subjects and erased identifiers; created on
+    /// first start. Default `<data_dir>/privacy.key`. Losing it makes erased opt-outs unmatchable.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn export_dir(&self) -> PathBuf {
+        self.privacy
+            .export_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("exports"))
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.privacy
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("privacy.key"))
+    }
 }
 
 fn default_listen() -> String {

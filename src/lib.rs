@@ -1,6 +1,7 @@
 //! preflight: a contact-compliance decision service. The library holds the whole core;
 //! `main.rs` is only the command line.
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod engine;
@@ -10,6 +11,7 @@ pub mod keywords;
 pub mod model;
 pub mod normalize;
 pub mod policy;
+pub mod privacy;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -1,9 +1,10 @@
 //! Assembles a running service: config to engine (store, index, policies), then the gRPC listener.
-use crate::api::grpc::{ConsentApi, DecisionApi, DncApi, EventApi};
+use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
+use crate::audit::{Caller, Tokenizer};
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, EngineSettings, Policies};
-use crate::index::{Applied, Index};
+use crate::engine::{Engine, EngineSettings, Policies, Projection};
+use crate::index::Applied;
 use crate::model::DAY_MS;
 use crate::normalize::Region;
 use crate::proto;
@@ -50,16 +51,21 @@ pub fn open_embedded(
         archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
         max_reject_fraction: config.registry_max_reject_fraction,
         inbound: config.compiled_inbound(origin)?,
+        export_dir: config.export_dir(),
     };
-    let index = Arc::new(Index::new());
     let db = EmbeddedStore::open(&config.data_dir)?;
+    let key_file = config.key_file();
+    let tokenizer = Tokenizer::load_or_create(&key_file)
+        .map_err(|e| StoreError::Unavailable(format!("privacy key {}: {e}", key_file.display())))?;
+    let projection = Projection::new(tokenizer);
+    let index = projection.index.clone();
     loop {
         let events = read_events_from(&db, index.seq(), 50_000)?;
         if events.is_empty() {
             break;
         }
         for ev in &events {
-            if let Applied::Gap { expected } = index.apply(ev) {
+            if let Applied::Gap { expected } = projection.apply_in_order(ev) {
                 return Err(StoreError::Corrupt(format!(
                     "change log jumps from {expected} to {}",
                     ev.seq
@@ -76,14 +82,14 @@ pub fn open_embedded(
     let opts = EmbeddedOptions {
         idempotency_retention_ms: i64::from(config.idempotency_hours) * 3_600_000,
     };
-    let store = EmbeddedStore::start(db, index.clone(), clock.clone(), opts)?;
+    let store = EmbeddedStore::start(db, Arc::new(projection.clone()), clock.clone(), opts)?;
     index.set_authoritative(true);
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
     for l in registries.list() {
         tracing::info!(list = %l.name, version = l.version, count = l.count, "registry loaded");
     }
     Ok(Arc::new(Engine::new(
-        index,
+        &projection,
         registries,
         Arc::new(store),
         policies,
@@ -91,6 +97,25 @@ pub fn open_embedded(
         region,
         settings,
     )))
+}
+
+/// What a started service does besides answering: records the policies it enforces, picks
+/// up unfinished privacy requests, and keeps the overdue-request gauge current.
+pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
+    engine
+        .audit_policy_load(&Caller::system("startup"))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot audit the policy load: {e}")))?;
+    engine.resume_requests();
+    let e = engine.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            e.refresh_privacy_metrics();
+        }
+    });
+    Ok(())
 }
 
 pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
@@ -122,10 +147,12 @@ pub async fn serve_grpc(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    use proto::audit_service_server::AuditServiceServer;
     use proto::consent_service_server::ConsentServiceServer;
     use proto::decision_service_server::DecisionServiceServer;
     use proto::dnc_service_server::DncServiceServer;
     use proto::event_service_server::EventServiceServer;
+    use proto::privacy_service_server::PrivacyServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -136,6 +163,10 @@ pub async fn serve_grpc(
         .await;
     health.set_serving::<DncServiceServer<DncApi>>().await;
     health.set_serving::<EventServiceServer<EventApi>>().await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health
+        .set_serving::<PrivacyServiceServer<PrivacyApi>>()
+        .await;
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
@@ -172,6 +203,8 @@ pub async fn serve_grpc(
         .add_service(consent)
         .add_service(dnc)
         .add_service(EventServiceServer::new(EventApi::new(engine.clone())))
+        .add_service(AuditServiceServer::new(AuditApi::new(engine.clone())))
+        .add_service(PrivacyServiceServer::new(PrivacyApi::new(engine.clone())))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| StartError::Transport(e.to_string()))

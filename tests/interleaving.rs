@@ -1,6 +1,7 @@
 //! Property: however link, unlink, withdraw, grant and DNC writes interleave, the decisions
 //! equal those of applying the committed events in sequence order, both by a fresh index
 //! replaying the log and by a naive model of the rules written separately here.
+use preflight::audit::Caller;
 use preflight::clock::SystemClock;
 use preflight::config::Config;
 use preflight::engine::{
@@ -48,49 +49,65 @@ async fn run(engine: &Engine, op: Op) {
     match op {
         Op::Link(p, c) => {
             engine
-                .link_identifiers(LinkRequest {
-                    external_id: format!("p{p}"),
-                    contacts: vec![CONTACTS[c].into()],
-                    ..Default::default()
-                })
+                .link_identifiers(
+                    LinkRequest {
+                        external_id: format!("p{p}"),
+                        contacts: vec![CONTACTS[c].into()],
+                        ..Default::default()
+                    },
+                    &Caller::system("test"),
+                )
                 .await
                 .unwrap();
         }
         // Not linked is a NotFound answer, which is fine here.
-        Op::Unlink(c) => drop(engine.unlink_identifier(CONTACTS[c], "").await),
+        Op::Unlink(c) => drop(
+            engine
+                .unlink_identifier(CONTACTS[c], "", &Caller::system("test"))
+                .await,
+        ),
         Op::Withdraw(c, ch) => {
             engine
-                .record_consent(ConsentRequest {
-                    contact: CONTACTS[c].into(),
-                    status: Arg::Set(ConsentStatus::Withdrawn),
-                    channels: ch.into_iter().map(Arg::Set).collect(),
-                    ..Default::default()
-                })
+                .record_consent(
+                    ConsentRequest {
+                        contact: CONTACTS[c].into(),
+                        status: Arg::Set(ConsentStatus::Withdrawn),
+                        channels: ch.into_iter().map(Arg::Set).collect(),
+                        ..Default::default()
+                    },
+                    &Caller::system("test"),
+                )
                 .await
                 .unwrap();
         }
         Op::Grant(c, ch) => {
             engine
-                .record_consent(ConsentRequest {
-                    contact: CONTACTS[c].into(),
-                    status: Arg::Set(ConsentStatus::Granted),
-                    channels: vec![Arg::Set(ch)],
-                    purposes: vec![Arg::Set(Purpose::Marketing)],
-                    ..Default::default()
-                })
+                .record_consent(
+                    ConsentRequest {
+                        contact: CONTACTS[c].into(),
+                        status: Arg::Set(ConsentStatus::Granted),
+                        channels: vec![Arg::Set(ch)],
+                        purposes: vec![Arg::Set(Purpose::Marketing)],
+                        ..Default::default()
+                    },
+                    &Caller::system("test"),
+                )
                 .await
                 .unwrap();
         }
         Op::Corporate(c) => {
             engine
-                .add_entries(AddEntriesRequest {
-                    entries: vec![DncEntryRequest {
-                        contact: CONTACTS[c].into(),
-                        dnc_type: Arg::Set(DncType::Corporate),
+                .add_entries(
+                    AddEntriesRequest {
+                        entries: vec![DncEntryRequest {
+                            contact: CONTACTS[c].into(),
+                            dnc_type: Arg::Set(DncType::Corporate),
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                })
+                    },
+                    &Caller::system("test"),
+                )
                 .await
                 .unwrap();
         }

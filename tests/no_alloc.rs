@@ -1,4 +1,5 @@
 //! The check path for E.164 input allocates nothing: a counting global allocator proves it.
+use preflight::audit::Caller;
 use preflight::clock::SystemClock;
 use preflight::config::Config;
 use preflight::engine::{AddEntriesRequest, Arg, CheckRequest, ConsentRequest, DncEntryRequest};
@@ -45,24 +46,30 @@ async fn e164_checks_allocate_nothing() {
     };
     let engine = preflight::server::open_embedded(&config, "test", Arc::new(SystemClock)).unwrap();
     engine
-        .record_consent(ConsentRequest {
-            contact: "+12025550001".into(),
-            status: Arg::Set(ConsentStatus::Granted),
-            channels: vec![Arg::Set(Channel::Sms)],
-            purposes: vec![Arg::Set(Purpose::Marketing)],
-            ..Default::default()
-        })
+        .record_consent(
+            ConsentRequest {
+                contact: "+12025550001".into(),
+                status: Arg::Set(ConsentStatus::Granted),
+                channels: vec![Arg::Set(Channel::Sms)],
+                purposes: vec![Arg::Set(Purpose::Marketing)],
+                ..Default::default()
+            },
+            &Caller::system("test"),
+        )
         .await
         .unwrap();
     engine
-        .add_entries(AddEntriesRequest {
-            entries: vec![DncEntryRequest {
-                contact: "+12025550002".into(),
-                dnc_type: Arg::Set(DncType::Federal),
+        .add_entries(
+            AddEntriesRequest {
+                entries: vec![DncEntryRequest {
+                    contact: "+12025550002".into(),
+                    dnc_type: Arg::Set(DncType::Federal),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        })
+            },
+            &Caller::system("test"),
+        )
         .await
         .unwrap();
 

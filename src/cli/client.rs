@@ -6,7 +6,7 @@ use preflight::model::DAY_MS;
 use preflight::proto as pb;
 use tonic::transport::Channel as Conn;
 
-async fn connect(s: &ServerArg) -> Result<Conn> {
+pub(super) async fn connect(s: &ServerArg) -> Result<Conn> {
     let endpoint = tonic::transport::Endpoint::from_shared(s.server.clone())
         .map_err(|e| anyhow!("--server `{}` is not a valid URL: {e}", s.server))?
         .connect_timeout(std::time::Duration::from_secs(5));
@@ -29,7 +29,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-fn refused(s: tonic::Status) -> anyhow::Error {
+pub(super) fn refused(s: tonic::Status) -> anyhow::Error {
     anyhow!(
         "preflight refused the request ({:?}): {}",
         s.code(),

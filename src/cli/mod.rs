@@ -1,5 +1,6 @@
 //! Command-line parsing and the client subcommands (check, dnc, consent).
 mod client;
+mod compliance;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,6 +33,12 @@ enum Command {
     /// Consent records.
     #[command(subcommand)]
     Consent(ConsentCmd),
+    /// The tamper-evident audit trail: verify the hash chain, export JSON Lines.
+    #[command(subcommand)]
+    Audit(compliance::AuditCmd),
+    /// CCPA/GDPR consumer requests and legal holds.
+    #[command(subcommand)]
+    Privacy(compliance::PrivacyCmd),
 }
 
 #[derive(Args, Debug)]
@@ -276,6 +283,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
                 config.data_dir.display()
             )
         })?;
+    preflight::server::start_background(&engine).await?;
     let listener = preflight::server::bind(&config.listen).await?;
     // In-flight requests get a bounded grace period; idle client connections do not hold
     // the process up after that.
@@ -301,5 +309,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => client::check(a).await,
         Command::Dnc(c) => client::dnc(c).await,
         Command::Consent(c) => client::consent(c).await,
+        Command::Audit(c) => compliance::audit(c).await,
+        Command::Privacy(c) => compliance::privacy(c).await,
     }
 }

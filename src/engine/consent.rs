@@ -63,7 +63,11 @@ pub(super) fn text(field: &str, v: &str) -> Result<String> {
 }
 
 impl Engine {
-    pub async fn record_consent(&self, req: ConsentRequest) -> Result<ConsentOutcome> {
+    pub async fn record_consent(
+        &self,
+        req: ConsentRequest,
+        caller: &crate::audit::Caller,
+    ) -> Result<ConsentOutcome> {
         let region = self.region("default_region", &req.default_region)?;
         let contact = self.contact("contact", &req.contact, region)?.to_key();
         let status = req.status.require("status")?;
@@ -127,6 +131,7 @@ impl Engine {
                 &req.idempotency_key,
                 &req,
                 vec![Event::ConsentRecorded(event)],
+                caller,
                 move |seq| ConsentOutcome {
                     consent_id: consent_id(seq),
                     seq,
@@ -145,6 +150,13 @@ impl Engine {
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
         let (mut facts, seq) = self.index.report(&key);
+        // What a DELETE kept of this identifier (opt-outs, DNC entries, under its token)
+        // explains why it is still blocked; none of it is personal.
+        if let Some(t) = self.index.erased_token(&key) {
+            let (kept, _) = self.index.report(&crate::model::ContactRef::Erased(t));
+            facts.consents.extend(kept.consents);
+            facts.dnc.extend(kept.dnc);
+        }
         let mut person = None;
         let mut identifiers = Vec::new();
         if let Some((p, members)) = self.index.person_of(&key) {

@@ -156,7 +156,11 @@ fn list_name(t: DncType, list: &str) -> Result<Option<String>> {
 }
 
 impl Engine {
-    pub async fn add_entries(&self, req: AddEntriesRequest) -> Result<EntriesOutcome> {
+    pub async fn add_entries(
+        &self,
+        req: AddEntriesRequest,
+        caller: &crate::audit::Caller,
+    ) -> Result<EntriesOutcome> {
         check_size(req.entries.len())?;
         let region = self.region("default_region", &req.default_region)?;
         let actor = text("actor", &req.actor)?;
@@ -225,7 +229,7 @@ impl Engine {
         }
         let n = events.len();
         let out = self
-            .commit_plan("dnc.add", &req.idempotency_key, &req, events, plan)
+            .commit_plan("dnc.add", &req.idempotency_key, &req, events, plan, caller)
             .await?;
         tracing::info!(
             entries = req.entries.len(),
@@ -237,7 +241,11 @@ impl Engine {
         Ok(out)
     }
 
-    pub async fn remove_entries(&self, req: RemoveEntriesRequest) -> Result<EntriesOutcome> {
+    pub async fn remove_entries(
+        &self,
+        req: RemoveEntriesRequest,
+        caller: &crate::audit::Caller,
+    ) -> Result<EntriesOutcome> {
         check_size(req.entries.len())?;
         let region = self.region("default_region", &req.default_region)?;
         let actor = text("actor", &req.actor)?;
@@ -323,7 +331,14 @@ impl Engine {
         }
         let n = events.len();
         let out = self
-            .commit_plan("dnc.remove", &req.idempotency_key, &req, events, plan)
+            .commit_plan(
+                "dnc.remove",
+                &req.idempotency_key,
+                &req,
+                events,
+                plan,
+                caller,
+            )
             .await?;
         tracing::info!(
             entries = req.entries.len(),
@@ -343,13 +358,19 @@ impl Engine {
         req: &Q,
         events: Vec<Event>,
         plan: Vec<Planned>,
+        caller: &crate::audit::Caller,
     ) -> Result<EntriesOutcome> {
         let n = events.len() as u64;
         let index_seq = self.index.seq();
         let (mut out, duplicate) = self
-            .commit(namespace, idempotency_key, req, events, move |first| {
-                resolve(plan, n, first, index_seq)
-            })
+            .commit(
+                namespace,
+                idempotency_key,
+                req,
+                events,
+                caller,
+                move |first| resolve(plan, n, first, index_seq),
+            )
             .await?;
         out.duplicate = duplicate;
         Ok(out)

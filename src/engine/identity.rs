@@ -39,7 +39,11 @@ fn person_id(field: &str, s: &str) -> Result<String> {
 }
 
 impl Engine {
-    pub async fn link_identifiers(&self, req: LinkRequest) -> Result<LinkOutcome> {
+    pub async fn link_identifiers(
+        &self,
+        req: LinkRequest,
+        caller: &crate::audit::Caller,
+    ) -> Result<LinkOutcome> {
         let person = person_id("external_id", &req.external_id)?;
         if req.contacts.is_empty() {
             return Err(Error::invalid(
@@ -84,14 +88,19 @@ impl Engine {
         let contacts: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         let external_id = format!("ext:{person}");
         let (mut out, duplicate) = self
-            .commit("link", &req.idempotency_key, &req, events, move |first| {
-                LinkOutcome {
+            .commit(
+                "link",
+                &req.idempotency_key,
+                &req,
+                events,
+                caller,
+                move |first| LinkOutcome {
                     external_id,
                     contacts,
                     seq: first + n - 1,
                     duplicate: false,
-                }
-            })
+                },
+            )
             .await?;
         out.duplicate = duplicate;
         tracing::info!(identifiers = n, seq = out.seq, "identifiers linked");
@@ -104,6 +113,7 @@ impl Engine {
         &self,
         contact: &str,
         default_region: &str,
+        caller: &crate::audit::Caller,
     ) -> Result<(String, u64)> {
         let region = self.region("default_region", default_region)?;
         let key = self.contact("contact", contact, region)?;
@@ -120,7 +130,7 @@ impl Engine {
             contact: key.to_key(),
         });
         let (seq, _) = self
-            .commit("unlink", "", &(), vec![ev], |first| first)
+            .commit("unlink", "", &(), vec![ev], caller, |first| first)
             .await?;
         tracing::info!(contact = %key.to_key().masked(), seq, "identifier unlinked");
         Ok((format!("ext:{person}"), seq))

@@ -37,7 +37,11 @@ pub struct InboundOutcome {
 }
 
 impl Engine {
-    pub async fn process_inbound(&self, req: InboundRequest) -> Result<InboundOutcome> {
+    pub async fn process_inbound(
+        &self,
+        req: InboundRequest,
+        caller: &crate::audit::Caller,
+    ) -> Result<InboundOutcome> {
         let region = self.region("default_region", &req.default_region)?;
         let contact = self.contact("from", &req.from, region)?.to_key();
         let channel = req.channel.require("channel")?;
@@ -106,18 +110,20 @@ impl Engine {
             format!("{}:{message_id}", channel.as_str())
         };
         let (mut out, duplicate) = self
-            .commit("inbound", &key, &req, events, move |first| InboundOutcome {
-                action,
-                reply_text: reply,
-                matched_keyword: keyword,
-                seq: first + n - 1,
-                consent_id: if wrote_consent {
-                    consent_id(first)
-                } else {
-                    String::new()
-                },
-                normalized_contact: normalized,
-                duplicate: false,
+            .commit("inbound", &key, &req, events, caller, move |first| {
+                InboundOutcome {
+                    action,
+                    reply_text: reply,
+                    matched_keyword: keyword,
+                    seq: first + n - 1,
+                    consent_id: if wrote_consent {
+                        consent_id(first)
+                    } else {
+                        String::new()
+                    },
+                    normalized_contact: normalized,
+                    duplicate: false,
+                }
             })
             .await?;
         out.duplicate = duplicate;

@@ -1,15 +1,19 @@
 //! The one core every transport calls: validates, decides from the index, writes through the store.
 mod args;
+mod audit;
 mod check;
 mod consent;
 mod dnc;
 mod identity;
 mod inbound;
+mod privacy;
+mod projection;
 mod registry;
 mod watch;
 mod writes;
 
 pub use args::Arg;
+pub use audit::AUDIT_PAGE;
 pub use check::{CheckOutcome, CheckRequest};
 pub use consent::{ConsentOutcome, ConsentRequest, ContactView};
 pub use dnc::{
@@ -18,7 +22,10 @@ pub use dnc::{
 };
 pub use identity::{LinkOutcome, LinkRequest};
 pub use inbound::{InboundOutcome, InboundRequest};
+pub use privacy::{RegisterOutcome, SubmitRequest};
+pub use projection::Projection;
 
+use crate::audit::Tokenizer;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::index::Index;
@@ -26,9 +33,11 @@ use crate::keywords::{Keywords, Programs};
 use crate::model::{ChannelSet, ContactRef, DAY_MS, Millis, PurposeSet, StoredEvent};
 use crate::normalize::{self, PhoneNormalizer, Region};
 use crate::policy::Policy;
+use crate::privacy::PrivacyState;
 use crate::registry::Registries;
-use crate::store::{EventSink, Store};
+use crate::store::Store;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Most items one batch call takes (checks, DNC entries).
@@ -52,6 +61,18 @@ impl Policies {
             .cloned()
             .ok_or_else(|| format!("default_policy `{default_name}` is not defined"))?;
         Ok(Policies { default, named })
+    }
+
+    /// Every policy by name, sorted.
+    pub fn all(&self) -> Vec<(&str, &Arc<Policy>)> {
+        let mut v: Vec<(&str, &Arc<Policy>)> =
+            self.named.iter().map(|(k, p)| (k.as_str(), p)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    pub fn default_name(&self) -> &str {
+        &self.default.name
     }
 
     /// The policy by name; empty means the default.
@@ -92,6 +113,8 @@ pub struct EngineSettings {
     /// Registry imports with more malformed lines than this fraction are refused.
     pub max_reject_fraction: f64,
     pub inbound: Inbound,
+    /// Where ACCESS bundles are written.
+    pub export_dir: PathBuf,
 }
 
 impl Default for EngineSettings {
@@ -100,6 +123,7 @@ impl Default for EngineSettings {
             archive_retention_ms: 5 * 365 * DAY_MS + DAY_MS,
             max_reject_fraction: 0.001,
             inbound: Inbound::default(),
+            export_dir: PathBuf::from("./preflight-data/exports"),
         }
     }
 }
@@ -112,22 +136,16 @@ pub struct Engine {
     clock: SharedClock,
     phones: PhoneNormalizer,
     settings: EngineSettings,
-}
-
-impl EventSink for Index {
-    fn apply(&self, ev: &StoredEvent) {
-        if let crate::index::Applied::Gap { expected } = Index::apply(self, ev) {
-            // The embedded writer hands events over in order, so this means a bug, and
-            // the index must not silently skip: it stays at its seq and says so.
-            tracing::error!(expected, got = ev.seq, "change log gap while applying");
-        }
-    }
+    privacy: Arc<PrivacyState>,
+    tokenizer: Tokenizer,
+    /// Privacy writes check-then-write (one consumer per identifier): one at a time.
+    privacy_lock: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        index: Arc<Index>,
+        projection: &Projection,
         registries: Arc<Registries>,
         store: Arc<dyn Store>,
         policies: Policies,
@@ -136,13 +154,16 @@ impl Engine {
         settings: EngineSettings,
     ) -> Engine {
         Engine {
-            index,
+            index: projection.index.clone(),
             registries,
             store,
             policies,
             clock,
             phones: PhoneNormalizer::new(default_region),
             settings,
+            privacy: projection.privacy.clone(),
+            tokenizer: projection.tokenizer.clone(),
+            privacy_lock: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Registry imports and listing through the engine.
 use super::Engine;
+use crate::audit::{AuditDraft, Caller};
 use crate::error::{Error, Result};
 use crate::registry::{ImportMode, ImportOptions, ImportReport, ListInfo};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ impl Engine {
         mode: ImportMode,
         files: Vec<(String, PathBuf)>,
         max_reject_fraction: Option<f64>,
+        caller: &Caller,
     ) -> Result<ImportReport> {
         if files.is_empty() {
             return Err(Error::invalid("file_name", "no file was sent"));
@@ -30,10 +32,25 @@ impl Engine {
             now: self.clock.now_ms(),
         };
         let list = list.to_string();
-        tokio::task::spawn_blocking(move || registries.import(&list, mode, &files, &opts, &|_| {}))
-            .await
-            .map_err(|e| Error::Internal(format!("import task: {e}")))?
-            .map_err(Error::from)
+        let report = tokio::task::spawn_blocking(move || {
+            registries.import(&list, mode, &files, &opts, &|_| {})
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("import task: {e}")))?
+        .map_err(Error::from)?;
+        // The version is already on disk and serving; the audit record says so, and a
+        // failure to write it is reported, not hidden.
+        self.audit_only(vec![AuditDraft {
+            kind: "registry_imported".into(),
+            actor: caller.actor.clone(),
+            subjects: Vec::new(),
+            event: None,
+            summary: serde_json::to_value(&report.info).unwrap_or_default(),
+            metadata: caller.metadata.clone(),
+            personal: None,
+        }])
+        .await?;
+        Ok(report)
     }
 
     pub fn list_registries(&self) -> Vec<ListInfo> {

@@ -1,5 +1,6 @@
 //! Committing events through the store with idempotency: a retry gets the first answer back.
 use super::Engine;
+use crate::audit::Caller;
 use crate::error::{Error, Result};
 use crate::model::Event;
 use crate::store::{Append, AppendOutcome, IdempotencyClaim};
@@ -18,6 +19,7 @@ impl Engine {
         idempotency_key: &str,
         request: &Q,
         events: Vec<Event>,
+        caller: &Caller,
         build: impl FnOnce(u64) -> R + Send + 'static,
     ) -> Result<(R, bool)>
     where
@@ -31,12 +33,14 @@ impl Engine {
                 format!("{} characters, at most {MAX_KEY_LEN}", key.len()),
             ));
         }
+        let audit = self.audit_drafts(&events, caller);
         if key.is_empty() {
             return match self
                 .store
                 .append(Append {
                     events,
                     idempotency: None,
+                    audit,
                 })
                 .await?
             {
@@ -66,6 +70,7 @@ impl Engine {
             .append(Append {
                 events,
                 idempotency: Some(claim),
+                audit,
             })
             .await?
         {

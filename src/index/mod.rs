@@ -4,11 +4,14 @@ mod facts;
 
 pub use facts::{ConsentFact, ConsentView, ContactFacts, ContactReport, DncFact, DncView, Removal};
 
-use crate::model::{ConsentStatus, ContactKey, ContactRef, DncType, Event, Millis, StoredEvent};
+use crate::audit::Tokenizer;
+use crate::model::{
+    ConsentStatus, ContactKey, ContactRef, DncType, Event, Millis, StoredEvent, Token,
+};
 use dashmap::DashMap;
 use facts::Detail;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
@@ -35,6 +38,10 @@ pub struct Index {
     emails: FastMap<Box<str>, ContactFacts>,
     /// External ids; a person's own facts live under their external id.
     externals: FastMap<Box<str>, ContactFacts>,
+    /// Erased identifiers by token: what keeps an erased person's opt-outs enforced.
+    erased: FastMap<Token, ContactFacts>,
+    /// Turns a checked identifier into its token; set when there is anything erased to find.
+    tokenizer: OnceLock<Tokenizer>,
     /// Person (external id) to the identifiers linked to them.
     members: FastMap<Box<str>, Vec<ContactKey>>,
     /// Full records by the seq that created them (reports, removals).
@@ -55,6 +62,8 @@ impl Default for Index {
             phones: FastMap::default(),
             emails: FastMap::default(),
             externals: FastMap::default(),
+            erased: FastMap::default(),
+            tokenizer: OnceLock::new(),
             members: FastMap::default(),
             details: FastMap::default(),
             mirrors: FastMap::default(),
@@ -87,6 +96,27 @@ impl Index {
     /// The seq of the last event applied.
     pub fn seq(&self) -> u64 {
         self.seq.load(Ordering::Acquire)
+    }
+
+    /// The key that erased identifiers were hashed with; without it, erased entries could
+    /// not be matched and checks of erased people would pass.
+    pub fn set_tokenizer(&self, t: Tokenizer) {
+        let _ = self.tokenizer.set(t);
+    }
+
+    /// The facts kept for an identifier that a privacy request erased, if any.
+    fn erased_facts(&self, key: &ContactRef<'_>) -> Option<ContactFacts> {
+        if self.erased.is_empty() || matches!(key, ContactRef::Erased(_)) {
+            return None;
+        }
+        let token = match self.tokenizer.get() {
+            Some(t) => t.token(key),
+            None => {
+                tracing::error!("erased entries present but no tokenizer configured");
+                return None;
+            }
+        };
+        self.erased.get(&token).map(|g| g.clone())
     }
 
     pub fn set_authoritative(&self, yes: bool) {
@@ -125,6 +155,7 @@ impl Index {
     ) -> R {
         let seq = self.seq();
         let mut f = Some(f);
+        let erased = self.erased_facts(key);
         let person: Option<Box<str>> = {
             let guard = self.get(key);
             let own = guard.as_ref().map(|g| g.facts()).unwrap_or(&NO_FACTS);
@@ -134,13 +165,17 @@ impl Index {
             };
             if person.is_none() {
                 let f = f.take().expect("called once");
-                return f(&[own], seq);
+                return match &erased {
+                    None => f(&[own], seq),
+                    Some(e) => f(&[own, e], seq),
+                };
             }
             person
         };
         let person = person.expect("checked above");
         let mut owned: Vec<ContactFacts> =
             vec![self.get(key).map(|g| g.facts().clone()).unwrap_or_default()];
+        owned.extend(erased);
         if !matches!(key, ContactRef::External(x) if **x == *person) {
             owned.push(
                 self.externals
@@ -173,6 +208,7 @@ impl Index {
             ContactRef::Phone(p) => self.phones.get(p).map(Guard::Phone),
             ContactRef::Email(e) => self.emails.get(e.as_ref()).map(Guard::Name),
             ContactRef::External(x) => self.externals.get(*x).map(Guard::Name),
+            ContactRef::Erased(t) => self.erased.get(t).map(Guard::Erased),
         }
     }
 
@@ -212,7 +248,7 @@ impl Index {
     }
 
     pub fn len(&self) -> usize {
-        self.phones.len() + self.emails.len() + self.externals.len()
+        self.phones.len() + self.emails.len() + self.externals.len() + self.erased.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,6 +267,16 @@ impl Index {
                 expected: current + 1,
             };
         }
+        self.apply_body(ev);
+        self.seq.store(ev.seq, Ordering::Release);
+        self.heard_from_store(ev.recorded_at);
+        // No receivers is normal; a send never blocks.
+        let _ = self.changes.send(Arc::new(ev.clone()));
+        Applied::Applied
+    }
+
+    /// The effect of one event on the maps, without the seq bookkeeping.
+    fn apply_body(&self, ev: &StoredEvent) {
         // Where a withdrawal or company entry is mirrored: the person of its identifier now.
         let mirror_to = match &ev.event {
             Event::ConsentRecorded(c) if follows_the_person(&ev.event) => {
@@ -330,16 +376,20 @@ impl Index {
             Event::InboundReceived(i) => {
                 self.update(&i.contact, |f| f.record_inbound(i.channel, i.received_at))
             }
+            // Privacy bookkeeping is kept by the privacy state, not the decision index.
+            Event::Redacted(_)
+            | Event::ConsumerRegistered(_)
+            | Event::ConsumerIdentifiersAdded(_)
+            | Event::PrivacyRequestSubmitted(_)
+            | Event::PrivacyRequestUpdated(_)
+            | Event::LegalHoldPlaced(_)
+            | Event::LegalHoldReleased(_)
+            | Event::SubjectsErased(_) => {}
         }
-        self.seq.store(ev.seq, Ordering::Release);
-        self.heard_from_store(ev.recorded_at);
-        // No receivers is normal; a send never blocks.
-        let _ = self.changes.send(Arc::new(ev.clone()));
-        Applied::Applied
     }
 
     fn person_for_mirror(&self, contact: &ContactKey) -> Option<Box<str>> {
-        if matches!(contact, ContactKey::External(_)) {
+        if matches!(contact, ContactKey::External(_) | ContactKey::Erased(_)) {
             return None;
         }
         self.get(&contact.as_ref())
@@ -357,7 +407,84 @@ impl Index {
             ContactKey::Phone(p) => f(&mut self.phones.entry(*p).or_default()),
             ContactKey::Email(e) => f(&mut self.emails.entry(e.clone()).or_default()),
             ContactKey::External(x) => f(&mut self.externals.entry(x.clone()).or_default()),
+            ContactKey::Erased(t) => f(&mut self.erased.entry(*t).or_default()),
         }
+    }
+
+    fn remove(&self, key: &ContactKey) -> Option<ContactFacts> {
+        match key {
+            ContactKey::Phone(p) => self.phones.remove(p).map(|(_, f)| f),
+            ContactKey::Email(e) => self.emails.remove(e).map(|(_, f)| f),
+            ContactKey::External(x) => self.externals.remove(x).map(|(_, f)| f),
+            ContactKey::Erased(t) => self.erased.remove(t).map(|(_, f)| f),
+        }
+    }
+
+    /// Forgets `contacts` in clear, then re-applies their history as rewritten by the
+    /// erasure (under tokens), which leaves the index as a replay of the rewritten log would.
+    pub fn erase(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
+        for c in contacts {
+            if let ContactKey::External(x) = c
+                && let Some((_, members)) = self.members.remove(&**x)
+            {
+                for m in members {
+                    self.update(&m, |f| f.person = None);
+                }
+            }
+            let Some(facts) = self.remove(c) else {
+                continue;
+            };
+            if let Some(p) = &facts.person {
+                self.leave(p, c);
+            }
+            for seq in facts
+                .consents
+                .iter()
+                .map(|x| x.seq)
+                .chain(facts.dnc.iter().map(|x| x.seq))
+            {
+                self.details.remove(&seq);
+                if let Some((_, p)) = self.mirrors.remove(&seq) {
+                    self.update_person(&p, |f| {
+                        f.dnc.retain(|e| e.seq != seq);
+                    });
+                }
+            }
+            // Withdrawals mirrored to a person who stays: the person keeps none of them.
+            if let Some(p) = &facts.person {
+                let gone: Vec<u64> = facts.consents.iter().map(|x| x.seq).collect();
+                self.update_person(p, |f| f.consents.retain(|x| !gone.contains(&x.seq)));
+            }
+        }
+        for ev in history {
+            match &ev.event {
+                Event::ConsentRecorded(_) | Event::DncAdded(_) | Event::DncRemoved(_) => {
+                    self.apply_body(ev)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A DNC entry by the seq that added it (archived ones too, until purged).
+    pub fn dnc_view(&self, seq: u64) -> Option<DncView> {
+        match self.details.get(&seq).as_deref() {
+            Some(Detail::Dnc(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// The token under which erased records of `key` are kept, if there are any.
+    pub fn erased_token(&self, key: &ContactRef<'_>) -> Option<Token> {
+        if self.erased.is_empty() || matches!(key, ContactRef::Erased(_)) {
+            return None;
+        }
+        let t = self.tokenizer.get()?.token(key);
+        self.erased.contains_key(&t).then_some(t)
+    }
+
+    pub fn erased_len(&self) -> usize {
+        self.erased.len()
     }
 
     fn update_person(&self, person: &str, f: impl FnOnce(&mut ContactFacts)) {
@@ -390,6 +517,7 @@ impl Index {
 enum Guard<'a> {
     Phone(dashmap::mapref::one::Ref<'a, u64, ContactFacts>),
     Name(dashmap::mapref::one::Ref<'a, Box<str>, ContactFacts>),
+    Erased(dashmap::mapref::one::Ref<'a, Token, ContactFacts>),
 }
 
 impl Guard<'_> {
@@ -397,6 +525,7 @@ impl Guard<'_> {
         match self {
             Guard::Phone(g) => g.value(),
             Guard::Name(g) => g.value(),
+            Guard::Erased(g) => g.value(),
         }
     }
 }

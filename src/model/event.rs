@@ -1,4 +1,5 @@
 //! Events of the change log: every fact that changes a decision, as stored and replayed.
+use super::privacy::{Jurisdiction, RequestResult, RequestStatus, RequestType};
 use super::{Channel, ChannelSet, ConsentStatus, ContactKey, DncType, Millis, PurposeSet};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,17 @@ pub enum Event {
     IdentityLinked(LinkEvent),
     IdentityUnlinked(UnlinkEvent),
     InboundReceived(InboundEvent),
+    /// What is left of an event whose personal data a privacy request erased.
+    Redacted(RedactedEvent),
+    ConsumerRegistered(ConsumerEvent),
+    ConsumerIdentifiersAdded(ConsumerIdentifiersEvent),
+    PrivacyRequestSubmitted(RequestSubmittedEvent),
+    PrivacyRequestUpdated(RequestUpdatedEvent),
+    LegalHoldPlaced(LegalHoldEvent),
+    LegalHoldReleased(LegalHoldEvent),
+    /// Identifiers erased by a DELETE request; their earlier events were rewritten in the
+    /// same transaction to name only their tokens.
+    SubjectsErased(ErasureEvent),
 }
 
 impl Event {
@@ -31,6 +43,53 @@ impl Event {
             Event::IdentityLinked(_) => EventKind::IdentityLinked,
             Event::IdentityUnlinked(_) => EventKind::IdentityUnlinked,
             Event::InboundReceived(_) => EventKind::InboundAction,
+            Event::Redacted(_) => EventKind::Redacted,
+            Event::ConsumerRegistered(_)
+            | Event::ConsumerIdentifiersAdded(_)
+            | Event::PrivacyRequestSubmitted(_)
+            | Event::PrivacyRequestUpdated(_)
+            | Event::LegalHoldPlaced(_)
+            | Event::LegalHoldReleased(_)
+            | Event::SubjectsErased(_) => EventKind::Privacy,
+        }
+    }
+
+    /// The name of the event's kind in the audit trail.
+    pub fn audit_kind(&self) -> &'static str {
+        match self {
+            Event::ConsentRecorded(_) => "consent_recorded",
+            Event::DncAdded(_) => "dnc_added",
+            Event::DncRemoved(_) => "dnc_removed",
+            Event::IdentityLinked(_) => "identity_linked",
+            Event::IdentityUnlinked(_) => "identity_unlinked",
+            Event::InboundReceived(_) => "inbound_received",
+            Event::Redacted(_) => "redacted",
+            Event::ConsumerRegistered(_) => "consumer_registered",
+            Event::ConsumerIdentifiersAdded(_) => "consumer_identifiers_added",
+            Event::PrivacyRequestSubmitted(_) => "privacy_request_submitted",
+            Event::PrivacyRequestUpdated(_) => "privacy_request_updated",
+            Event::LegalHoldPlaced(_) => "legal_hold_placed",
+            Event::LegalHoldReleased(_) => "legal_hold_released",
+            Event::SubjectsErased(_) => "subjects_erased",
+        }
+    }
+
+    /// The identifiers the event is about (its audit subjects).
+    pub fn contacts(&self) -> Vec<&ContactKey> {
+        match self {
+            Event::ConsentRecorded(c) => vec![&c.contact],
+            Event::DncAdded(d) => vec![&d.contact],
+            Event::IdentityLinked(l) => vec![&l.contact],
+            Event::IdentityUnlinked(u) => vec![&u.contact],
+            Event::InboundReceived(i) => vec![&i.contact],
+            Event::ConsumerRegistered(c) => c.identifiers.iter().collect(),
+            Event::ConsumerIdentifiersAdded(c) => c.identifiers.iter().collect(),
+            Event::LegalHoldPlaced(h) | Event::LegalHoldReleased(h) => vec![&h.contact],
+            Event::DncRemoved(_)
+            | Event::Redacted(_)
+            | Event::PrivacyRequestSubmitted(_)
+            | Event::PrivacyRequestUpdated(_)
+            | Event::SubjectsErased(_) => Vec::new(),
         }
     }
 }
@@ -44,6 +103,64 @@ pub enum EventKind {
     IdentityLinked,
     IdentityUnlinked,
     InboundAction,
+    Privacy,
+    Redacted,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RedactedEvent {
+    /// The audit kind of the event this replaced.
+    pub was: String,
+}
+
+/// A consumer known to the privacy service; the id is `cu-<seq>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerEvent {
+    pub identifiers: Vec<ContactKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerIdentifiersEvent {
+    pub consumer_seq: u64,
+    pub identifiers: Vec<ContactKey>,
+}
+
+/// A consumer request; the id is `pr-<seq>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestSubmittedEvent {
+    pub consumer_seq: u64,
+    pub request_type: RequestType,
+    pub jurisdiction: Jurisdiction,
+    pub received_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestUpdatedEvent {
+    pub request_seq: u64,
+    pub status: RequestStatus,
+    /// Set when the deadline was extended, with the notice given to the consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_notice: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<RequestResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LegalHoldEvent {
+    pub contact: ContactKey,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErasureEvent {
+    pub request_seq: u64,
+    pub consumer_seq: u64,
+    /// The erased identifiers, as tokens only.
+    pub tokens: Vec<ContactKey>,
+    /// The same identifiers in clear, in memory only: they let this process move its own
+    /// index entries; they are never written.
+    #[serde(skip)]
+    pub contacts: Vec<ContactKey>,
 }
 
 /// `contact` now belongs to the person `person` (an external id, without `ext:`),
@@ -154,4 +271,20 @@ pub fn dnc_id(seq: u64) -> String {
 
 pub fn parse_dnc_id(id: &str) -> Option<u64> {
     id.strip_prefix("dnc-")?.parse().ok()
+}
+
+pub fn consumer_id(seq: u64) -> String {
+    format!("cu-{seq}")
+}
+
+pub fn parse_consumer_id(id: &str) -> Option<u64> {
+    id.strip_prefix("cu-")?.parse().ok()
+}
+
+pub fn request_id(seq: u64) -> String {
+    format!("pr-{seq}")
+}
+
+pub fn parse_request_id(id: &str) -> Option<u64> {
+    id.strip_prefix("pr-")?.parse().ok()
 }

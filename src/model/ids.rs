@@ -10,7 +10,13 @@ pub enum ContactKey {
     Phone(u64),
     Email(Box<str>),
     External(Box<str>),
+    /// An identifier erased by a privacy request, kept only as its keyed hash so the
+    /// person's opt-outs and DNC entries stay enforced. Never produced from user input.
+    Erased(Token),
 }
+
+/// A keyed hash (truncated HMAC-SHA256) of a canonical identifier.
+pub type Token = [u8; 16];
 
 /// A borrowed identifier, as produced on the hot path without allocating.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +24,7 @@ pub enum ContactRef<'a> {
     Phone(u64),
     Email(Cow<'a, str>),
     External(&'a str),
+    Erased(Token),
 }
 
 impl ContactRef<'_> {
@@ -26,6 +33,7 @@ impl ContactRef<'_> {
             ContactRef::Phone(p) => ContactKey::Phone(*p),
             ContactRef::Email(e) => ContactKey::Email(e.as_ref().into()),
             ContactRef::External(x) => ContactKey::External((*x).into()),
+            ContactRef::Erased(t) => ContactKey::Erased(*t),
         }
     }
 }
@@ -36,6 +44,7 @@ impl ContactKey {
             ContactKey::Phone(p) => ContactRef::Phone(*p),
             ContactKey::Email(e) => ContactRef::Email(Cow::Borrowed(e)),
             ContactKey::External(x) => ContactRef::External(x),
+            ContactKey::Erased(t) => ContactRef::Erased(*t),
         }
     }
 
@@ -48,6 +57,12 @@ impl ContactKey {
             }
             return d.parse().ok().map(ContactKey::Phone);
         }
+        if let Some(h) = s.strip_prefix("erased:") {
+            let mut t = [0u8; 16];
+            return hex::decode_to_slice(h, &mut t)
+                .ok()
+                .map(|_| ContactKey::Erased(t));
+        }
         if let Some(x) = s.strip_prefix("ext:") {
             return (!x.is_empty()).then(|| ContactKey::External(x.into()));
         }
@@ -55,6 +70,9 @@ impl ContactKey {
     }
 
     pub fn masked(&self) -> String {
+        if let ContactKey::Erased(_) = self {
+            return self.to_string();
+        }
         mask(&self.to_string())
     }
 }
@@ -65,6 +83,7 @@ impl fmt::Display for ContactKey {
             ContactKey::Phone(p) => write!(f, "+{p}"),
             ContactKey::Email(e) => f.write_str(e),
             ContactKey::External(x) => write!(f, "ext:{x}"),
+            ContactKey::Erased(t) => write!(f, "erased:{}", hex::encode(t)),
         }
     }
 }
@@ -75,6 +94,7 @@ impl fmt::Display for ContactRef<'_> {
             ContactRef::Phone(p) => write!(f, "+{p}"),
             ContactRef::Email(e) => f.write_str(e),
             ContactRef::External(x) => write!(f, "ext:{x}"),
+            ContactRef::Erased(t) => write!(f, "erased:{}", hex::encode(t)),
         }
     }
 }
@@ -124,7 +144,12 @@ mod tests {
 
     #[test]
     fn canonical_round_trip() {
-        for s in ["+12025551234", "jo@example.com", "ext:crm-42"] {
+        for s in [
+            "+12025551234",
+            "jo@example.com",
+            "ext:crm-42",
+            "erased:00112233445566778899aabbccddeeff",
+        ] {
             let k = ContactKey::from_canonical(s).unwrap();
             assert_eq!(k.to_string(), s);
         }

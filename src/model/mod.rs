@@ -2,12 +2,14 @@
 pub mod event;
 pub mod ids;
 pub mod kinds;
+pub mod privacy;
 
 pub use event::{
-    ConsentEvent, DncAddEvent, DncRemoveEvent, Event, EventKind, InboundAction, InboundEvent,
-    LinkEvent, StoredEvent, UnlinkEvent,
+    ConsentEvent, ConsumerEvent, ConsumerIdentifiersEvent, DncAddEvent, DncRemoveEvent,
+    ErasureEvent, Event, EventKind, InboundAction, InboundEvent, LegalHoldEvent, LinkEvent,
+    RedactedEvent, RequestSubmittedEvent, RequestUpdatedEvent, StoredEvent, UnlinkEvent,
 };
-pub use ids::{ContactKey, ContactRef, mask};
+pub use ids::{ContactKey, ContactRef, Token, mask};
 pub use kinds::{
     Channel, ChannelSet, ConsentStatus, Direction, DncType, DncTypeSet, Purpose, PurposeSet,
     Reason, ReasonSet,

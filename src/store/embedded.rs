@@ -2,11 +2,13 @@
 //!
 //! Every request waits for the fsync of the transaction that holds it; requests that
 //! arrive while a commit is in flight share the next one.
-use super::{Append, AppendOutcome, EventSink, Store, StoreError};
+use super::{Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Store, StoreError};
+use crate::audit::{AuditRecord, RawAudit, chain_hash};
 use crate::clock::SharedClock;
-use crate::model::{Millis, StoredEvent};
+use crate::model::{Millis, StoredEvent, Token};
 use futures::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -17,15 +19,27 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// key -> created_at (8 bytes LE) ++ fingerprint (32) ++ response
 const IDEM: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 const IDEM_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("idempotency_by_time");
+/// Audit seq -> the record's JSON (`AuditRecord`), hash-chained.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Audit seq -> the record's personal part, removed by erasure.
+pub const AUDIT_PERSONAL: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_personal");
+/// (subject token, audit seq): the records about a subject.
+const AUDIT_SUBJECTS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("audit_subjects");
 
 /// Most requests one commit takes; bounds the latency of the first in line.
 const MAX_GROUP: usize = 1024;
 
 type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+type EraseReply = oneshot::Sender<Result<ErasureOutcome, StoreError>>;
+
+enum Job {
+    Append(Append, Reply),
+    Erase(Erasure, EraseReply),
+}
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    tx: mpsc::Sender<(Append, Reply)>,
+    tx: mpsc::Sender<Job>,
 }
 
 pub struct EmbeddedOptions {
@@ -63,6 +77,9 @@ impl EmbeddedStore {
             txn.open_table(EVENTS).map_err(unavailable)?;
             txn.open_table(IDEM).map_err(unavailable)?;
             txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
+            txn.open_table(AUDIT).map_err(unavailable)?;
+            txn.open_table(AUDIT_PERSONAL).map_err(unavailable)?;
+            txn.open_table(AUDIT_SUBJECTS).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
         Ok(db)
@@ -77,12 +94,15 @@ impl EmbeddedStore {
     ) -> Result<Self, StoreError> {
         let db = Arc::new(db);
         let next_seq = last_seq_of(&db)? + 1;
+        let (audit_next, audit_prev) = audit_head(&db)?;
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
             sink,
             clock,
             next_seq,
+            audit_next,
+            audit_prev,
             retention: opts.idempotency_retention_ms,
         };
         std::thread::Builder::new()
@@ -100,6 +120,79 @@ fn last_seq_of(db: &Database) -> Result<u64, StoreError> {
         .map_err(unavailable)?
         .map(|(k, _)| k.value())
         .unwrap_or(0))
+}
+
+/// The next audit seq and the hash to chain it to.
+fn audit_head(db: &Database) -> Result<(u64, String), StoreError> {
+    let r = db.begin_read().map_err(unavailable)?;
+    let t = r.open_table(AUDIT).map_err(unavailable)?;
+    match t.last().map_err(unavailable)? {
+        None => Ok((1, crate::audit::chain::GENESIS.to_string())),
+        Some((k, v)) => {
+            let rec: AuditRecord = serde_json::from_slice(v.value()).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "last audit record {} unreadable, refusing to extend the chain: {e}",
+                    k.value()
+                ))
+            })?;
+            Ok((k.value() + 1, rec.hash))
+        }
+    }
+}
+
+pub fn read_audit_from(
+    db: &Database,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<RawAudit>, StoreError> {
+    let r = db.begin_read().map_err(unavailable)?;
+    let t = r.open_table(AUDIT).map_err(unavailable)?;
+    let p = r.open_table(AUDIT_PERSONAL).map_err(unavailable)?;
+    let mut out = Vec::new();
+    for item in t.range(after + 1..).map_err(unavailable)?.take(limit) {
+        let (k, v) = item.map_err(unavailable)?;
+        let seq = k.value();
+        let personal = p.get(seq).map_err(unavailable)?.map(|v| v.value().to_vec());
+        out.push(RawAudit {
+            seq,
+            record: v.value().to_vec(),
+            personal,
+        });
+    }
+    Ok(out)
+}
+
+fn read_audit_seqs(db: &Database, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
+    let r = db.begin_read().map_err(unavailable)?;
+    let t = r.open_table(AUDIT).map_err(unavailable)?;
+    let p = r.open_table(AUDIT_PERSONAL).map_err(unavailable)?;
+    let mut out = Vec::new();
+    for &seq in seqs {
+        if let Some(v) = t.get(seq).map_err(unavailable)? {
+            let personal = p.get(seq).map_err(unavailable)?.map(|v| v.value().to_vec());
+            out.push(RawAudit {
+                seq,
+                record: v.value().to_vec(),
+                personal,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn subject_seqs<T: ReadableTable<(&'static [u8], u64), ()>>(
+    t: &T,
+    token: &Token,
+) -> Result<Vec<u64>, StoreError> {
+    let mut out = Vec::new();
+    let range = t
+        .range((token.as_slice(), 0u64)..=(token.as_slice(), u64::MAX))
+        .map_err(unavailable)?;
+    for item in range {
+        let (k, _) = item.map_err(unavailable)?;
+        out.push(k.value().1);
+    }
+    Ok(out)
 }
 
 pub fn read_events_from(
@@ -122,12 +215,36 @@ pub fn read_events_from(
 impl Store for EmbeddedStore {
     fn append(&self, req: Append) -> BoxFuture<'static, Result<AppendOutcome, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send((req, reply));
+        let sent = self.tx.send(Job::Append(req, reply));
         Box::pin(async move {
             sent.map_err(|_| unavailable("the store writer has stopped"))?;
             rx.await
                 .map_err(|_| unavailable("the store writer has stopped"))?
         })
+    }
+
+    fn erase(&self, req: Erasure) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Job::Erase(req, reply));
+        Box::pin(async move {
+            sent.map_err(|_| unavailable("the store writer has stopped"))?;
+            rx.await
+                .map_err(|_| unavailable("the store writer has stopped"))?
+        })
+    }
+
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<RawAudit>, StoreError> {
+        read_audit_from(&self.db, after, limit)
+    }
+
+    fn audit_seqs_for(&self, token: &Token) -> Result<Vec<u64>, StoreError> {
+        let r = self.db.begin_read().map_err(unavailable)?;
+        let t = r.open_table(AUDIT_SUBJECTS).map_err(unavailable)?;
+        subject_seqs(&t, token)
+    }
+
+    fn read_audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
+        read_audit_seqs(&self.db, seqs)
     }
 
     fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -144,6 +261,8 @@ struct Writer {
     sink: Arc<dyn EventSink>,
     clock: SharedClock,
     next_seq: u64,
+    audit_next: u64,
+    audit_prev: String,
     retention: Millis,
 }
 
@@ -154,7 +273,7 @@ enum Pending {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<(Append, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut last_purge: Millis = 0;
         loop {
             let first = match rx.recv_timeout(Duration::from_secs(60)) {
@@ -165,14 +284,26 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
+            let mut group = Vec::new();
+            let mut erasure = None;
+            match first {
+                Job::Append(a, r) => group.push((a, r)),
+                Job::Erase(e, r) => erasure = Some((e, r)),
+            }
+            // An erasure runs alone, after the appends that arrived before it.
+            while erasure.is_none() && group.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(r) => group.push(r),
+                    Ok(Job::Append(a, r)) => group.push((a, r)),
+                    Ok(Job::Erase(e, r)) => erasure = Some((e, r)),
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
+            if let Some((e, reply)) = erasure {
+                let _ = reply.send(self.erase(e));
+            }
             let now = self.clock.now_ms();
             if now - last_purge > 600_000 {
                 last_purge = now;
@@ -184,6 +315,10 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<(Append, Reply)>) {
         let now = self.clock.now_ms();
         let mut next = self.next_seq;
+        let mut chain = Chain {
+            next: self.audit_next,
+            prev: self.audit_prev.clone(),
+        };
         let (requests, replies): (Vec<Append>, Vec<Reply>) = group.into_iter().unzip();
         let staged = (|| -> Result<(redb::WriteTransaction, Vec<Pending>), StoreError> {
             let txn = self.db.begin_write().map_err(unavailable)?;
@@ -192,6 +327,7 @@ impl Writer {
                 let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
                 let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
                 let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
+                let mut audit = AuditTables::open(&txn)?;
                 for req in requests {
                     if let Some(claim) = &req.idempotency {
                         let seen = idem
@@ -211,19 +347,8 @@ impl Writer {
                         }
                     }
                     let first_seq = next;
-                    let mut stored = Vec::with_capacity(req.events.len());
-                    for event in req.events {
-                        let ev = StoredEvent {
-                            seq: next,
-                            recorded_at: now,
-                            event,
-                        };
-                        let bytes = serde_json::to_vec(&ev)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        events.insert(next, bytes.as_slice()).map_err(unavailable)?;
-                        stored.push(ev);
-                        next += 1;
-                    }
+                    let stored = write_events(&mut events, req.events, &mut next, now)?;
+                    audit.write(&mut chain, req.audit, first_seq, now)?;
                     let response = match req.idempotency {
                         Some(claim) => {
                             let response = (claim.respond)(first_seq);
@@ -265,6 +390,8 @@ impl Writer {
         match txn.commit() {
             Ok(()) => {
                 self.next_seq = next;
+                self.audit_next = chain.next;
+                self.audit_prev = chain.prev;
                 for (p, reply) in pending.into_iter().zip(replies) {
                     let outcome = match p {
                         Pending::Done(outcome) => outcome,
@@ -285,6 +412,82 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Rewrites the history of the erased subjects, strips the personal part of their audit
+    /// records and appends the erasure event, in one transaction.
+    fn erase(&mut self, req: Erasure) -> Result<ErasureOutcome, StoreError> {
+        let now = self.clock.now_ms();
+        let mut next = self.next_seq;
+        let mut chain = Chain {
+            next: self.audit_next,
+            prev: self.audit_prev.clone(),
+        };
+        let txn = self.db.begin_write().map_err(unavailable)?;
+        let mut history: std::collections::BTreeMap<u64, StoredEvent> = Default::default();
+        let mut rewritten = 0;
+        let mut stripped = 0;
+        let first_seq = next;
+        let appended;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let mut audit = AuditTables::open(&txn)?;
+            let mut seqs = BTreeSet::new();
+            for t in &req.tokens {
+                seqs.extend(subject_seqs(&audit.subjects, t)?);
+            }
+            for a in seqs {
+                if audit.personal.remove(a).map_err(unavailable)?.is_some() {
+                    stripped += 1;
+                }
+                let event_seq = match audit.records.get(a).map_err(unavailable)? {
+                    Some(v) => {
+                        serde_json::from_slice::<AuditRecord>(v.value())
+                            .map_err(|e| StoreError::Corrupt(format!("audit record {a}: {e}")))?
+                            .event_seq
+                    }
+                    None => None,
+                };
+                let Some(es) = event_seq else { continue };
+                if history.contains_key(&es) {
+                    continue;
+                }
+                let stored = match events.get(es).map_err(unavailable)? {
+                    Some(v) => serde_json::from_slice::<StoredEvent>(v.value())
+                        .map_err(|e| StoreError::Corrupt(format!("event {es}: {e}")))?,
+                    None => continue,
+                };
+                let stored = match (req.redact)(&stored.event) {
+                    Some(event) => {
+                        let ev = StoredEvent { event, ..stored };
+                        let bytes = serde_json::to_vec(&ev)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        events.insert(es, bytes.as_slice()).map_err(unavailable)?;
+                        rewritten += 1;
+                        ev
+                    }
+                    None => stored,
+                };
+                history.insert(es, stored);
+            }
+            appended = write_events(&mut events, req.append.events, &mut next, now)?;
+            audit.write(&mut chain, req.append.audit, first_seq, now)?;
+        }
+        txn.commit()
+            .map_err(|e| unavailable(format!("commit failed: {e}")))?;
+        self.next_seq = next;
+        self.audit_next = chain.next;
+        self.audit_prev = chain.prev;
+        let history: Vec<StoredEvent> = history.into_values().collect();
+        self.sink.erased(&req.contacts, &history);
+        for ev in &appended {
+            self.sink.apply(ev);
+        }
+        Ok(ErasureOutcome {
+            first_seq,
+            rewritten,
+            audit_stripped: stripped,
+        })
     }
 
     fn purge_idempotency(&self) {
@@ -314,5 +517,102 @@ impl Writer {
             Ok(n) => tracing::debug!(purged = n, "expired idempotency keys purged"),
             Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
         }
+    }
+}
+
+/// Where the next audit record goes in the chain.
+struct Chain {
+    next: u64,
+    prev: String,
+}
+
+fn write_events(
+    events: &mut redb::Table<u64, &[u8]>,
+    batch: Vec<crate::model::Event>,
+    next: &mut u64,
+    now: Millis,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stored = Vec::with_capacity(batch.len());
+    for event in batch {
+        let ev = StoredEvent {
+            seq: *next,
+            recorded_at: now,
+            event,
+        };
+        let bytes = serde_json::to_vec(&ev).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        events
+            .insert(*next, bytes.as_slice())
+            .map_err(unavailable)?;
+        stored.push(ev);
+        *next += 1;
+    }
+    Ok(stored)
+}
+
+struct AuditTables<'t> {
+    records: redb::Table<'t, u64, &'static [u8]>,
+    personal: redb::Table<'t, u64, &'static [u8]>,
+    subjects: redb::Table<'t, (&'static [u8], u64), ()>,
+}
+
+impl<'t> AuditTables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(AuditTables {
+            records: txn.open_table(AUDIT).map_err(unavailable)?,
+            personal: txn.open_table(AUDIT_PERSONAL).map_err(unavailable)?,
+            subjects: txn.open_table(AUDIT_SUBJECTS).map_err(unavailable)?,
+        })
+    }
+
+    /// Chains and writes `drafts`; `first_seq` is the seq of the append's first event.
+    fn write(
+        &mut self,
+        chain: &mut Chain,
+        drafts: Vec<crate::audit::AuditDraft>,
+        first_seq: u64,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        for d in drafts {
+            let seq = chain.next;
+            let mut record = AuditRecord {
+                seq,
+                time: now,
+                actor: d.actor,
+                kind: d.kind,
+                event_seq: d.event.map(|i| first_seq + i as u64),
+                subjects: d.subjects,
+                summary: d.summary,
+                metadata: d.metadata,
+                personal_sha256: d
+                    .personal
+                    .as_deref()
+                    .map(crate::audit::chain::personal_digest),
+                prev_hash: std::mem::take(&mut chain.prev),
+                hash: String::new(),
+            };
+            record.hash = chain_hash(&record);
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.records
+                .insert(seq, bytes.as_slice())
+                .map_err(unavailable)?;
+            if let Some(p) = &d.personal {
+                self.personal
+                    .insert(seq, p.as_slice())
+                    .map_err(unavailable)?;
+            }
+            for subject in &record.subjects {
+                if let Some(crate::model::ContactKey::Erased(t)) =
+                    crate::model::ContactKey::from_canonical(subject)
+                {
+                    self.subjects
+                        .insert((t.as_slice(), seq), ())
+                        .map_err(unavailable)?;
+                }
+            }
+            chain.prev = record.hash;
+            chain.next = seq + 1;
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The source of truth: an append-only change log with gap-free seqs and idempotency records.
 pub mod embedded;
 
-use crate::model::{Event, StoredEvent};
+use crate::audit::{AuditDraft, RawAudit};
+use crate::model::{ContactKey, Event, StoredEvent, Token};
 use futures::future::BoxFuture;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,10 +25,37 @@ pub struct IdempotencyClaim {
     pub respond: Responder,
 }
 
-/// Events to commit together, in one transaction, with an optional idempotency record.
+/// Events to commit together, in one transaction, with an optional idempotency record and
+/// the audit records that describe them.
+#[derive(Default)]
 pub struct Append {
     pub events: Vec<Event>,
     pub idempotency: Option<IdempotencyClaim>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// Rewrites one stored event so that it no longer names an erased identifier in clear;
+/// `None` leaves it as it is.
+pub type Redactor = Box<dyn Fn(&Event) -> Option<Event> + Send>;
+
+/// A privacy erasure: every event and audit record about `tokens` is rewritten or stripped
+/// of its personal part, and `append` (the erasure event and its audit record) committed,
+/// all in one transaction.
+pub struct Erasure {
+    /// The identifiers in clear, for this process's own index; never written.
+    pub contacts: Vec<ContactKey>,
+    pub tokens: Vec<Token>,
+    pub redact: Redactor,
+    pub append: Append,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureOutcome {
+    pub first_seq: u64,
+    /// Events rewritten in place.
+    pub rewritten: usize,
+    /// Audit records whose personal part was removed.
+    pub audit_stripped: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +73,9 @@ pub enum AppendOutcome {
 /// Receives committed events in seq order, before the write is acknowledged.
 pub trait EventSink: Send + Sync + 'static {
     fn apply(&self, ev: &StoredEvent);
+    /// Before the erasure event itself is applied: `contacts` were erased and `history` holds
+    /// the events about them, as rewritten, in seq order.
+    fn erased(&self, contacts: &[ContactKey], history: &[StoredEvent]);
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -53,4 +84,19 @@ pub trait Store: Send + Sync + 'static {
     /// Events with seq > `after`, at most `limit`, in order.
     fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
     fn last_seq(&self) -> Result<u64, StoreError>;
+    /// Commits an erasure; see `Erasure`.
+    fn erase(&self, req: Erasure) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>>;
+    /// Audit records with seq > `after`, at most `limit`, as stored.
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<RawAudit>, StoreError>;
+    /// The seqs of the audit records about a subject token, in order.
+    fn audit_seqs_for(&self, token: &Token) -> Result<Vec<u64>, StoreError>;
+    /// The audit records at the given seqs (missing ones skipped).
+    fn read_audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError>;
+    /// The event at `seq`, if held.
+    fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self
+            .read_events(seq.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|e| e.seq == seq))
+    }
 }

@@ -23,23 +23,27 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         &self,
         req: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
         let out = self
             .engine
-            .record_consent(ConsentRequest {
-                status: status_arg(r.status),
-                channels: r.channels.iter().map(|c| channel_arg(*c)).collect(),
-                purposes: r.purposes.iter().map(|p| purpose_arg(*p)).collect(),
-                effective_at: r.effective_at.as_ref().map(ts_to_ms),
-                expires_at: r.expires_at.as_ref().map(ts_to_ms),
-                contact: r.contact,
-                category: r.category,
-                source: r.source,
-                proof: r.proof,
-                campaign_id: r.campaign_id,
-                idempotency_key: r.idempotency_key,
-                default_region: r.default_region,
-            })
+            .record_consent(
+                ConsentRequest {
+                    status: status_arg(r.status),
+                    channels: r.channels.iter().map(|c| channel_arg(*c)).collect(),
+                    purposes: r.purposes.iter().map(|p| purpose_arg(*p)).collect(),
+                    effective_at: r.effective_at.as_ref().map(ts_to_ms),
+                    expires_at: r.expires_at.as_ref().map(ts_to_ms),
+                    contact: r.contact,
+                    category: r.category,
+                    source: r.source,
+                    proof: r.proof,
+                    campaign_id: r.campaign_id,
+                    idempotency_key: r.idempotency_key,
+                    default_region: r.default_region,
+                },
+                &caller,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RecordConsentResponse {
@@ -74,15 +78,19 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         &self,
         req: Request<pb::LinkIdentifiersRequest>,
     ) -> Result<Response<pb::LinkIdentifiersResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
         let out = self
             .engine
-            .link_identifiers(LinkRequest {
-                external_id: r.external_id,
-                contacts: r.contacts,
-                default_region: r.default_region,
-                idempotency_key: r.idempotency_key,
-            })
+            .link_identifiers(
+                LinkRequest {
+                    external_id: r.external_id,
+                    contacts: r.contacts,
+                    default_region: r.default_region,
+                    idempotency_key: r.idempotency_key,
+                },
+                &caller,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::LinkIdentifiersResponse {
@@ -97,10 +105,11 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         &self,
         req: Request<pb::UnlinkIdentifierRequest>,
     ) -> Result<Response<pb::UnlinkIdentifierResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
         let (external_id, seq) = self
             .engine
-            .unlink_identifier(&r.contact, &r.default_region)
+            .unlink_identifier(&r.contact, &r.default_region, &caller)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::UnlinkIdentifierResponse {
@@ -113,18 +122,22 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         &self,
         req: Request<pb::ProcessInboundRequest>,
     ) -> Result<Response<pb::ProcessInboundResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
         let out = self
             .engine
-            .process_inbound(InboundRequest {
-                channel: channel_arg(r.channel),
-                received_at: r.received_at.as_ref().map(ts_to_ms),
-                from: r.from,
-                to: r.to,
-                text: r.text,
-                message_id: r.message_id,
-                default_region: r.default_region,
-            })
+            .process_inbound(
+                InboundRequest {
+                    channel: channel_arg(r.channel),
+                    received_at: r.received_at.as_ref().map(ts_to_ms),
+                    from: r.from,
+                    to: r.to,
+                    text: r.text,
+                    message_id: r.message_id,
+                    default_region: r.default_region,
+                },
+                &caller,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ProcessInboundResponse {

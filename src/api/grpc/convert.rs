@@ -212,6 +212,8 @@ pub fn event_kind_pb(k: EventKind) -> pb::EventKind {
         EventKind::IdentityLinked => pb::EventKind::IdentityLinked,
         EventKind::IdentityUnlinked => pb::EventKind::IdentityUnlinked,
         EventKind::InboundAction => pb::EventKind::InboundAction,
+        EventKind::Privacy => pb::EventKind::Privacy,
+        EventKind::Redacted => pb::EventKind::Redacted,
     }
 }
 
@@ -227,6 +229,8 @@ pub fn event_kinds(kinds: &[i32]) -> Result<Vec<EventKind>, crate::error::Error>
             Ok(pb::EventKind::IdentityLinked) => Ok(EventKind::IdentityLinked),
             Ok(pb::EventKind::IdentityUnlinked) => Ok(EventKind::IdentityUnlinked),
             Ok(pb::EventKind::InboundAction) => Ok(EventKind::InboundAction),
+            Ok(pb::EventKind::Privacy) => Ok(EventKind::Privacy),
+            Ok(pb::EventKind::Redacted) => Ok(EventKind::Redacted),
             _ => Err(crate::error::Error::invalid(
                 format!("kinds[{i}]"),
                 format!("unknown event kind `{k}`"),
@@ -268,6 +272,16 @@ pub fn change_event(ev: &StoredEvent) -> pb::ChangeEvent {
             out.channel = channel_pb(i.channel) as i32;
             out.message_id = i.message_id.clone();
         }
+        Event::LegalHoldPlaced(h) | Event::LegalHoldReleased(h) => {
+            out.contact = h.contact.to_string()
+        }
+        // Registrations name identifiers in clear; watchers get the kind, not the data.
+        Event::Redacted(_)
+        | Event::ConsumerRegistered(_)
+        | Event::ConsumerIdentifiersAdded(_)
+        | Event::PrivacyRequestSubmitted(_)
+        | Event::PrivacyRequestUpdated(_)
+        | Event::SubjectsErased(_) => {}
     }
     out
 }

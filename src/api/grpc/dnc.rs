@@ -28,26 +28,30 @@ impl pb::dnc_service_server::DncService for DncApi {
         &self,
         req: Request<pb::AddEntriesRequest>,
     ) -> Result<Response<pb::AddEntriesResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
         let out = self
             .engine
-            .add_entries(AddEntriesRequest {
-                entries: r
-                    .entries
-                    .into_iter()
-                    .map(|e| DncEntryRequest {
-                        dnc_type: dnc_type_arg(e.r#type),
-                        expires_at: e.expires_at.as_ref().map(ts_to_ms),
-                        contact: e.contact,
-                        list: e.list,
-                        source: e.source,
-                        note: e.note,
-                    })
-                    .collect(),
-                idempotency_key: r.idempotency_key,
-                default_region: r.default_region,
-                actor: r.actor,
-            })
+            .add_entries(
+                AddEntriesRequest {
+                    entries: r
+                        .entries
+                        .into_iter()
+                        .map(|e| DncEntryRequest {
+                            dnc_type: dnc_type_arg(e.r#type),
+                            expires_at: e.expires_at.as_ref().map(ts_to_ms),
+                            contact: e.contact,
+                            list: e.list,
+                            source: e.source,
+                            note: e.note,
+                        })
+                        .collect(),
+                    idempotency_key: r.idempotency_key,
+                    default_region: r.default_region,
+                    actor: r.actor,
+                },
+                &caller,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::AddEntriesResponse {
@@ -61,25 +65,29 @@ impl pb::dnc_service_server::DncService for DncApi {
         &self,
         req: Request<pb::RemoveEntriesRequest>,
     ) -> Result<Response<pb::RemoveEntriesResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
         let out = self
             .engine
-            .remove_entries(RemoveEntriesRequest {
-                entries: r
-                    .entries
-                    .into_iter()
-                    .map(|e| RemoveEntryRequest {
-                        dnc_type: dnc_type_arg(e.r#type),
-                        contact: e.contact,
-                        list: e.list,
-                    })
-                    .collect(),
-                actor: r.actor,
-                reason: r.reason,
-                retain_until: r.retain_until.as_ref().map(ts_to_ms),
-                idempotency_key: r.idempotency_key,
-                default_region: r.default_region,
-            })
+            .remove_entries(
+                RemoveEntriesRequest {
+                    entries: r
+                        .entries
+                        .into_iter()
+                        .map(|e| RemoveEntryRequest {
+                            dnc_type: dnc_type_arg(e.r#type),
+                            contact: e.contact,
+                            list: e.list,
+                        })
+                        .collect(),
+                    actor: r.actor,
+                    reason: r.reason,
+                    retain_until: r.retain_until.as_ref().map(ts_to_ms),
+                    idempotency_key: r.idempotency_key,
+                    default_region: r.default_region,
+                },
+                &caller,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RemoveEntriesResponse {
@@ -110,6 +118,7 @@ impl pb::dnc_service_server::DncService for DncApi {
         &self,
         req: Request<tonic::Streaming<pb::ImportRegistryChunk>>,
     ) -> Result<Response<pb::ImportRegistryResponse>, Status> {
+        let caller = super::caller(&req);
         let mut stream = req.into_inner();
         let dir = self.engine.registries().incoming_dir().join(format!(
             "{}-{}",
@@ -120,7 +129,7 @@ impl pb::dnc_service_server::DncService for DncApi {
         let outcome = match result {
             Ok((list, mode, files, fraction)) => self
                 .engine
-                .import_registry(&list, mode, files, fraction)
+                .import_registry(&list, mode, files, fraction, &caller)
                 .await
                 .map_err(to_status),
             Err(status) => Err(status),

@@ -1,0 +1,31 @@
+//! Who made a change and through what: the actor and request metadata of an audit record.
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The token name once tokens are configured; otherwise the caller's own `x-actor`
+    /// header, or the transport and peer.
+    pub actor: String,
+    /// Transport, peer address, user agent, request id: never a secret.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Caller {
+    /// The service acting on its own (start-up, request processing).
+    pub fn system(what: &str) -> Caller {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("transport".into(), "internal".into());
+        Caller {
+            actor: format!("system:{what}"),
+            metadata,
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Caller {
+        let v: String = value.into();
+        if !v.is_empty() {
+            self.metadata.insert(key.into(), v);
+        }
+        self
+    }
+}

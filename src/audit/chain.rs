@@ -1,0 +1,331 @@
+//! Audit records, their canonical encoding and hash chain, and the verification walk.
+//!
+//! A record's hash is SHA-256 over the previous record's hash and the record's canonical JSON
+//! (its own `hash` left empty). The personal part (identifiers in clear, before and after
+//! states) is stored apart and enters the chain only through its SHA-256, salted so the
+//! digest reveals nothing once the personal part is erased.
+use crate::model::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// What a writer asks to be audited; the store gives it a seq, time and place in the chain.
+#[derive(Clone, Debug)]
+pub struct AuditDraft {
+    pub kind: String,
+    pub actor: String,
+    /// `erased:<hex>` subject tokens.
+    pub subjects: Vec<String>,
+    /// The index, within the same append, of the event this record is about.
+    pub event: Option<usize>,
+    /// Non-personal facts of the change (statuses, channels, list names, counts).
+    pub summary: Value,
+    pub metadata: BTreeMap<String, String>,
+    /// The serialized `Personal` part, if any.
+    pub personal: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub time: Millis,
+    pub actor: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
+    pub subjects: Vec<String>,
+    pub summary: Value,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_sha256: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The erasable part of a record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Personal {
+    /// Random, so the digest in the chain cannot be matched against guessed contents.
+    pub salt: String,
+    /// Subject token to the identifier in clear.
+    pub identifiers: BTreeMap<String, String>,
+    pub before: Value,
+    pub after: Value,
+}
+
+impl Personal {
+    pub fn new(identifiers: BTreeMap<String, String>, before: Value, after: Value) -> Personal {
+        Personal {
+            salt: hex::encode(rand::random::<[u8; 16]>()),
+            identifiers,
+            before,
+            after,
+        }
+    }
+}
+
+/// A record as stored: bytes, so that verification sees exactly what is on disk.
+#[derive(Clone, Debug)]
+pub struct RawAudit {
+    pub seq: u64,
+    pub record: Vec<u8>,
+    pub personal: Option<Vec<u8>>,
+}
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of `record` (whose `hash` field is ignored) chained to `prev_hash`.
+pub fn chain_hash(record: &AuditRecord) -> String {
+    let mut canonical = record.clone();
+    canonical.hash = String::new();
+    let bytes = serde_json::to_vec(&canonical).expect("audit records serialize");
+    let mut h = Sha256::new();
+    h.update(record.prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(&bytes);
+    hex::encode(h.finalize())
+}
+
+pub fn personal_digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A record with its personal part, as exported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// The personal part is gone: erased by a privacy request.
+    pub erased: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identifiers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub before: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub after: Value,
+}
+
+pub fn entry_of(raw: &RawAudit) -> Result<AuditEntry, String> {
+    let record: AuditRecord = serde_json::from_slice(&raw.record)
+        .map_err(|e| format!("audit record {} unreadable: {e}", raw.seq))?;
+    let personal: Option<Personal> =
+        match &raw.personal {
+            Some(p) => Some(serde_json::from_slice(p).map_err(|e| {
+                format!("personal part of audit record {} unreadable: {e}", raw.seq)
+            })?),
+            None => None,
+        };
+    let erased = record.personal_sha256.is_some() && personal.is_none();
+    let (identifiers, before, after) = match personal {
+        Some(p) => (p.identifiers, p.before, p.after),
+        None => (BTreeMap::new(), Value::Null, Value::Null),
+    };
+    Ok(AuditEntry {
+        record,
+        erased,
+        identifiers,
+        before,
+        after,
+    })
+}
+
+/// The outcome of walking the chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub records: u64,
+    /// Records whose personal part was erased (not a break).
+    pub erased: u64,
+    pub last_seq: u64,
+    pub last_hash: String,
+    /// The first record that does not verify, and why.
+    pub first_broken: Option<(u64, String)>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.first_broken.is_none()
+    }
+}
+
+/// Walks records in seq order from the first; stops at the first broken one.
+pub struct Verifier {
+    prev_hash: String,
+    expected_seq: u64,
+    out: Verification,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            prev_hash: GENESIS.to_string(),
+            expected_seq: 1,
+            out: Verification::default(),
+        }
+    }
+}
+
+impl Verifier {
+    /// Feeds the next stored record; false once a break was found.
+    pub fn feed(&mut self, raw: &RawAudit) -> bool {
+        if self.out.first_broken.is_some() {
+            return false;
+        }
+        let broken = |why: String| Some((raw.seq, why));
+        let problem = (|| {
+            if raw.seq != self.expected_seq {
+                return broken(format!(
+                    "expected record {} next, found {}: a record is missing",
+                    self.expected_seq, raw.seq
+                ));
+            }
+            let record: AuditRecord = match serde_json::from_slice(&raw.record) {
+                Ok(r) => r,
+                Err(e) => return broken(format!("unreadable: {e}")),
+            };
+            if record.seq != raw.seq {
+                return broken(format!(
+                    "stored under {} but says seq {}",
+                    raw.seq, record.seq
+                ));
+            }
+            if record.prev_hash != self.prev_hash {
+                return broken("prev_hash does not match the previous record's hash".into());
+            }
+            if chain_hash(&record) != record.hash {
+                return broken("contents do not match its hash".into());
+            }
+            match (&record.personal_sha256, &raw.personal) {
+                (Some(d), Some(p)) if personal_digest(p) != *d => {
+                    return broken("personal part does not match its digest".into());
+                }
+                (None, Some(_)) => return broken("personal part not covered by the chain".into()),
+                (Some(_), None) => self.out.erased += 1,
+                _ => {}
+            }
+            self.prev_hash = record.hash;
+            None
+        })();
+        if let Some(p) = problem {
+            self.out.first_broken = Some(p);
+            return false;
+        }
+        self.out.records += 1;
+        self.out.last_seq = raw.seq;
+        self.out.last_hash = self.prev_hash.clone();
+        self.expected_seq += 1;
+        true
+    }
+
+    pub fn finish(self) -> Verification {
+        self.out
+    }
+}
+
+/// Verifies a whole trail read page by page through `read(after, limit)`.
+pub fn verify<E>(
+    mut read: impl FnMut(u64, usize) -> Result<Vec<RawAudit>, E>,
+) -> Result<Verification, E> {
+    let mut v = Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = read(after, 4096)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for raw in &page {
+            if !v.feed(raw) {
+                return Ok(v.finish());
+            }
+        }
+    }
+    Ok(v.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<RawAudit> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let personal = serde_json::to_vec(&Personal::new(
+                    BTreeMap::from([("erased:00".into(), "+12025550100".into())]),
+                    Value::Null,
+                    serde_json::json!({"status": "WITHDRAWN"}),
+                ))
+                .unwrap();
+                let mut r = AuditRecord {
+                    seq,
+                    time: 1_000 + seq as i64,
+                    actor: "test".into(),
+                    kind: "consent_recorded".into(),
+                    event_seq: Some(seq),
+                    subjects: vec!["erased:00".into()],
+                    summary: serde_json::json!({"n": seq}),
+                    metadata: BTreeMap::new(),
+                    personal_sha256: Some(personal_digest(&personal)),
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                };
+                r.hash = chain_hash(&r);
+                prev = r.hash.clone();
+                RawAudit {
+                    seq,
+                    record: serde_json::to_vec(&r).unwrap(),
+                    personal: Some(personal),
+                }
+            })
+            .collect()
+    }
+
+    fn run(records: &[RawAudit]) -> Verification {
+        verify(|after, limit| {
+            Ok::<_, ()>(
+                records
+                    .iter()
+                    .filter(|r| r.seq > after)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn intact_chain_verifies_and_erasure_is_not_a_break() {
+        let mut c = chain(5);
+        let v = run(&c);
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(v.records, 5);
+        c[2].personal = None;
+        let v = run(&c);
+        assert!(v.ok());
+        assert_eq!(v.erased, 1);
+    }
+
+    #[test]
+    fn each_kind_of_tampering_names_the_record() {
+        let c = chain(5);
+        let mut edited = c.clone();
+        let text = String::from_utf8(edited[2].record.clone()).unwrap();
+        edited[2].record = text
+            .replace("\"actor\":\"test\"", "\"actor\":\"mallory\"")
+            .into_bytes();
+        assert_eq!(run(&edited).first_broken.unwrap().0, 3);
+
+        let mut personal = c.clone();
+        let text = String::from_utf8(personal[1].personal.clone().unwrap()).unwrap();
+        personal[1].personal = Some(text.replace("WITHDRAWN", "GRANTED").into_bytes());
+        assert_eq!(run(&personal).first_broken.unwrap().0, 2);
+
+        let mut removed = c.clone();
+        removed.remove(3);
+        assert_eq!(run(&removed).first_broken.unwrap().0, 5);
+
+        let mut garbage = c;
+        garbage[0].record = b"{".to_vec();
+        assert_eq!(run(&garbage).first_broken.unwrap().0, 1);
+    }
+}

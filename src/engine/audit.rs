@@ -1,0 +1,189 @@
+//! Audit records for every write (built from its events and the state they change), and
+//! reading the trail back: export and verification.
+use super::Engine;
+use crate::audit::{AuditDraft, AuditEntry, Caller, Personal, Verification, entry_of, verify};
+use crate::error::{Error, Result};
+use crate::model::event::{consumer_id, dnc_id, request_id};
+use crate::model::{ContactKey, Event, Millis};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Most records one export page reads.
+pub const AUDIT_PAGE: usize = 1024;
+
+impl Engine {
+    /// One audit record per event, about the identifiers it names, with the state before
+    /// as this request saw it and the event as the after.
+    pub(super) fn audit_drafts(&self, events: &[Event], caller: &Caller) -> Vec<AuditDraft> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let mut contacts: Vec<ContactKey> = ev.contacts().into_iter().cloned().collect();
+                let before = match ev {
+                    Event::DncRemoved(r) => match self.index.dnc_view(r.entry_seq) {
+                        Some(v) => {
+                            contacts.push(v.entry.contact.clone());
+                            json!({ "entry": dnc_json(&v) })
+                        }
+                        None => Value::Null,
+                    },
+                    Event::SubjectsErased(_) => Value::Null,
+                    _ => Value::Array(contacts.iter().map(|c| self.state_of(c)).collect()),
+                };
+                let mut subjects: Vec<String> =
+                    contacts.iter().map(|c| self.tokenizer.subject(c)).collect();
+                if let Event::SubjectsErased(e) = ev {
+                    subjects = e.tokens.iter().map(|t| t.to_string()).collect();
+                }
+                let personal = (!contacts.is_empty()).then(|| {
+                    let identifiers: BTreeMap<String, String> = contacts
+                        .iter()
+                        .map(|c| (self.tokenizer.subject(c), c.to_string()))
+                        .collect();
+                    let after = serde_json::to_value(ev).unwrap_or(Value::Null);
+                    serde_json::to_vec(&Personal::new(identifiers, before, after))
+                        .expect("personal parts serialize")
+                });
+                AuditDraft {
+                    kind: ev.audit_kind().to_string(),
+                    actor: caller.actor.clone(),
+                    subjects,
+                    event: Some(i),
+                    summary: summary(ev),
+                    metadata: caller.metadata.clone(),
+                    personal,
+                }
+            })
+            .collect()
+    }
+
+    /// What the index holds about `c`, for the `before` of a record.
+    fn state_of(&self, c: &ContactKey) -> Value {
+        let (report, _) = self.index.report(&c.as_ref());
+        let person = self.index.person_of(&c.as_ref()).map(|(p, _)| p);
+        json!({
+            "contact": c.to_string(),
+            "person": person,
+            "consents": report.consents.iter().map(|v| json!({
+                "consent_id": crate::model::event::consent_id(v.seq),
+                "status": v.record.status,
+                "channels": v.record.channels,
+                "purposes": v.record.purposes,
+                "category": v.record.category,
+                "effective_at": v.record.effective_at,
+                "expires_at": v.record.expires_at,
+            })).collect::<Vec<_>>(),
+            "dnc": report.dnc.iter().map(dnc_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Writes audit records that belong to no change-log event (registry imports, policy loads).
+    pub async fn audit_only(&self, drafts: Vec<AuditDraft>) -> Result<()> {
+        self.store
+            .append(crate::store::Append {
+                audit: drafts,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records the policies this process enforces from now on.
+    pub async fn audit_policy_load(&self, caller: &Caller) -> Result<()> {
+        let mut policies = BTreeMap::new();
+        for (name, p) in self.policies.all() {
+            policies.insert(name.to_string(), format!("{p:?}"));
+        }
+        let draft = AuditDraft {
+            kind: "policy_loaded".into(),
+            actor: caller.actor.clone(),
+            subjects: Vec::new(),
+            event: None,
+            summary: json!({ "default": self.policies.default_name(), "policies": policies }),
+            metadata: caller.metadata.clone(),
+            personal: None,
+        };
+        self.audit_only(vec![draft]).await
+    }
+
+    /// Audit records with `after < seq`, recorded in `[since, until)` (either bound optional),
+    /// at most `limit`; also returns the last seq read, to continue from.
+    pub fn audit_page(
+        &self,
+        after: u64,
+        since: Option<Millis>,
+        until: Option<Millis>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<u64>)> {
+        let raw = self.store.read_audit(after, limit.clamp(1, AUDIT_PAGE))?;
+        let last = raw.last().map(|r| r.seq);
+        let mut out = Vec::with_capacity(raw.len());
+        for r in &raw {
+            let e = entry_of(r).map_err(Error::Internal)?;
+            if since.is_some_and(|s| e.record.time < s) || until.is_some_and(|u| e.record.time >= u)
+            {
+                continue;
+            }
+            out.push(e);
+        }
+        Ok((out, last))
+    }
+
+    /// Recomputes the whole chain.
+    pub fn audit_verify(&self) -> Result<Verification> {
+        Ok(verify(|after, limit| self.store.read_audit(after, limit))?)
+    }
+}
+
+fn dnc_json(v: &crate::index::DncView) -> Value {
+    json!({
+        "entry_id": dnc_id(v.seq),
+        "type": v.entry.dnc_type,
+        "list": v.entry.list,
+        "expires_at": v.entry.expires_at,
+        "removed": v.removal.as_ref().map(|r| json!({
+            "at": r.at, "actor": r.actor, "reason": r.reason, "retain_until": r.retain_until,
+        })),
+    })
+}
+
+/// The non-personal facts of an event: what stays readable after an erasure.
+fn summary(ev: &Event) -> Value {
+    match ev {
+        Event::ConsentRecorded(c) => json!({
+            "status": c.status, "channels": c.channels, "purposes": c.purposes,
+            "category": c.category, "effective_at": c.effective_at, "expires_at": c.expires_at,
+        }),
+        Event::DncAdded(d) => json!({
+            "type": d.dnc_type, "list": d.list, "expires_at": d.expires_at,
+        }),
+        Event::DncRemoved(r) => json!({
+            "entry_id": dnc_id(r.entry_seq), "retain_until": r.retain_until,
+        }),
+        Event::InboundReceived(i) => json!({
+            "channel": i.channel, "action": i.action.as_str(),
+        }),
+        Event::ConsumerRegistered(c) => json!({ "identifiers": c.identifiers.len() }),
+        Event::ConsumerIdentifiersAdded(c) => json!({
+            "consumer_id": consumer_id(c.consumer_seq), "identifiers": c.identifiers.len(),
+        }),
+        Event::PrivacyRequestSubmitted(r) => json!({
+            "consumer_id": consumer_id(r.consumer_seq), "type": r.request_type,
+            "jurisdiction": r.jurisdiction, "received_at": r.received_at,
+        }),
+        Event::PrivacyRequestUpdated(u) => json!({
+            "request_id": request_id(u.request_seq), "status": u.status,
+            "extension_notice": u.extension_notice, "result": u.result,
+        }),
+        Event::SubjectsErased(e) => json!({
+            "request_id": request_id(e.request_seq), "consumer_id": consumer_id(e.consumer_seq),
+            "identifiers": e.tokens.len(),
+        }),
+        Event::IdentityLinked(_)
+        | Event::IdentityUnlinked(_)
+        | Event::LegalHoldPlaced(_)
+        | Event::LegalHoldReleased(_)
+        | Event::Redacted(_) => json!({}),
+    }
+}

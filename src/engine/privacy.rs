@@ -1,0 +1,628 @@
+//! Consumer privacy requests through the engine: registration, submission, the processing
+//! that drives each request to its end (ACCESS bundles, DELETE erasures), legal holds.
+use super::Engine;
+use crate::audit::{AuditEntry, Caller, entry_of};
+use crate::error::{Error, Result};
+use crate::model::event::{
+    consent_id, consumer_id, dnc_id, parse_consumer_id, parse_request_id, request_id,
+};
+use crate::model::privacy::{Jurisdiction, RequestResult, RequestStatus, RequestType, Retained};
+use crate::model::{
+    ConsumerEvent, ConsumerIdentifiersEvent, ContactKey, ErasureEvent, Event, LegalHoldEvent,
+    Millis, RequestSubmittedEvent, RequestUpdatedEvent, StoredEvent, Token,
+};
+use crate::privacy::{Consumer, Request};
+use crate::store::{Append, Erasure};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Most identifiers one registration takes.
+const MAX_IDENTIFIERS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct RegisterOutcome {
+    pub consumer: Consumer,
+    pub created: bool,
+    /// Identifiers this call added (all of them for a new consumer).
+    pub added: Vec<ContactKey>,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SubmitRequest {
+    pub consumer_id: String,
+    pub request_type: Option<RequestType>,
+    pub jurisdiction: Option<Jurisdiction>,
+    pub received_at: Option<Millis>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}
+
+impl Engine {
+    pub fn refresh_privacy_metrics(&self) {
+        self.privacy_metrics();
+    }
+
+    fn privacy_metrics(&self) {
+        metrics::gauge!("preflight_privacy_requests_overdue")
+            .set(self.privacy.overdue(self.clock.now_ms()) as f64);
+    }
+
+    /// Registers a consumer, or returns the one any of `identifiers` already belongs to and
+    /// adds the identifiers it did not have.
+    pub async fn register_consumer(
+        &self,
+        identifiers: &[String],
+        default_region: &str,
+        caller: &Caller,
+    ) -> Result<RegisterOutcome> {
+        if identifiers.is_empty() {
+            return Err(Error::invalid(
+                "identifiers",
+                "at least one phone, email or ext: id",
+            ));
+        }
+        if identifiers.len() > MAX_IDENTIFIERS {
+            return Err(Error::invalid(
+                "identifiers",
+                format!("{} given, at most {MAX_IDENTIFIERS}", identifiers.len()),
+            ));
+        }
+        let region = self.region("default_region", default_region)?;
+        let mut keys: Vec<ContactKey> = Vec::new();
+        for (i, id) in identifiers.iter().enumerate() {
+            let k = self
+                .contact(&format!("identifiers[{i}]"), id, region)?
+                .to_key();
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        let _guard = self.privacy_lock.lock().await;
+        let mut owners: BTreeMap<u64, usize> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(c) = self.privacy.consumer_of(std::slice::from_ref(k)) {
+                owners.entry(c.seq).or_insert(i);
+            }
+        }
+        if owners.len() > 1 {
+            let names: Vec<String> = owners
+                .iter()
+                .map(|(seq, i)| format!("identifiers[{i}] belongs to {}", consumer_id(*seq)))
+                .collect();
+            return Err(Error::invalid(
+                "identifiers",
+                format!("name more than one known consumer: {}", names.join(", ")),
+            ));
+        }
+        let (event, existing) = match owners.keys().next() {
+            Some(&seq) => {
+                let c = self
+                    .privacy
+                    .consumer(seq)
+                    .ok_or_else(|| internal("consumer vanished"))?;
+                let new: Vec<ContactKey> = keys
+                    .into_iter()
+                    .filter(|k| !c.identifiers.contains(k))
+                    .collect();
+                if new.is_empty() {
+                    return Ok(RegisterOutcome {
+                        consumer: c,
+                        created: false,
+                        added: Vec::new(),
+                        seq: self.index.seq(),
+                    });
+                }
+                (
+                    Event::ConsumerIdentifiersAdded(ConsumerIdentifiersEvent {
+                        consumer_seq: seq,
+                        identifiers: new,
+                    }),
+                    Some(seq),
+                )
+            }
+            None => (
+                Event::ConsumerRegistered(ConsumerEvent { identifiers: keys }),
+                None,
+            ),
+        };
+        let added = event.contacts().into_iter().cloned().collect();
+        let (seq, _) = self
+            .commit("privacy.register", "", &(), vec![event], caller, |s| s)
+            .await?;
+        let consumer = self
+            .privacy
+            .consumer(existing.unwrap_or(seq))
+            .ok_or_else(|| internal("consumer not applied"))?;
+        Ok(RegisterOutcome {
+            consumer,
+            created: existing.is_none(),
+            added,
+            seq,
+        })
+    }
+
+    fn consumer_by_id(&self, field: &str, id: &str) -> Result<Consumer> {
+        let seq = parse_consumer_id(id.trim()).ok_or_else(|| {
+            Error::invalid(field, format!("`{id}` is not a consumer id (cu-<n>)"))
+        })?;
+        self.privacy
+            .consumer(seq)
+            .ok_or_else(|| Error::NotFound(format!("{field}: no consumer `{id}`")))
+    }
+
+    pub fn get_request(&self, id: &str) -> Result<Request> {
+        let seq = parse_request_id(id.trim()).ok_or_else(|| {
+            Error::invalid("request_id", format!("`{id}` is not a request id (pr-<n>)"))
+        })?;
+        self.privacy
+            .request(seq)
+            .ok_or_else(|| Error::NotFound(format!("request_id: no request `{id}`")))
+    }
+
+    /// Requests, newest first, optionally only the overdue ones or one consumer's.
+    pub fn list_requests(&self, overdue_only: bool, consumer: &str) -> Result<Vec<Request>> {
+        let consumer_seq = if consumer.trim().is_empty() {
+            None
+        } else {
+            Some(self.consumer_by_id("consumer_id", consumer)?.seq)
+        };
+        let now = self.clock.now_ms();
+        let mut out: Vec<Request> = self
+            .privacy
+            .requests()
+            .into_iter()
+            .filter(|r| !overdue_only || r.is_overdue(now))
+            .filter(|r| consumer_seq.is_none_or(|c| r.consumer_seq == c))
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Records a request and starts working on it; the service alone moves its status.
+    pub async fn submit_request(
+        self: &Arc<Self>,
+        req: SubmitRequest,
+        caller: &Caller,
+    ) -> Result<Request> {
+        let consumer = self.consumer_by_id("consumer_id", &req.consumer_id)?;
+        let request_type = req
+            .request_type
+            .ok_or_else(|| Error::invalid("type", "required: ACCESS or DELETE"))?;
+        let jurisdiction = req
+            .jurisdiction
+            .ok_or_else(|| Error::invalid("jurisdiction", "required: CCPA or GDPR"))?;
+        let now = self.clock.now_ms();
+        let received_at = req.received_at.unwrap_or(now);
+        // A request cannot arrive in the future; allow for clocks a minute apart.
+        if received_at > now + 60_000 {
+            return Err(Error::invalid(
+                "received_at",
+                format!("{received_at} is in the future"),
+            ));
+        }
+        if consumer.erased_at.is_some() {
+            return Err(Error::invalid(
+                "consumer_id",
+                format!(
+                    "{} was erased by an earlier DELETE",
+                    consumer_id(consumer.seq)
+                ),
+            ));
+        }
+        let ev = Event::PrivacyRequestSubmitted(RequestSubmittedEvent {
+            consumer_seq: consumer.seq,
+            request_type,
+            jurisdiction,
+            received_at,
+        });
+        let (seq, _) = {
+            let _guard = self.privacy_lock.lock().await;
+            self.commit("privacy.submit", "", &(), vec![ev], caller, |s| s)
+                .await?
+        };
+        self.privacy_metrics();
+        let engine = self.clone();
+        tokio::spawn(async move { engine.process_request(seq).await });
+        self.privacy
+            .request(seq)
+            .ok_or_else(|| internal("request not applied"))
+    }
+
+    /// Extends the response deadline once, recording the notice sent to the consumer.
+    pub async fn extend_request(&self, id: &str, notice: &str, caller: &Caller) -> Result<Request> {
+        let r = self.get_request(id)?;
+        let notice = notice.trim();
+        if notice.is_empty() {
+            return Err(Error::invalid(
+                "notice",
+                "required: the notice given to the consumer, with the reason for the delay",
+            ));
+        }
+        if r.extension_notice.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "request_id: {} was already extended",
+                request_id(r.seq)
+            )));
+        }
+        if r.status.is_answered() {
+            return Err(Error::FailedPrecondition(format!(
+                "request_id: {} is already answered",
+                request_id(r.seq)
+            )));
+        }
+        let ev = Event::PrivacyRequestUpdated(RequestUpdatedEvent {
+            request_seq: r.seq,
+            status: r.status,
+            extension_notice: Some(notice.to_string()),
+            result: None,
+        });
+        {
+            let _guard = self.privacy_lock.lock().await;
+            self.commit("privacy.extend", "", &(), vec![ev], caller, |s| s)
+                .await?;
+        }
+        self.privacy_metrics();
+        self.get_request(id)
+    }
+
+    pub async fn set_legal_hold(
+        &self,
+        contact: &str,
+        reason: &str,
+        place: bool,
+        default_region: &str,
+        caller: &Caller,
+    ) -> Result<(String, u64)> {
+        let region = self.region("default_region", default_region)?;
+        let key = self.contact("contact", contact, region)?.to_key();
+        let reason = super::consent::text("reason", reason)?;
+        if reason.is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "required: why the hold is placed or released",
+            ));
+        }
+        let held = self.privacy.hold(&key).is_some();
+        if !place && !held {
+            return Err(Error::NotFound(format!(
+                "contact: `{contact}` has no legal hold"
+            )));
+        }
+        let normalized = key.to_string();
+        let h = LegalHoldEvent {
+            contact: key,
+            reason,
+        };
+        let ev = if place {
+            Event::LegalHoldPlaced(h)
+        } else {
+            Event::LegalHoldReleased(h)
+        };
+        let _guard = self.privacy_lock.lock().await;
+        let (seq, _) = self
+            .commit("privacy.hold", "", &(), vec![ev], caller, |s| s)
+            .await?;
+        Ok((normalized, seq))
+    }
+
+    /// Picks up requests left unfinished by an earlier run.
+    pub fn resume_requests(self: &Arc<Self>) {
+        for r in self.privacy.requests() {
+            if matches!(r.status, RequestStatus::Pending | RequestStatus::InProgress) {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.process_request(r.seq).await });
+            }
+        }
+        self.privacy_metrics();
+    }
+
+    async fn set_status(
+        &self,
+        request_seq: u64,
+        status: RequestStatus,
+        result: Option<RequestResult>,
+    ) -> Result<()> {
+        let ev = Event::PrivacyRequestUpdated(RequestUpdatedEvent {
+            request_seq,
+            status,
+            extension_notice: None,
+            result,
+        });
+        let caller = Caller::system("privacy");
+        self.commit("privacy.status", "", &(), vec![ev], &caller, |s| s)
+            .await?;
+        self.privacy_metrics();
+        Ok(())
+    }
+
+    /// Drives one request to COMPLETED, PARTIAL or ERROR. Safe to run again after a crash:
+    /// an ACCESS bundle is rewritten, a DELETE finds nothing left in clear.
+    pub async fn process_request(self: Arc<Self>, seq: u64) {
+        let outcome = self.clone().process_request_inner(seq).await;
+        if let Err(e) = outcome {
+            tracing::error!(request = %request_id(seq), error = %e, "privacy request failed");
+            let result = RequestResult {
+                error: e.to_string(),
+                ..Default::default()
+            };
+            if let Err(e) = self
+                .set_status(seq, RequestStatus::Error, Some(result))
+                .await
+            {
+                tracing::error!(request = %request_id(seq), error = %e, "cannot record the failure");
+            }
+        }
+    }
+
+    async fn process_request_inner(self: Arc<Self>, seq: u64) -> Result<()> {
+        let r = self
+            .privacy
+            .request(seq)
+            .ok_or_else(|| internal("request not found"))?;
+        if r.status != RequestStatus::InProgress {
+            self.set_status(seq, RequestStatus::InProgress, None)
+                .await?;
+        }
+        let consumer = self
+            .privacy
+            .consumer(r.consumer_seq)
+            .ok_or_else(|| internal("consumer not found"))?;
+        let (status, result) = match r.request_type {
+            RequestType::Access => {
+                let engine = self.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || engine.write_access_bundle(&r, &consumer))
+                        .await
+                        .map_err(internal)??;
+                (RequestStatus::Completed, result)
+            }
+            RequestType::Delete => {
+                let _guard = self.privacy_lock.lock().await;
+                self.erase_consumer(&r, &consumer).await?
+            }
+        };
+        self.set_status(seq, status, Some(result)).await
+    }
+
+    /// The consumer's identifiers in clear, with every identifier linked to the same person.
+    fn identifiers_of(&self, consumer: &Consumer) -> Vec<ContactKey> {
+        let mut out: Vec<ContactKey> = Vec::new();
+        let push = |k: ContactKey, out: &mut Vec<ContactKey>| {
+            if !matches!(k, ContactKey::Erased(_)) && !out.contains(&k) {
+                out.push(k);
+            }
+        };
+        for k in &consumer.identifiers {
+            push(k.clone(), &mut out);
+            if let Some((person, members)) = self.index.person_of(&k.as_ref()) {
+                push(ContactKey::External(person.as_str().into()), &mut out);
+                for m in members {
+                    push(m, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Audit records about `keys` with the events they describe, in audit order.
+    fn history_of(&self, keys: &[ContactKey]) -> Result<Vec<(AuditEntry, Option<StoredEvent>)>> {
+        let mut seqs = BTreeSet::new();
+        for k in keys {
+            seqs.extend(self.store.audit_seqs_for(&self.tokenizer.token_of(k))?);
+        }
+        let seqs: Vec<u64> = seqs.into_iter().collect();
+        let mut out = Vec::new();
+        for raw in self.store.read_audit_at(&seqs)? {
+            let entry = entry_of(&raw).map_err(Error::Internal)?;
+            let event = match entry.record.event_seq {
+                Some(s) => self.store.read_event(s)?,
+                None => None,
+            };
+            out.push((entry, event));
+        }
+        Ok(out)
+    }
+
+    fn write_access_bundle(&self, r: &Request, consumer: &Consumer) -> Result<RequestResult> {
+        let keys = self.identifiers_of(consumer);
+        let history = self.history_of(&keys)?;
+        let mut consents = Vec::new();
+        let mut inbound = Vec::new();
+        let mut links = Vec::new();
+        for (_, ev) in &history {
+            let Some(ev) = ev else { continue };
+            match &ev.event {
+                Event::ConsentRecorded(c) => consents.push(json!({
+                    "consent_id": consent_id(ev.seq), "recorded_at": ev.recorded_at,
+                    "contact": c.contact.to_string(), "status": c.status,
+                    "channels": c.channels, "purposes": c.purposes, "category": c.category,
+                    "source": c.source, "proof": c.proof, "effective_at": c.effective_at,
+                    "expires_at": c.expires_at, "campaign_id": c.campaign_id,
+                })),
+                Event::InboundReceived(i) => inbound.push(json!({
+                    "seq": ev.seq, "contact": i.contact.to_string(), "channel": i.channel,
+                    "received_at": i.received_at, "action": i.action.as_str(),
+                    "keyword": i.keyword, "message_id": i.message_id, "to": i.to,
+                })),
+                Event::IdentityLinked(_) | Event::IdentityUnlinked(_) => {
+                    links.push(serde_json::to_value(ev).unwrap_or(Value::Null))
+                }
+                _ => {}
+            }
+        }
+        let mut dnc = Vec::new();
+        let mut seen = BTreeSet::new();
+        for k in &keys {
+            let (report, _) = self.index.report(&k.as_ref());
+            // An entry mirrored to the person shows once.
+            for v in report.dnc.into_iter().filter(|v| seen.insert(v.seq)) {
+                dnc.push(json!({
+                    "entry_id": dnc_id(v.seq), "contact": v.entry.contact.to_string(),
+                    "type": v.entry.dnc_type, "list": v.entry.list, "added_at": v.added_at,
+                    "expires_at": v.entry.expires_at, "source": v.entry.source,
+                    "note": v.entry.note, "active": v.is_active(self.clock.now_ms()),
+                    "removal": v.removal.as_ref().map(|x| json!({
+                        "at": x.at, "actor": x.actor, "reason": x.reason,
+                        "retain_until": x.retain_until,
+                    })),
+                }));
+            }
+        }
+        let holds: Vec<Value> = keys
+            .iter()
+            .filter_map(|k| {
+                self.privacy.hold(k).map(|h| {
+                    json!({"contact": k.to_string(), "reason": h.reason, "placed_at": h.placed_at})
+                })
+            })
+            .collect();
+        let audit: Vec<&AuditEntry> = history.iter().map(|(a, _)| a).collect();
+        let bundle = json!({
+            "request_id": request_id(r.seq),
+            "consumer_id": consumer_id(consumer.seq),
+            "jurisdiction": r.jurisdiction,
+            "received_at": r.received_at,
+            "generated_at": self.clock.now_ms(),
+            "identifiers": keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "consent_history": consents,
+            "dnc_entries": dnc,
+            "inbound_actions": inbound,
+            "identity_links": links,
+            "legal_holds": holds,
+            "audit_records": audit,
+        });
+        let bytes = serde_json::to_vec_pretty(&bundle).map_err(internal)?;
+        let dir = &self.settings.export_dir;
+        create_private_dir(dir)
+            .map_err(|e| internal(format!("export directory {}: {e}", dir.display())))?;
+        let path = dir.join(format!("{}-access.json", request_id(r.seq)));
+        write_private(&path, &bytes)
+            .map_err(|e| internal(format!("writing {}: {e}", path.display())))?;
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        Ok(RequestResult {
+            bundle_path: path.display().to_string(),
+            bundle_size: bytes.len() as u64,
+            bundle_sha256: hex::encode(Sha256::digest(&bytes)),
+            ..Default::default()
+        })
+    }
+
+    /// Erases every identifier of the consumer not under a legal hold. Opt-outs and DNC
+    /// entries stay, under keyed hashes, so the person stays suppressed.
+    async fn erase_consumer(
+        &self,
+        r: &Request,
+        consumer: &Consumer,
+    ) -> Result<(RequestStatus, RequestResult)> {
+        let keys = self.identifiers_of(consumer);
+        let mut retained = Vec::new();
+        let mut erase: Vec<ContactKey> = Vec::new();
+        for k in keys {
+            match self.privacy.hold(&k) {
+                Some(h) => {
+                    let reason = format!("legal hold: {}", h.reason);
+                    let (report, _) = self.index.report(&k.as_ref());
+                    let before = retained.len();
+                    for c in report.consents {
+                        retained.push(Retained {
+                            record_id: consent_id(c.seq),
+                            reason: reason.clone(),
+                        });
+                    }
+                    for d in report.dnc {
+                        retained.push(Retained {
+                            record_id: dnc_id(d.seq),
+                            reason: reason.clone(),
+                        });
+                    }
+                    if retained.len() == before {
+                        retained.push(Retained {
+                            record_id: format!("identifier:{}", k.masked()),
+                            reason,
+                        });
+                    }
+                }
+                None => erase.push(k),
+            }
+        }
+        let tokens: Vec<Token> = erase.iter().map(|k| self.tokenizer.token_of(k)).collect();
+        if !erase.is_empty() {
+            let map: HashMap<ContactKey, Token> =
+                erase.iter().cloned().zip(tokens.iter().copied()).collect();
+            let ev = Event::SubjectsErased(ErasureEvent {
+                request_seq: r.seq,
+                consumer_seq: consumer.seq,
+                tokens: tokens.iter().map(|t| ContactKey::Erased(*t)).collect(),
+                contacts: erase.clone(),
+            });
+            let caller = Caller::system("privacy");
+            let audit = self.audit_drafts(std::slice::from_ref(&ev), &caller);
+            let out = self
+                .store
+                .erase(Erasure {
+                    contacts: erase.clone(),
+                    tokens,
+                    redact: crate::privacy::redactor(map),
+                    append: Append {
+                        events: vec![ev],
+                        idempotency: None,
+                        audit,
+                    },
+                })
+                .await?;
+            tracing::info!(
+                request = %request_id(r.seq),
+                identifiers = erase.len(),
+                rewritten = out.rewritten,
+                audit_stripped = out.audit_stripped,
+                "personal data erased"
+            );
+        }
+        let status = if retained.is_empty() {
+            RequestStatus::Completed
+        } else {
+            RequestStatus::Partial
+        };
+        Ok((
+            status,
+            RequestResult {
+                erased_identifiers: erase.len() as u64,
+                retained,
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,49 @@
+//! What the change log is applied to: the decision index and the privacy bookkeeping.
+use crate::audit::Tokenizer;
+use crate::index::{Applied, Index};
+use crate::model::{ContactKey, StoredEvent};
+use crate::privacy::PrivacyState;
+use crate::store::EventSink;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Projection {
+    pub index: Arc<Index>,
+    pub privacy: Arc<PrivacyState>,
+    pub tokenizer: Tokenizer,
+}
+
+impl Projection {
+    pub fn new(tokenizer: Tokenizer) -> Projection {
+        let index = Arc::new(Index::new());
+        index.set_tokenizer(tokenizer.clone());
+        Projection {
+            index,
+            privacy: Arc::new(PrivacyState::default()),
+            tokenizer,
+        }
+    }
+
+    /// Applies one event in seq order; the privacy state follows the index.
+    pub fn apply_in_order(&self, ev: &StoredEvent) -> Applied {
+        let applied = self.index.apply(ev);
+        if applied == Applied::Applied {
+            self.privacy.apply(ev);
+        }
+        applied
+    }
+}
+
+impl EventSink for Projection {
+    fn apply(&self, ev: &StoredEvent) {
+        if let Applied::Gap { expected } = self.apply_in_order(ev) {
+            // The embedded writer hands events over in order, so this means a bug, and
+            // the index must not silently skip: it stays at its seq and says so.
+            tracing::error!(expected, got = ev.seq, "change log gap while applying");
+        }
+    }
+
+    fn erased(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
+        self.index.erase(contacts, history);
+    }
+}
