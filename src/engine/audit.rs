@@ -29,7 +29,7 @@ impl Engine {
                         None => Value::Null,
                     },
                     Event::SubjectsErased(_) => Value::Null,
-                    _ => Value::Array(contacts.iter().map(|c| self.state_of(c)).collect()),
+                    _ => Value::Array(contacts.iter().map(|c| self.state_of(c, ev)).collect()),
                 };
                 let mut subjects: Vec<String> =
                     contacts.iter().map(|c| self.tokenizer.subject(c)).collect();
@@ -58,24 +58,63 @@ impl Engine {
             .collect()
     }
 
-    /// What the index holds about `c`, for the `before` of a record.
-    fn state_of(&self, c: &ContactKey) -> Value {
-        let (report, _) = self.index.report(&c.as_ref());
+    /// What `ev` changes about `c`, as the index holds it now: for a consent record, the
+    /// latest record of the same scope it supersedes; for a DNC entry, the active entries
+    /// of its type; always the person. Bounded, whatever the identifier's history.
+    fn state_of(&self, c: &ContactKey, ev: &Event) -> Value {
         let person = self.index.person_of(&c.as_ref()).map(|(p, _)| p);
-        json!({
-            "contact": c.to_string(),
-            "person": person,
-            "consents": report.consents.iter().map(|v| json!({
-                "consent_id": crate::model::event::consent_id(v.seq),
-                "status": v.record.status,
-                "channels": v.record.channels,
-                "purposes": v.record.purposes,
-                "category": v.record.category,
-                "effective_at": v.record.effective_at,
-                "expires_at": v.record.expires_at,
-            })).collect::<Vec<_>>(),
-            "dnc": report.dnc.iter().map(dnc_json).collect::<Vec<_>>(),
-        })
+        let now = self.clock.now_ms();
+        let (consent, dnc) = self.index.with_facts(&c.as_ref(), |f, _| {
+            let own = f[0];
+            let consent = match ev {
+                Event::ConsentRecorded(new) => own
+                    .consents
+                    .iter()
+                    .filter(|x| {
+                        x.channels.iter().any(|ch| new.channels.contains(ch))
+                            && x.purposes.iter().any(|p| new.purposes.contains(p))
+                            && x.category.as_deref() == new.category.as_deref()
+                    })
+                    .max_by_key(|x| (x.effective_at, x.seq))
+                    .map(|x| {
+                        json!({
+                            "consent_id": crate::model::event::consent_id(x.seq),
+                            "status": x.status,
+                            "channels": x.channels,
+                            "purposes": x.purposes,
+                            "category": x.category.as_deref(),
+                            "effective_at": x.effective_at,
+                            "expires_at": x.expires_at,
+                        })
+                    }),
+                _ => None,
+            };
+            let dnc: Vec<Value> = match ev {
+                Event::DncAdded(new) => own
+                    .dnc
+                    .iter()
+                    .filter(|x| x.dnc_type == new.dnc_type && x.is_active(now))
+                    .map(|x| {
+                        json!({
+                            "entry_id": dnc_id(x.seq), "type": x.dnc_type,
+                            "list": x.list.as_deref(), "expires_at": x.expires_at,
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (consent, dnc)
+        });
+        let mut out = serde_json::Map::new();
+        out.insert("contact".into(), json!(c.to_string()));
+        out.insert("person".into(), json!(person));
+        if matches!(ev, Event::ConsentRecorded(_)) {
+            out.insert("consent".into(), consent.unwrap_or(Value::Null));
+        }
+        if matches!(ev, Event::DncAdded(_)) {
+            out.insert("dnc".into(), Value::Array(dnc));
+        }
+        Value::Object(out)
     }
 
     /// Writes audit records that belong to no change-log event (registry imports, policy loads).
