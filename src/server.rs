@@ -112,7 +112,7 @@ pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            e.refresh_privacy_metrics();
+            e.privacy_metrics();
         }
     });
     Ok(())

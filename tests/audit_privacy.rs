@@ -47,14 +47,6 @@ async fn verify(ch: &Channel) -> pb::VerifyAuditResponse {
         .into_inner()
 }
 
-async fn check(ch: &Channel, contact: &str, channel: Ch, purpose: P) -> pb::CheckResponse {
-    decision(ch)
-        .check(check_req(contact, channel, purpose))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 #[tokio::test]
 async fn every_change_is_chained_and_verify_names_the_altered_record() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,19 +7,6 @@ use preflight::proto as pb;
 use std::time::Duration;
 use tonic::Code;
 
-async fn check(
-    ch: &tonic::transport::Channel,
-    contact: &str,
-    channel: Ch,
-    purpose: P,
-) -> pb::CheckResponse {
-    decision(ch)
-        .check(check_req(contact, channel, purpose))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 #[tokio::test]
 async fn a_stop_on_any_identifier_blocks_every_identifier_of_the_person() {
     let dir = tempfile::tempdir().unwrap();

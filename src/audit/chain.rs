@@ -106,6 +106,13 @@ pub struct AuditEntry {
     pub after: Value,
 }
 
+impl AuditEntry {
+    /// Recorded in `[since, until)`; a missing bound is open.
+    pub fn recorded_within(&self, since: Option<Millis>, until: Option<Millis>) -> bool {
+        since.is_none_or(|s| self.record.time >= s) && until.is_none_or(|u| self.record.time < u)
+    }
+}
+
 pub fn entry_of(raw: &RawAudit) -> Result<AuditEntry, String> {
     let record: AuditRecord = serde_json::from_slice(&raw.record)
         .map_err(|e| format!("audit record {} unreadable: {e}", raw.seq))?;

@@ -4,7 +4,7 @@ use super::client::{connect, refused};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use preflight::api::grpc::convert::ms_to_ts;
-use preflight::audit::{AuditEntry, entry_of, verify};
+use preflight::audit::{Verification, entry_of, verify};
 use preflight::model::privacy::days_from_civil;
 use preflight::model::{DAY_MS, Millis};
 use preflight::proto as pb;
@@ -173,44 +173,39 @@ fn open_offline(dir: &std::path::Path) -> Result<redb::Database> {
 pub async fn audit(cmd: AuditCmd) -> Result<()> {
     match cmd {
         AuditCmd::Verify { source } => {
-            let (ok, line) = match &source.data_dir {
+            let v = match &source.data_dir {
                 Some(dir) => {
                     let db = open_offline(dir)?;
-                    let v = verify(|after, limit| read_audit_from(&db, after, limit))?;
-                    let line = match &v.first_broken {
-                        None => format!(
-                            "audit chain intact: {} records ({} erased), last seq {}, head {}",
-                            v.records, v.erased, v.last_seq, v.last_hash
-                        ),
-                        Some((seq, why)) => format!(
-                            "audit chain BROKEN at record {seq}: {why} ({} records before it verified)",
-                            v.records
-                        ),
-                    };
-                    (v.ok(), line)
+                    verify(|after, limit| read_audit_from(&db, after, limit))?
                 }
                 None => {
                     let mut c = pb::audit_service_client::AuditServiceClient::new(
                         connect(&source.server).await?,
                     );
-                    let v = c
+                    let r = c
                         .verify_audit(pb::VerifyAuditRequest {})
                         .await
                         .map_err(refused)?
                         .into_inner();
-                    let line = if v.ok {
-                        format!(
-                            "audit chain intact: {} records ({} erased), last seq {}, head {}",
-                            v.records, v.erased, v.last_seq, v.last_hash
-                        )
-                    } else {
-                        format!(
-                            "audit chain BROKEN at record {}: {} ({} records before it verified)",
-                            v.first_broken_seq, v.problem, v.records
-                        )
-                    };
-                    (v.ok, line)
+                    Verification {
+                        records: r.records,
+                        erased: r.erased,
+                        last_seq: r.last_seq,
+                        last_hash: r.last_hash,
+                        first_broken: (!r.ok).then_some((r.first_broken_seq, r.problem)),
+                    }
                 }
+            };
+            let ok = v.ok();
+            let line = match &v.first_broken {
+                None => format!(
+                    "audit chain intact: {} records ({} erased), last seq {}, head {}",
+                    v.records, v.erased, v.last_seq, v.last_hash
+                ),
+                Some((seq, why)) => format!(
+                    "audit chain BROKEN at record {seq}: {why} ({} records before it verified)",
+                    v.records
+                ),
             };
             println!("{line}");
             if !ok {
@@ -236,9 +231,6 @@ pub async fn audit(cmd: AuditCmd) -> Result<()> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let in_range = |e: &AuditEntry| {
-                since.is_none_or(|s| e.record.time >= s) && until.is_none_or(|u| e.record.time < u)
-            };
             let mut n = 0u64;
             match &source.data_dir {
                 Some(dir) => {
@@ -250,7 +242,7 @@ pub async fn audit(cmd: AuditCmd) -> Result<()> {
                         after = last.seq;
                         for raw in &page {
                             let e = entry_of(raw).map_err(|e| anyhow!(e))?;
-                            if in_range(&e) {
+                            if e.recorded_within(since, until) {
                                 serde_json::to_writer(&mut w, &e)?;
                                 w.write_all(b"\n")?;
                                 n += 1;

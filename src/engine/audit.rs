@@ -31,15 +31,15 @@ impl Engine {
                     Event::SubjectsErased(_) => Value::Null,
                     _ => Value::Array(contacts.iter().map(|c| self.state_of(c, ev)).collect()),
                 };
-                let mut subjects: Vec<String> =
-                    contacts.iter().map(|c| self.tokenizer.subject(c)).collect();
-                if let Event::SubjectsErased(e) = ev {
-                    subjects = e.tokens.iter().map(|t| t.to_string()).collect();
-                }
+                let subjects: Vec<String> = match ev {
+                    Event::SubjectsErased(e) => e.tokens.iter().map(|t| t.to_string()).collect(),
+                    _ => contacts.iter().map(|c| self.tokenizer.subject(c)).collect(),
+                };
                 let personal = (!contacts.is_empty()).then(|| {
-                    let identifiers: BTreeMap<String, String> = contacts
+                    let identifiers: BTreeMap<String, String> = subjects
                         .iter()
-                        .map(|c| (self.tokenizer.subject(c), c.to_string()))
+                        .cloned()
+                        .zip(contacts.iter().map(|c| c.to_string()))
                         .collect();
                     let after = serde_json::to_value(ev).unwrap_or(Value::Null);
                     serde_json::to_vec(&Personal::new(identifiers, before, after))
@@ -64,55 +64,55 @@ impl Engine {
     fn state_of(&self, c: &ContactKey, ev: &Event) -> Value {
         let person = self.index.person_of(&c.as_ref()).map(|(p, _)| p);
         let now = self.clock.now_ms();
-        let (consent, dnc) = self.index.with_facts(&c.as_ref(), |f, _| {
+        // Only the part of the identifier's state that this change replaces.
+        let change = self.index.with_facts(&c.as_ref(), |f, _| {
             let own = f[0];
-            let consent = match ev {
-                Event::ConsentRecorded(new) => own
-                    .consents
-                    .iter()
-                    .filter(|x| {
-                        x.channels.iter().any(|ch| new.channels.contains(ch))
-                            && x.purposes.iter().any(|p| new.purposes.contains(p))
-                            && x.category.as_deref() == new.category.as_deref()
-                    })
-                    .max_by_key(|x| (x.effective_at, x.seq))
-                    .map(|x| {
-                        json!({
-                            "consent_id": crate::model::event::consent_id(x.seq),
-                            "status": x.status,
-                            "channels": x.channels,
-                            "purposes": x.purposes,
-                            "category": x.category.as_deref(),
-                            "effective_at": x.effective_at,
-                            "expires_at": x.expires_at,
+            match ev {
+                Event::ConsentRecorded(new) => {
+                    let superseded = own
+                        .consents
+                        .iter()
+                        .filter(|x| {
+                            x.channels.iter().any(|ch| new.channels.contains(ch))
+                                && x.purposes.iter().any(|p| new.purposes.contains(p))
+                                && x.category.as_deref() == new.category.as_deref()
                         })
-                    }),
+                        .max_by_key(|x| (x.effective_at, x.seq))
+                        .map_or(Value::Null, |x| {
+                            json!({
+                                "consent_id": crate::model::event::consent_id(x.seq),
+                                "status": x.status,
+                                "channels": x.channels,
+                                "purposes": x.purposes,
+                                "category": x.category.as_deref(),
+                                "effective_at": x.effective_at,
+                                "expires_at": x.expires_at,
+                            })
+                        });
+                    Some(("consent", superseded))
+                }
+                Event::DncAdded(new) => {
+                    let active: Vec<Value> = own
+                        .dnc
+                        .iter()
+                        .filter(|x| x.dnc_type == new.dnc_type && x.is_active(now))
+                        .map(|x| {
+                            json!({
+                                "entry_id": dnc_id(x.seq), "type": x.dnc_type,
+                                "list": x.list.as_deref(), "expires_at": x.expires_at,
+                            })
+                        })
+                        .collect();
+                    Some(("dnc", Value::Array(active)))
+                }
                 _ => None,
-            };
-            let dnc: Vec<Value> = match ev {
-                Event::DncAdded(new) => own
-                    .dnc
-                    .iter()
-                    .filter(|x| x.dnc_type == new.dnc_type && x.is_active(now))
-                    .map(|x| {
-                        json!({
-                            "entry_id": dnc_id(x.seq), "type": x.dnc_type,
-                            "list": x.list.as_deref(), "expires_at": x.expires_at,
-                        })
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            (consent, dnc)
+            }
         });
         let mut out = serde_json::Map::new();
         out.insert("contact".into(), json!(c.to_string()));
         out.insert("person".into(), json!(person));
-        if matches!(ev, Event::ConsentRecorded(_)) {
-            out.insert("consent".into(), consent.unwrap_or(Value::Null));
-        }
-        if matches!(ev, Event::DncAdded(_)) {
-            out.insert("dnc".into(), Value::Array(dnc));
+        if let Some((key, value)) = change {
+            out.insert(key.into(), value);
         }
         Value::Object(out)
     }
@@ -160,11 +160,9 @@ impl Engine {
         let mut out = Vec::with_capacity(raw.len());
         for r in &raw {
             let e = entry_of(r).map_err(Error::Internal)?;
-            if since.is_some_and(|s| e.record.time < s) || until.is_some_and(|u| e.record.time >= u)
-            {
-                continue;
+            if e.recorded_within(since, until) {
+                out.push(e);
             }
-            out.push(e);
         }
         Ok((out, last))
     }

@@ -43,11 +43,8 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 impl Engine {
-    pub fn refresh_privacy_metrics(&self) {
-        self.privacy_metrics();
-    }
-
-    fn privacy_metrics(&self) {
+    /// Sets the overdue-request gauge from the requests held now.
+    pub fn privacy_metrics(&self) {
         metrics::gauge!("preflight_privacy_requests_overdue")
             .set(self.privacy.overdue(self.clock.now_ms()) as f64);
     }
@@ -85,7 +82,7 @@ impl Engine {
         let _guard = self.privacy_lock.lock().await;
         let mut owners: BTreeMap<u64, usize> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
-            if let Some(c) = self.privacy.consumer_of(std::slice::from_ref(k)) {
+            if let Some(c) = self.privacy.consumer_of(k) {
                 owners.entry(c.seq).or_insert(i);
             }
         }

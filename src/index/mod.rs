@@ -40,6 +40,9 @@ pub struct Index {
     externals: FastMap<Box<str>, ContactFacts>,
     /// Erased identifiers by token: what keeps an erased person's opt-outs enforced.
     erased: FastMap<Token, ContactFacts>,
+    /// Set once anything is kept under a token: checks hash their identifier only then.
+    /// (`DashMap::is_empty` would read-lock every shard on every check.)
+    any_erased: AtomicBool,
     /// Turns a checked identifier into its token; set when there is anything erased to find.
     tokenizer: OnceLock<Tokenizer>,
     /// Person (external id) to the identifiers linked to them.
@@ -63,6 +66,7 @@ impl Default for Index {
             emails: FastMap::default(),
             externals: FastMap::default(),
             erased: FastMap::default(),
+            any_erased: AtomicBool::new(false),
             tokenizer: OnceLock::new(),
             members: FastMap::default(),
             details: FastMap::default(),
@@ -104,18 +108,23 @@ impl Index {
         let _ = self.tokenizer.set(t);
     }
 
-    /// The facts kept for an identifier that a privacy request erased, if any.
-    fn erased_facts(&self, key: &ContactRef<'_>) -> Option<ContactFacts> {
-        if self.erased.is_empty() || matches!(key, ContactRef::Erased(_)) {
+    /// The token `key` would be kept under if it was erased; None while nothing is erased.
+    fn erased_key(&self, key: &ContactRef<'_>) -> Option<Token> {
+        if !self.any_erased.load(Ordering::Acquire) || matches!(key, ContactRef::Erased(_)) {
             return None;
         }
-        let token = match self.tokenizer.get() {
-            Some(t) => t.token(key),
+        match self.tokenizer.get() {
+            Some(t) => Some(t.token(key)),
             None => {
                 tracing::error!("erased entries present but no tokenizer configured");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// The facts kept for an identifier that a privacy request erased, if any.
+    fn erased_facts(&self, key: &ContactRef<'_>) -> Option<ContactFacts> {
+        let token = self.erased_key(key)?;
         self.erased.get(&token).map(|g| g.clone())
     }
 
@@ -407,7 +416,10 @@ impl Index {
             ContactKey::Phone(p) => f(&mut self.phones.entry(*p).or_default()),
             ContactKey::Email(e) => f(&mut self.emails.entry(e.clone()).or_default()),
             ContactKey::External(x) => f(&mut self.externals.entry(x.clone()).or_default()),
-            ContactKey::Erased(t) => f(&mut self.erased.entry(*t).or_default()),
+            ContactKey::Erased(t) => {
+                self.any_erased.store(true, Ordering::Release);
+                f(&mut self.erased.entry(*t).or_default())
+            }
         }
     }
 
@@ -476,15 +488,7 @@ impl Index {
 
     /// The token under which erased records of `key` are kept, if there are any.
     pub fn erased_token(&self, key: &ContactRef<'_>) -> Option<Token> {
-        if self.erased.is_empty() || matches!(key, ContactRef::Erased(_)) {
-            return None;
-        }
-        let t = self.tokenizer.get()?.token(key);
-        self.erased.contains_key(&t).then_some(t)
-    }
-
-    pub fn erased_len(&self) -> usize {
-        self.erased.len()
+        self.erased_key(key).filter(|t| self.erased.contains_key(t))
     }
 
     fn update_person(&self, person: &str, f: impl FnOnce(&mut ContactFacts)) {

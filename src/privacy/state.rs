@@ -169,11 +169,11 @@ impl PrivacyState {
         }
     }
 
-    /// The consumer any of `keys` belongs to, if one does.
-    pub fn consumer_of(&self, keys: &[ContactKey]) -> Option<Consumer> {
+    /// The consumer `key` belongs to, if one does.
+    pub fn consumer_of(&self, key: &ContactKey) -> Option<Consumer> {
         let s = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .find_map(|k| s.by_identifier.get(k))
+        s.by_identifier
+            .get(key)
             .and_then(|seq| s.consumers.get(seq).cloned())
     }
 

@@ -151,15 +151,25 @@ pub fn read_audit_from(
     let mut out = Vec::new();
     for item in t.range(after + 1..).map_err(unavailable)?.take(limit) {
         let (k, v) = item.map_err(unavailable)?;
-        let seq = k.value();
-        let personal = p.get(seq).map_err(unavailable)?.map(|v| v.value().to_vec());
-        out.push(RawAudit {
-            seq,
-            record: v.value().to_vec(),
-            personal,
-        });
+        out.push(raw_audit(&p, k.value(), v.value())?);
     }
     Ok(out)
+}
+
+/// A stored record with its personal part, if that is still held.
+fn raw_audit(
+    personal: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    seq: u64,
+    record: &[u8],
+) -> Result<RawAudit, StoreError> {
+    Ok(RawAudit {
+        seq,
+        record: record.to_vec(),
+        personal: personal
+            .get(seq)
+            .map_err(unavailable)?
+            .map(|v| v.value().to_vec()),
+    })
 }
 
 fn read_audit_seqs(db: &Database, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
@@ -169,12 +179,7 @@ fn read_audit_seqs(db: &Database, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreEr
     let mut out = Vec::new();
     for &seq in seqs {
         if let Some(v) = t.get(seq).map_err(unavailable)? {
-            let personal = p.get(seq).map_err(unavailable)?.map(|v| v.value().to_vec());
-            out.push(RawAudit {
-                seq,
-                record: v.value().to_vec(),
-                personal,
-            });
+            out.push(raw_audit(&p, seq, v.value())?);
         }
     }
     Ok(out)
@@ -212,25 +217,29 @@ pub fn read_events_from(
     Ok(out)
 }
 
-impl Store for EmbeddedStore {
-    fn append(&self, req: Append) -> BoxFuture<'static, Result<AppendOutcome, StoreError>> {
+impl EmbeddedStore {
+    /// Hands a job to the writer thread and waits for its answer.
+    fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Job::Append(req, reply));
+        let sent = self.tx.send(job(reply));
         Box::pin(async move {
             sent.map_err(|_| unavailable("the store writer has stopped"))?;
             rx.await
                 .map_err(|_| unavailable("the store writer has stopped"))?
         })
     }
+}
+
+impl Store for EmbeddedStore {
+    fn append(&self, req: Append) -> BoxFuture<'static, Result<AppendOutcome, StoreError>> {
+        self.submit(|reply| Job::Append(req, reply))
+    }
 
     fn erase(&self, req: Erasure) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Job::Erase(req, reply));
-        Box::pin(async move {
-            sent.map_err(|_| unavailable("the store writer has stopped"))?;
-            rx.await
-                .map_err(|_| unavailable("the store writer has stopped"))?
-        })
+        self.submit(|reply| Job::Erase(req, reply))
     }
 
     fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<RawAudit>, StoreError> {

@@ -112,6 +112,20 @@ pub fn dnc(ch: &Channel) -> pb::dnc_service_client::DncServiceClient<Channel> {
         .max_encoding_message_size(64 << 20)
 }
 
+/// One unary Check that must succeed.
+pub async fn check(
+    ch: &Channel,
+    contact: &str,
+    channel: pb::Channel,
+    purpose: pb::Purpose,
+) -> pb::CheckResponse {
+    decision(ch)
+        .check(check_req(contact, channel, purpose))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub fn check_req(contact: &str, channel: pb::Channel, purpose: pb::Purpose) -> pb::CheckRequest {
     pb::CheckRequest {
         contact: contact.into(),
