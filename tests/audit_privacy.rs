@@ -278,7 +278,7 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
     g.proof = "ip 203.0.113.7 at checkout".into();
     c.record_consent(g).await.unwrap();
     let mut g = grant(email, &[Ch::Email], &[P::Marketing]);
-    g.proof = "double opt-in 4411".into();
+    g.proof = "double opt-in QZ-4411".into();
     c.record_consent(g).await.unwrap();
     c.link_identifiers(pb::LinkIdentifiersRequest {
         external_id: "crm-dana".into(),
@@ -293,7 +293,7 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
     dnc(&ch)
         .add_entries(pb::AddEntriesRequest {
             entries: vec![pb::DncEntryInput {
-                note: "asked on a call, ticket 5531".into(),
+                note: "asked on a call, ticket TK-5531".into(),
                 ..entry(email, pb::DncType::Corporate)
             }],
             actor: "ops".into(),
@@ -399,7 +399,7 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
         "dana@example.com",
         "ext:crm-dana",
         "ip 203.0.113.7 at checkout",
-        "ticket 5531",
+        "ticket TK-5531",
     ] {
         assert!(text.contains(needle), "bundle lacks {needle}");
     }
@@ -475,8 +475,8 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
                 "dana@",
                 "crm-dana",
                 "203.0.113.7",
-                "4411",
-                "5531",
+                "QZ-4411",
+                "TK-5531",
             ] {
                 assert!(
                     !shown.replace(&view.normalized_contact, "").contains(secret),
@@ -503,8 +503,8 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
                 "dana@example.com",
                 "crm-dana",
                 "203.0.113.7",
-                "4411",
-                "5531",
+                "QZ-4411",
+                "TK-5531",
             ] {
                 assert!(
                     !all.contains(secret),
