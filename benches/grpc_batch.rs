@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
     rt.spawn(preflight::server::serve_grpc(
         engine,
         listener,
+        Default::default(),
         std::future::pending(),
     ));
     let client = rt.block_on(async {

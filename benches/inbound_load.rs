@@ -46,6 +46,7 @@ fn main() {
     rt.spawn(preflight::server::serve_grpc(
         engine.clone(),
         listener,
+        Default::default(),
         std::future::pending(),
     ));
     let texts = [

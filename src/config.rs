@@ -39,6 +39,37 @@ pub struct Config {
     pub programs: BTreeMap<String, ProgramConfig>,
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// REST/JSON facade, /metrics and HTTP health probes; empty turns the listener off.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+    /// API tokens. With none, authentication is off (a warning is logged at start).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// TLS for both listeners; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// One API token: a name (the audit trail's actor), a role, and where its secret is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: crate::auth::Role,
+    /// Environment variable holding the token (a Kubernetes Secret via secretKeyRef).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the token (a mounted Secret).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// PEM certificate chain and private key, served on the gRPC and HTTP listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Where privacy request output goes and which key hashes erased identifiers.
@@ -72,6 +103,9 @@ impl Config {
 
 fn default_listen() -> String {
     "127.0.0.1:50051".into()
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 fn default_data_dir() -> PathBuf {
     "./preflight-data".into()
@@ -162,6 +196,9 @@ impl Config {
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("PREFLIGHT_LISTEN") {
             self.listen = v;
+        }
+        if let Some(v) = get("PREFLIGHT_HTTP_LISTEN") {
+            self.http_listen = v;
         }
         if let Some(v) = get("PREFLIGHT_DATA_DIR") {
             self.data_dir = v.into();

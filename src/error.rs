@@ -30,6 +30,19 @@ impl Error {
         }
     }
 
+    /// A stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::ResourceExhausted(_) => "resource_exhausted",
+            Error::FailedPrecondition(_) => "failed_precondition",
+            Error::NotFound(_) => "not_found",
+            Error::Aborted(_) => "aborted",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// The same error, with its field placed under a parent (`checks[3].` + `channel`).
     pub fn within(self, parent: &str) -> Error {
         match self {

@@ -2,6 +2,7 @@
 //! `main.rs` is only the command line.
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod privacy;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 /// Generated from proto/preflight/v1 by build.rs.
 pub mod proto {

@@ -1,6 +1,8 @@
 //! Assembles a running service: config to engine (store, index, policies), then the gRPC listener.
+use crate::api::grpc::gate::GateLayer;
 use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
 use crate::audit::{Caller, Tokenizer};
+use crate::auth::Auth;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineSettings, Policies, Projection};
@@ -30,6 +32,73 @@ pub enum StartError {
     },
     #[error("gRPC server: {0}")]
     Transport(String),
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Who may call and how the listeners encrypt: shared by the gRPC and HTTP listeners.
+#[derive(Clone, Default)]
+pub struct Security {
+    pub auth: Auth,
+    pub tls: Option<TlsPem>,
+}
+
+/// A PEM certificate chain and private key.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl Security {
+    /// Tokens from their environment variables or files, TLS material from its files.
+    pub fn from_config(config: &Config) -> Result<Security, StartError> {
+        let auth = Auth::load(&config.tokens, |k| std::env::var(k).ok())?;
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| StartError::Tls(format!("{}: {e}", p.display())))
+                };
+                Some(TlsPem {
+                    cert: read(&t.cert_file)?,
+                    key: read(&t.key_file)?,
+                })
+            }
+        };
+        let s = Security { auth, tls };
+        // Parse now, so a bad certificate stops the start instead of the first handshake.
+        s.rustls()?;
+        Ok(s)
+    }
+
+    /// The HTTP listener's TLS acceptor (the gRPC listener has tonic build its own).
+    pub fn rustls(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let Some(pem) = &self.tls else {
+            return Ok(None);
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.cert)
+            .collect::<Result<_, _>>()
+            .map_err(|e| StartError::Tls(format!("cert_file: {e}")))?;
+        if certs.is_empty() {
+            return Err(StartError::Tls("cert_file holds no certificate".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&pem.key)
+            .map_err(|e| StartError::Tls(format!("key_file: {e}")))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StartError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| StartError::Tls(format!("certificate and key: {e}")))?;
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+    }
 }
 
 /// Opens the embedded store in `config.data_dir`, rebuilds the index from it, and
@@ -145,6 +214,7 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
 pub async fn serve_grpc(
     engine: Arc<Engine>,
     listener: TcpListener,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     use proto::audit_service_server::AuditServiceServer;
@@ -190,8 +260,16 @@ pub async fn serve_grpc(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, seq = engine.index().seq(), "serving gRPC");
-    tonic::transport::Server::builder()
+    tracing::info!(%addr, seq = engine.index().seq(), tls = security.tls.is_some(), "serving gRPC");
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pem) = &security.tls {
+        let identity = tonic::transport::Identity::from_pem(&pem.cert, &pem.key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
+    builder
+        .layer(GateLayer::new(security.auth.clone()))
         .tcp_nodelay(true)
         // Batches of 10,000 are hundreds of kilobytes: HTTP/2's default 64 KB window would
         // stall each one on flow-control round trips.
@@ -206,6 +284,29 @@ pub async fn serve_grpc(
         .add_service(AuditServiceServer::new(AuditApi::new(engine.clone())))
         .add_service(PrivacyServiceServer::new(PrivacyApi::new(engine.clone())))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await
+        .map_err(|e| StartError::Transport(e.to_string()))
+}
+
+/// Serves the REST facade, /metrics and the HTTP probes until `shutdown` resolves.
+pub async fn serve_http(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    security: Security,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let router = crate::api::rest::router(crate::api::rest::RestState {
+        engine,
+        auth: security.auth.clone(),
+        metrics,
+    });
+    tracing::info!(%addr, tls = security.tls.is_some(), "serving REST, /metrics and probes");
+    crate::api::rest::serve(listener, router, security.rustls()?, shutdown)
         .await
         .map_err(|e| StartError::Transport(e.to_string()))
 }

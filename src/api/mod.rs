@@ -1,2 +1,3 @@
 //! Transports: translate requests to engine calls and engine answers back. They never decide.
 pub mod grpc;
+pub mod rest;

@@ -21,6 +21,28 @@ impl Caller {
         }
     }
 
+    /// A transport's caller: the token's name when one authenticated the call (the claimed
+    /// `x-actor` then only goes on record as `on_behalf_of`), else the claim, else the peer.
+    pub fn identify(
+        principal: Option<&crate::auth::Principal>,
+        claimed: &str,
+        transport: &str,
+        peer: &str,
+    ) -> Caller {
+        let base = |actor: String| Caller {
+            actor,
+            metadata: BTreeMap::new(),
+        };
+        match principal {
+            Some(p) => base(p.name.clone())
+                .with("role", p.role.as_str())
+                .with("on_behalf_of", claimed),
+            None if !claimed.is_empty() => base(claimed.to_string()),
+            None if !peer.is_empty() => base(format!("{transport}:{peer}")),
+            None => base(transport.to_string()),
+        }
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Caller {
         let v: String = value.into();
         if !v.is_empty() {

@@ -52,6 +52,9 @@ struct ServeArgs {
     /// gRPC listen address.
     #[arg(long)]
     listen: Option<String>,
+    /// REST/JSON, /metrics and HTTP probe listen address ("" turns it off).
+    #[arg(long)]
+    http_listen: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -276,6 +279,18 @@ async fn serve(a: ServeArgs) -> Result<()> {
     if let Some(l) = a.listen {
         config.listen = l;
     }
+    if let Some(l) = a.http_listen {
+        config.http_listen = l;
+    }
+    // Before the engine, so its counters register with the recorder.
+    let metrics = preflight::telemetry::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    let security = preflight::server::Security::from_config(&config)
+        .with_context(|| format!("config {origin}"))?;
+    if !security.auth.enabled() {
+        tracing::warn!(
+            "no API tokens configured: every caller may check, write and administer (see README, Tokens)"
+        );
+    }
     let engine = preflight::server::open_embedded(&config, &origin, Arc::new(SystemClock))
         .with_context(|| {
             format!(
@@ -284,19 +299,44 @@ async fn serve(a: ServeArgs) -> Result<()> {
             )
         })?;
     preflight::server::start_background(&engine).await?;
-    let listener = preflight::server::bind(&config.listen).await?;
+    let grpc_listener = preflight::server::bind(&config.listen).await?;
+    let http_listener = match config.http_listen.trim() {
+        "" => None,
+        addr => Some(preflight::server::bind(addr).await?),
+    };
     // In-flight requests get a bounded grace period; idle client connections do not hold
     // the process up after that.
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signalled = stopping.clone();
-    let serve = preflight::server::serve_grpc(engine, listener, async move {
-        shutdown_signal().await;
-        signalled.notify_waiters();
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = preflight::server::serve_grpc(
+        engine.clone(),
+        grpc_listener,
+        security.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let http = async {
+        match http_listener {
+            Some(l) => {
+                preflight::server::serve_http(
+                    engine.clone(),
+                    l,
+                    security.clone(),
+                    Some(metrics),
+                    stopped(stop_rx.clone()),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    };
+    let servers = async { tokio::try_join!(grpc, http).map(|_| ()) };
     tokio::select! {
-        r = serve => r?,
+        r = servers => r?,
         _ = async {
-            stopping.notified().await;
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
             tokio::time::sleep(std::time::Duration::from_secs(SHUTDOWN_GRACE_SECS)).await;
         } => tracing::warn!("grace period over, closing remaining connections"),
     }

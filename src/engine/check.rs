@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::model::{Channel, ContactRef, Direction, Millis, Purpose, Reason};
 use crate::policy::{CheckInput, Decision, evaluate};
 use crate::registry::{MAX_HITS, PREFETCH_WINDOW, RegistryHit};
+use crate::telemetry::DecisionCounters;
 
 #[derive(Debug, Clone, Default)]
 pub struct CheckRequest<'a> {
@@ -35,6 +36,16 @@ impl Engine {
     /// One check. A contact that does not parse is a BLOCK, not an error; a missing
     /// channel or an unknown policy is an error.
     pub fn check<'a>(&'a self, req: &CheckRequest<'a>) -> Result<CheckOutcome<'a>> {
+        let out = self.check_one(req);
+        let decision = match &out {
+            Ok(o) => &o.decision,
+            Err(_) => &Decision::blocked(Reason::InvalidRequest, 0),
+        };
+        self.counters.record(decision);
+        out
+    }
+
+    fn check_one<'a>(&'a self, req: &CheckRequest<'a>) -> Result<CheckOutcome<'a>> {
         let channel = req.channel.require("channel")?;
         let purpose = req.purpose.or("purpose", Purpose::Marketing)?;
         let direction = req.direction.or("direction", Direction::Outbound)?;
@@ -84,6 +95,16 @@ impl Engine {
     /// Up to MAX_BATCH checks, answered in order. A faulty item is a BLOCK with
     /// INVALID_REQUEST naming its field; the others are unharmed.
     pub fn check_batch<'a>(&'a self, reqs: &[CheckRequest<'a>]) -> Result<Vec<CheckOutcome<'a>>> {
+        self.check_batch_at(reqs, None)
+    }
+
+    /// Like `check_batch`, for a caller that answered some items itself: `positions[i]` is
+    /// where `reqs[i]` stood in the caller's batch, so errors name the caller's index.
+    pub fn check_batch_at<'a>(
+        &'a self,
+        reqs: &[CheckRequest<'a>],
+        positions: Option<&[usize]>,
+    ) -> Result<Vec<CheckOutcome<'a>>> {
         if reqs.len() > MAX_BATCH {
             return Err(Error::ResourceExhausted(format!(
                 "checks: {} items, at most {MAX_BATCH} per call",
@@ -103,20 +124,28 @@ impl Engine {
             }
             self.registries.prefetch(&phones[..n]);
             for (j, r) in window.iter().enumerate() {
-                out.push(match self.check(r) {
+                out.push(match self.check_one(r) {
                     Ok(o) => o,
                     Err(e) => CheckOutcome {
                         decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),
                         contact: None,
                         policy: r.policy,
                         problem: Some(
-                            e.within(&format!("checks[{}]", w * PREFETCH_WINDOW + j))
-                                .to_string(),
+                            e.within(&format!("checks[{}]", {
+                                let i = w * PREFETCH_WINDOW + j;
+                                positions.and_then(|p| p.get(i).copied()).unwrap_or(i)
+                            }))
+                            .to_string(),
                         ),
                     },
                 });
             }
         }
+        let mut counts = [0u64; DecisionCounters::SLOTS];
+        for o in &out {
+            counts[DecisionCounters::slot(&o.decision)] += 1;
+        }
+        self.counters.record_counts(&counts);
         Ok(out)
     }
 }

@@ -63,6 +63,7 @@ pub(super) fn text(field: &str, v: &str) -> Result<String> {
 }
 
 impl Engine {
+    #[tracing::instrument(name = "record_consent", skip_all, fields(contact = %crate::model::mask(&req.contact), actor = %caller.actor))]
     pub async fn record_consent(
         &self,
         req: ConsentRequest,

@@ -156,6 +156,7 @@ fn list_name(t: DncType, list: &str) -> Result<Option<String>> {
 }
 
 impl Engine {
+    #[tracing::instrument(name = "add_dnc_entries", skip_all, fields(entries = req.entries.len(), actor = %caller.actor))]
     pub async fn add_entries(
         &self,
         req: AddEntriesRequest,
@@ -241,6 +242,7 @@ impl Engine {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "remove_dnc_entries", skip_all, fields(entries = req.entries.len(), actor = %caller.actor))]
     pub async fn remove_entries(
         &self,
         req: RemoveEntriesRequest,
@@ -353,7 +355,7 @@ impl Engine {
     /// Commits a batch's events and answers with a result per planned entry.
     async fn commit_plan<Q: Serialize>(
         &self,
-        namespace: &str,
+        namespace: &'static str,
         idempotency_key: &str,
         req: &Q,
         events: Vec<Event>,

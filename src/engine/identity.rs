@@ -39,6 +39,7 @@ fn person_id(field: &str, s: &str) -> Result<String> {
 }
 
 impl Engine {
+    #[tracing::instrument(name = "link_identifiers", skip_all, fields(external_id = %crate::model::mask(&req.external_id), contacts = req.contacts.len(), actor = %caller.actor))]
     pub async fn link_identifiers(
         &self,
         req: LinkRequest,
@@ -109,6 +110,7 @@ impl Engine {
 
     /// Takes one identifier out of its person. It keeps the records made against it;
     /// the person keeps theirs.
+    #[tracing::instrument(name = "unlink_identifier", skip_all, fields(contact = %crate::model::mask(contact), actor = %caller.actor))]
     pub async fn unlink_identifier(
         &self,
         contact: &str,

@@ -37,6 +37,7 @@ pub struct InboundOutcome {
 }
 
 impl Engine {
+    #[tracing::instrument(name = "process_inbound", skip_all, fields(from = %crate::model::mask(&req.from), actor = %caller.actor))]
     pub async fn process_inbound(
         &self,
         req: InboundRequest,

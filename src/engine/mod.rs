@@ -140,6 +140,7 @@ pub struct Engine {
     tokenizer: Tokenizer,
     /// Privacy writes check-then-write (one consumer per identifier): one at a time.
     privacy_lock: tokio::sync::Mutex<()>,
+    counters: crate::telemetry::DecisionCounters,
 }
 
 impl Engine {
@@ -164,6 +165,7 @@ impl Engine {
             privacy: projection.privacy.clone(),
             tokenizer: projection.tokenizer.clone(),
             privacy_lock: tokio::sync::Mutex::new(()),
+            counters: crate::telemetry::DecisionCounters::new(),
         }
     }
 

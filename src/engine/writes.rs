@@ -15,6 +15,28 @@ impl Engine {
     /// (with `true`) without writing anything.
     pub(super) async fn commit<R, Q>(
         &self,
+        namespace: &'static str,
+        idempotency_key: &str,
+        request: &Q,
+        events: Vec<Event>,
+        caller: &Caller,
+        build: impl FnOnce(u64) -> R + Send + 'static,
+    ) -> Result<(R, bool)>
+    where
+        R: Serialize + DeserializeOwned,
+        Q: Serialize,
+    {
+        let out = self
+            .commit_inner(namespace, idempotency_key, request, events, caller, build)
+            .await;
+        if let Err(e) = &out {
+            crate::telemetry::write_error(namespace, e.kind());
+        }
+        out
+    }
+
+    async fn commit_inner<R, Q>(
+        &self,
         namespace: &str,
         idempotency_key: &str,
         request: &Q,

@@ -128,6 +128,12 @@ impl Index {
         self.erased.get(&token).map(|g| g.clone())
     }
 
+    /// Whether the index holds a full load: it is the store's own (embedded) or it has
+    /// heard from its store at least once.
+    pub fn ready(&self) -> bool {
+        self.authoritative.load(Ordering::Acquire) || self.heard_at.load(Ordering::Acquire) > 0
+    }
+
     pub fn set_authoritative(&self, yes: bool) {
         self.authoritative.store(yes, Ordering::Release);
     }

@@ -165,7 +165,32 @@ pub enum ConsentStatus {
     Denied,
 }
 
+impl Direction {
+    pub fn parse(s: &str) -> Option<Self> {
+        [Direction::Outbound, Direction::Inbound]
+            .into_iter()
+            .find(|d| s.eq_ignore_ascii_case(d.as_str()))
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "OUTBOUND",
+            Direction::Inbound => "INBOUND",
+        }
+    }
+}
+
 impl ConsentStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ConsentStatus::Granted,
+            ConsentStatus::Withdrawn,
+            ConsentStatus::Denied,
+        ]
+        .into_iter()
+        .find(|c| s.eq_ignore_ascii_case(c.as_str()))
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             ConsentStatus::Granted => "GRANTED",

@@ -3,6 +3,7 @@ pub mod event;
 pub mod ids;
 pub mod kinds;
 pub mod privacy;
+pub mod time;
 
 pub use event::{
     ConsentEvent, ConsumerEvent, ConsumerIdentifiersEvent, DncAddEvent, DncRemoveEvent,

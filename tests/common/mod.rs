@@ -18,6 +18,7 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    pub http_port: u16,
     pub data_dir: PathBuf,
 }
 
@@ -27,22 +28,44 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_full(data_dir, extra, &[], None)
+    }
+
+    /// With extra environment variables, and stderr captured to `log` when given.
+    pub fn start_full(
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Server {
         let port = free_port();
+        let http_port = free_port();
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_preflight"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(extra)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start preflight");
         Server {
             child,
             port,
+            http_port,
             data_dir: data_dir.to_path_buf(),
         }
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     pub fn url(&self) -> String {

@@ -4,6 +4,7 @@ pub mod convert;
 mod decision;
 mod dnc;
 mod events;
+pub mod gate;
 pub mod status;
 
 pub use consent::ConsentApi;
@@ -16,8 +17,9 @@ mod privacy;
 pub use audit::AuditApi;
 pub use privacy::PrivacyApi;
 
-/// Who is calling, for the audit trail: the `x-actor` header (until API tokens name the
-/// caller), the peer address, user agent and any `x-request-id`. Never a credential.
+/// Who is calling, for the audit trail: the API token's name when tokens are configured
+/// (an `x-actor` header is then kept as `on_behalf_of`), else the `x-actor` header or the
+/// peer; plus peer address, user agent and any `x-request-id`. Never a credential.
 pub fn caller<T>(req: &tonic::Request<T>) -> crate::audit::Caller {
     let md = req.metadata();
     let get = |k: &str| {
@@ -27,17 +29,10 @@ pub fn caller<T>(req: &tonic::Request<T>) -> crate::audit::Caller {
             .unwrap_or_default()
     };
     let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-    let actor = match get("x-actor") {
-        a if !a.is_empty() => a,
-        _ if !peer.is_empty() => format!("grpc:{peer}"),
-        _ => "grpc".to_string(),
-    };
-    crate::audit::Caller {
-        actor,
-        metadata: Default::default(),
-    }
-    .with("transport", "grpc")
-    .with("peer", peer)
-    .with("user_agent", get("user-agent"))
-    .with("request_id", get("x-request-id"))
+    let principal = req.extensions().get::<crate::auth::Principal>();
+    crate::audit::Caller::identify(principal, &get("x-actor"), "grpc", &peer)
+        .with("transport", "grpc")
+        .with("peer", peer)
+        .with("user_agent", get("user-agent"))
+        .with("request_id", get("x-request-id"))
 }

@@ -1,0 +1,183 @@
+//! The tower layer every gRPC call passes: token check against the method's role, then a
+//! latency observation labelled with the method and the returned code.
+use crate::auth::{Auth, grpc_role};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::Status;
+
+#[derive(Clone)]
+pub struct GateLayer {
+    auth: Auth,
+}
+
+impl GateLayer {
+    pub fn new(auth: Auth) -> GateLayer {
+        GateLayer { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    auth: Auth,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for Gate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    R: Default + Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = method_label(req.uri().path());
+        let header = req.headers().get(http::header::AUTHORIZATION);
+        match self
+            .auth
+            .authorize(grpc_role(req.uri().path()), header.map(|h| h.as_bytes()))
+        {
+            Ok(principal) => {
+                if let Some(p) = principal {
+                    req.extensions_mut().insert(p);
+                }
+                // The clone serves the next call; this one uses the service polled ready.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let span = tracing::info_span!("grpc", method = %method);
+                Box::pin(tracing::Instrument::instrument(
+                    async move {
+                        let out = inner.call(req).await;
+                        if let Ok(resp) = &out {
+                            crate::telemetry::request(
+                                "grpc",
+                                &method,
+                                code_label(resp),
+                                started.elapsed().as_secs_f64(),
+                            );
+                        }
+                        out
+                    },
+                    span,
+                ))
+            }
+            Err(denied) => {
+                crate::telemetry::auth_failure("grpc", denied.kind());
+                tracing::warn!(method = %method, reason = denied.kind(), "call refused: {denied}");
+                let status = if denied.is_forbidden() {
+                    Status::permission_denied(denied.to_string())
+                } else {
+                    Status::unauthenticated(denied.to_string())
+                };
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+/// `Service/Method` for methods the API defines; anything else is one label, so a scanner
+/// cannot create unbounded metric series.
+fn method_label(path: &str) -> String {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        use prost::Message;
+        let mut names = std::collections::HashSet::from(["Health/Check".to_string()]);
+        if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET) {
+            for f in set.file {
+                for s in f.service {
+                    for m in &s.method {
+                        names.insert(format!("{}/{}", s.name(), m.name()));
+                    }
+                }
+            }
+        }
+        names
+    });
+    let p = path.trim_start_matches('/');
+    let short = p.rsplit_once('.').map_or(p, |(_, m)| m);
+    if known.contains(short) {
+        short.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+/// The grpc-status a unary handler put in the headers; streams and successes report OK.
+fn code_label<R>(resp: &http::Response<R>) -> &'static str {
+    match resp.headers().get("grpc-status").map(|v| v.as_bytes()) {
+        None | Some(b"0") => "OK",
+        Some(v) => match std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok())
+        {
+            Some(n) => code_name(tonic::Code::from_i32(n)),
+            None => "UNKNOWN",
+        },
+    }
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(
+            method_label("/preflight.v1.DecisionService/Check"),
+            "DecisionService/Check"
+        );
+        assert_eq!(method_label("/evil.Service/x1234"), "other");
+        assert_eq!(method_label("/preflight.v1.DecisionService/x1234"), "other");
+        assert_eq!(
+            method_label("/preflight.v1.PrivacyService/SubmitRequest"),
+            "PrivacyService/SubmitRequest"
+        );
+    }
+}

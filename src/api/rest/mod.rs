@@ -1,0 +1,245 @@
+//! The REST/JSON facade (axum) on its own port: checks, consent, inbound messages, an SMS
+//! webhook, /metrics, health probes and the OpenAPI document. Calls the engine in-process.
+pub mod body;
+pub mod routes;
+
+use crate::auth::{Auth, Role};
+use crate::engine::Engine;
+use crate::error::Error;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The OpenAPI 3.1 description of this facade, served at /openapi.json.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// Largest request body: a 10,000-item batch with generous fields.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct RestState {
+    pub engine: Arc<Engine>,
+    pub auth: Auth,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The role each route needs; None for probes, metrics and the API description.
+pub fn route_role(path: &str) -> Option<Role> {
+    match path {
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
+        "/v1/check" | "/v1/check/batch" => Some(Role::Check),
+        "/v1/consent" | "/v1/inbound" | "/v1/webhooks/sms" => Some(Role::Write),
+        _ => Some(Role::Admin),
+    }
+}
+
+pub fn router(state: RestState) -> Router {
+    routes::routes()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// An engine error as JSON, with the HTTP status derived from the gRPC mapping.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = crate::api::grpc::status::to_status(self.0);
+        error_response(status.code(), status.message())
+    }
+}
+
+pub fn error_response(code: tonic::Code, message: &str) -> Response {
+    let http = StatusCode::from_u16(crate::api::grpc::status::http_status(code))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({
+        "error": { "code": code_name(code), "message": message }
+    });
+    (http, axum::Json(body)).into_response()
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
+            sep.into_iter()
+                .chain(std::iter::once(c.to_ascii_uppercase()))
+        })
+        .collect()
+}
+
+/// Every request: credentials against the route's role, then a latency observation.
+async fn gate(State(state): State<RestState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let header = req.headers().get(header::AUTHORIZATION);
+    match state
+        .auth
+        .authorize(route_role(&route), header.map(HeaderValue::as_bytes))
+    {
+        Ok(Some(p)) => {
+            req.extensions_mut().insert(p);
+        }
+        Ok(None) => {}
+        Err(denied) => {
+            crate::telemetry::auth_failure("rest", denied.kind());
+            tracing::warn!(route = %route, reason = denied.kind(), "request refused: {denied}");
+            let code = if denied.is_forbidden() {
+                tonic::Code::PermissionDenied
+            } else {
+                tonic::Code::Unauthenticated
+            };
+            let mut resp = error_response(code, &denied.to_string());
+            if code == tonic::Code::Unauthenticated {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"preflight\""),
+                );
+            }
+            return resp;
+        }
+    }
+    let span = tracing::info_span!("rest", route = %route);
+    let resp = tracing::Instrument::instrument(next.run(req), span).await;
+    let status = resp.status();
+    crate::telemetry::request(
+        "rest",
+        &route,
+        status_label(status),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// Exact codes for the ones the facade answers on purpose; classes for the rest, so the
+/// label set stays bounded.
+fn status_label(s: StatusCode) -> &'static str {
+    const EXACT: &[(u16, &str)] = &[
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (409, "409"),
+        (429, "429"),
+        (503, "503"),
+    ];
+    let code = s.as_u16();
+    if let Some((_, l)) = EXACT.iter().find(|(c, _)| *c == code) {
+        return l;
+    }
+    match code {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, over TLS when an acceptor is given.
+/// Each connection carries its peer address for the audit trail.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = router
+            .clone()
+            .map_request(move |mut r: Request<hyper::body::Incoming>| {
+                r.extensions_mut()
+                    .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+                r.map(axum::body::Body::new)
+            });
+        let hyper_svc = hyper_util::service::TowerToHyperService::new(svc);
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => {
+                        let conn = builder.serve_connection(TokioIo::new(s), hyper_svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), hyper_svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_read_like_grpc_names() {
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(tonic::Code::Unauthenticated), "UNAUTHENTICATED");
+    }
+
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for p in routes::PATHS {
+            assert!(paths.contains_key(*p), "{p} missing from docs/openapi.json");
+        }
+        assert_eq!(
+            paths.len(),
+            routes::PATHS.len(),
+            "openapi.json has extra paths"
+        );
+    }
+}

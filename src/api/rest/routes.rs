@@ -1,0 +1,271 @@
+//! The REST routes: read the body, call the engine, convert the answer.
+use super::body::{
+    CheckBatchBody, CheckBatchResult, CheckBody, CheckResult, ConsentBody, ConsentResult,
+    InboundBody, InboundResult, SmsWebhookForm, twiml,
+};
+use super::{ApiError, OPENAPI, RestState, error_response};
+use crate::audit::Caller;
+use crate::auth::Principal;
+use crate::error::Error;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+
+/// Every path the facade serves; docs/openapi.json must describe exactly these.
+pub const PATHS: &[&str] = &[
+    "/v1/check",
+    "/v1/check/batch",
+    "/v1/consent",
+    "/v1/inbound",
+    "/v1/webhooks/sms",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+];
+
+pub fn routes() -> Router<RestState> {
+    Router::new()
+        .route("/v1/check", get(check))
+        .route("/v1/check/batch", post(check_batch))
+        .route("/v1/consent", post(consent))
+        .route("/v1/inbound", post(inbound))
+        .route("/v1/webhooks/sms", post(sms_webhook))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+}
+
+/// A JSON body read with the failing field's path in the error (`checks[2].channel: ...`).
+fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.is_empty() && !ct.starts_with("application/json") {
+        return Err(Error::invalid(
+            "content-type",
+            format!("`{ct}` is not supported, send application/json"),
+        )
+        .into());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        Error::invalid(field, e.into_inner().to_string()).into()
+    })
+}
+
+fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(&raw));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "query".to_string()
+        } else {
+            path
+        };
+        Error::invalid(field, e.into_inner().to_string()).into()
+    })
+}
+
+fn form_urlencoded_parse(raw: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(raw.as_bytes())
+}
+
+fn caller(ext: &Extensions, headers: &HeaderMap) -> Caller {
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect::<String>())
+            .unwrap_or_default()
+    };
+    let peer = ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.to_string())
+        .unwrap_or_default();
+    Caller::identify(ext.get::<Principal>(), &get("x-actor"), "rest", &peer)
+        .with("transport", "rest")
+        .with("peer", peer)
+        .with("user_agent", get("user-agent"))
+        .with("request_id", get("x-request-id"))
+}
+
+async fn check(
+    State(s): State<RestState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<CheckResult>, ApiError> {
+    let body: CheckBody = query(raw)?;
+    let outcome = s.engine.check(&body.request()?)?;
+    Ok(Json(CheckResult::from_outcome(
+        &outcome,
+        &body.correlation_id,
+    )))
+}
+
+async fn check_batch(
+    State(s): State<RestState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<CheckBatchResult>, ApiError> {
+    let batch: CheckBatchBody = json(&headers, &bytes)?;
+    // Items whose own fields cannot be read are answered in place; the rest go together.
+    let mut reqs = Vec::with_capacity(batch.checks.len());
+    let mut positions = Vec::with_capacity(batch.checks.len());
+    let mut slots = Vec::with_capacity(batch.checks.len());
+    for (i, c) in batch.checks.iter().enumerate() {
+        match c.request() {
+            Ok(r) => {
+                slots.push(Ok(reqs.len()));
+                reqs.push(r);
+                positions.push(i);
+            }
+            Err(e) => slots.push(Err((i, e))),
+        }
+    }
+    if batch.checks.len() > crate::engine::MAX_BATCH {
+        return Err(Error::ResourceExhausted(format!(
+            "checks: {} items, at most {} per call",
+            batch.checks.len(),
+            crate::engine::MAX_BATCH
+        ))
+        .into());
+    }
+    let outcomes = s.engine.check_batch_at(&reqs, Some(&positions))?;
+    let seq = s.engine.index().seq();
+    let results: Vec<CheckResult> = slots
+        .into_iter()
+        .zip(&batch.checks)
+        .map(|(slot, c)| match slot {
+            Ok(j) => CheckResult::from_outcome(&outcomes[j], &c.correlation_id),
+            Err((i, e)) => CheckResult::invalid(e, i, &c.correlation_id, seq),
+        })
+        .collect();
+    let index_seq = results.iter().map(|r| r.index_seq).max().unwrap_or(seq);
+    Ok(Json(CheckBatchResult { results, index_seq }))
+}
+
+async fn consent(
+    State(s): State<RestState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<ConsentResult>, ApiError> {
+    let body: ConsentBody = json(&headers, &bytes)?;
+    let who = caller(&ext, &headers);
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let out = s.engine.record_consent(body.request(key)?, &who).await?;
+    Ok(Json(ConsentResult {
+        consent_id: out.consent_id,
+        seq: out.seq,
+        duplicate: out.duplicate,
+        normalized_contact: out.normalized_contact,
+    }))
+}
+
+async fn inbound(
+    State(s): State<RestState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<InboundResult>, ApiError> {
+    let body: InboundBody = json(&headers, &bytes)?;
+    let who = caller(&ext, &headers);
+    let out = s.engine.process_inbound(body.request()?, &who).await?;
+    Ok(Json(InboundResult {
+        action: out.action.as_str().to_string(),
+        reply_text: out.reply_text,
+        matched_keyword: out.matched_keyword,
+        seq: out.seq,
+        duplicate: out.duplicate,
+        consent_id: out.consent_id,
+        normalized_contact: out.normalized_contact,
+    }))
+}
+
+/// Twilio-style inbound SMS: answers TwiML carrying the reply (plain text when the
+/// caller accepts only text/plain). A failure is an HTTP error, so the provider retries.
+async fn sms_webhook(
+    State(s): State<RestState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let form: SmsWebhookForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| Error::invalid("body", format!("not a form-encoded webhook: {e}")))?;
+    let who = caller(&ext, &headers);
+    let out = s.engine.process_inbound(form.request(), &who).await?;
+    let plain = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("text/plain"));
+    Ok(if plain {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            out.reply_text,
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+            twiml(&out.reply_text),
+        )
+            .into_response()
+    })
+}
+
+async fn metrics(State(s): State<RestState>) -> Response {
+    match &s.metrics {
+        Some(h) => {
+            crate::telemetry::refresh(&s.engine);
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                h.render(),
+            )
+                .into_response()
+        }
+        None => error_response(
+            tonic::Code::Unavailable,
+            "metrics are not recorded in this process",
+        ),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once the index holds a full load; the body says how fresh it is.
+async fn readyz(State(s): State<RestState>) -> Response {
+    let index = s.engine.index();
+    let ready = index.ready();
+    let body = serde_json::json!({
+        "status": if ready { "SERVING" } else { "NOT_SERVING" },
+        "index_seq": index.seq(),
+        "index_age_ms": index.age_ms(s.engine.now()),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

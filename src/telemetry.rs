@@ -1,0 +1,199 @@
+//! Prometheus metrics: the recorder, decision counters, and the gauges read at scrape time.
+use crate::engine::Engine;
+use crate::model::Reason;
+use crate::policy::Decision;
+use metrics::Counter;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Request latency buckets (seconds): checks answer in microseconds, writes wait for fsync.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Installs the process-wide recorder. Call once, before the engine is built, so the
+/// engine's counters register with it.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    let upkeep = handle.clone();
+    // Histograms are drained into their buckets on render or upkeep; without it an idle
+    // scraper would let them grow.
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "preflight_checks_total",
+        "Checks answered, by verdict and first (primary) reason"
+    );
+    describe_histogram!(
+        "preflight_request_duration_seconds",
+        "Request latency by transport, method and outcome code (streams: whole stream)"
+    );
+    describe_gauge!(
+        "preflight_index_seq",
+        "Change-log position the index has applied"
+    );
+    describe_gauge!(
+        "preflight_index_age_seconds",
+        "Time since the index last heard from its store (0 for the embedded store)"
+    );
+    describe_gauge!(
+        "preflight_index_identifiers",
+        "Identifiers with consent, DNC or identity records"
+    );
+    describe_gauge!(
+        "preflight_registry_numbers",
+        "Numbers in the serving version of each registry list"
+    );
+    describe_gauge!(
+        "preflight_registry_version",
+        "Serving version of each registry list"
+    );
+    describe_gauge!(
+        "preflight_registry_imported_timestamp_seconds",
+        "When the serving version of each registry list was imported"
+    );
+    describe_counter!(
+        "preflight_write_errors_total",
+        "Writes that failed, by operation and gRPC code"
+    );
+    describe_counter!(
+        "preflight_auth_failures_total",
+        "Calls refused for missing, wrong or insufficient credentials"
+    );
+    describe_gauge!(
+        "preflight_privacy_requests_overdue",
+        "Privacy requests past their response deadline"
+    );
+}
+
+/// Counters of checks by verdict and primary reason, created once so a check pays an
+/// atomic add rather than a registry lookup.
+pub struct DecisionCounters {
+    /// [0] ALLOW, [1 + i] BLOCK with Reason::ALL[i] first.
+    by_outcome: Vec<Counter>,
+}
+
+impl DecisionCounters {
+    pub fn new() -> DecisionCounters {
+        let mut by_outcome = vec![metrics::counter!(
+            "preflight_checks_total", "verdict" => "ALLOW", "reason" => "NONE"
+        )];
+        for r in Reason::ALL {
+            by_outcome.push(metrics::counter!(
+                "preflight_checks_total", "verdict" => "BLOCK", "reason" => r.as_str()
+            ));
+        }
+        DecisionCounters { by_outcome }
+    }
+
+    pub const SLOTS: usize = 1 + Reason::ALL.len();
+
+    pub fn slot(d: &Decision) -> usize {
+        if d.allowed() {
+            0
+        } else {
+            1 + d.reasons.0.trailing_zeros() as usize
+        }
+    }
+
+    pub fn record(&self, d: &Decision) {
+        self.by_outcome[Self::slot(d)].increment(1);
+    }
+
+    /// Adds counts gathered over a batch (indexed like `slot`).
+    pub fn record_counts(&self, counts: &[u64; Self::SLOTS]) {
+        for (c, n) in self.by_outcome.iter().zip(counts) {
+            if *n > 0 {
+                c.increment(*n);
+            }
+        }
+    }
+}
+
+impl Default for DecisionCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sets the gauges that describe state rather than events, just before a scrape renders.
+pub fn refresh(engine: &Engine) {
+    let index = engine.index();
+    metrics::gauge!("preflight_index_seq").set(index.seq() as f64);
+    metrics::gauge!("preflight_index_age_seconds").set(index.age_ms(engine.now()) as f64 / 1e3);
+    metrics::gauge!("preflight_index_identifiers").set(index.len() as f64);
+    for l in engine.registries().list() {
+        let name = l.name.clone();
+        metrics::gauge!("preflight_registry_numbers", "list" => name.clone()).set(l.count as f64);
+        metrics::gauge!("preflight_registry_version", "list" => name.clone()).set(l.version as f64);
+        metrics::gauge!("preflight_registry_imported_timestamp_seconds", "list" => name)
+            .set(l.imported_at as f64 / 1e3);
+    }
+    engine.privacy_metrics();
+}
+
+/// Records one finished request.
+pub fn request(transport: &'static str, method: &str, code: &'static str, seconds: f64) {
+    metrics::histogram!(
+        "preflight_request_duration_seconds",
+        "transport" => transport, "method" => method.to_string(), "code" => code
+    )
+    .record(seconds);
+}
+
+pub fn auth_failure(transport: &'static str, kind: &'static str) {
+    metrics::counter!("preflight_auth_failures_total", "transport" => transport, "kind" => kind)
+        .increment(1);
+}
+
+pub fn write_error(op: &'static str, code: &'static str) {
+    metrics::counter!("preflight_write_errors_total", "op" => op, "code" => code).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ReasonSet;
+
+    #[test]
+    fn primary_reason_is_the_first_in_vocabulary_order() {
+        let mut reasons = ReasonSet::EMPTY;
+        reasons.insert(Reason::NoConsent);
+        reasons.insert(Reason::DncFederal);
+        let d = Decision {
+            reasons,
+            matched: Default::default(),
+            index_seq: 0,
+        };
+        assert_eq!(
+            DecisionCounters::slot(&d),
+            1 + Reason::ALL
+                .iter()
+                .position(|r| *r == Reason::DncFederal)
+                .unwrap()
+        );
+        let allow = Decision {
+            reasons: ReasonSet::EMPTY,
+            matched: Default::default(),
+            index_seq: 0,
+        };
+        assert_eq!(DecisionCounters::slot(&allow), 0);
+    }
+}
