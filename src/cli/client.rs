@@ -4,19 +4,57 @@ use anyhow::{Context, Result, anyhow};
 use preflight::api::grpc::convert::{channel_pb, dnc_type_pb, ms_to_ts, purpose_pb};
 use preflight::model::DAY_MS;
 use preflight::proto as pb;
-use tonic::transport::Channel as Conn;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// A connection that sends the API token (if any) with every call.
+pub(super) type Conn = InterceptedService<Channel, Bearer>;
+
+#[derive(Clone)]
+pub(super) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
 
 pub(super) async fn connect(s: &ServerArg) -> Result<Conn> {
-    let endpoint = tonic::transport::Endpoint::from_shared(s.server.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(s.server.clone())
         .map_err(|e| anyhow!("--server `{}` is not a valid URL: {e}", s.server))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    endpoint.connect().await.map_err(|e| {
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(preflight::server::STREAM_WINDOW))
+        .initial_connection_window_size(Some(preflight::server::CONNECTION_WINDOW));
+    if s.server.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &s.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("--ca-cert {}", ca.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| anyhow!("TLS for {}: {}", s.server, source_chain(&e)))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
         anyhow!(
             "cannot reach preflight at {}: {}",
             s.server,
             source_chain(&e)
         )
-    })
+    })?;
+    let token = match s.token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| anyhow!("--token holds characters a header cannot carry"))?,
+        ),
+    };
+    Ok(InterceptedService::new(channel, Bearer(token)))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

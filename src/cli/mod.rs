@@ -1,6 +1,7 @@
 //! Command-line parsing and the client subcommands (check, dnc, consent).
 mod client;
 mod compliance;
+mod scrub;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -39,6 +40,9 @@ enum Command {
     /// CCPA/GDPR consumer requests and legal holds.
     #[command(subcommand)]
     Privacy(compliance::PrivacyCmd),
+    /// Check every row of a CSV file (any size) and write it back with verdict, reasons
+    /// and normalized contact added.
+    Scrub(scrub::ScrubArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +79,12 @@ pub struct ServerArg {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// API token, when the service has tokens configured.
+    #[arg(long, global = true, env = "PREFLIGHT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// server, besides the system roots.
+    #[arg(long, global = true, env = "PREFLIGHT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn channel(s: &str) -> Result<Channel, String> {
@@ -351,5 +361,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Consent(c) => client::consent(c).await,
         Command::Audit(c) => compliance::audit(c).await,
         Command::Privacy(c) => compliance::privacy(c).await,
+        Command::Scrub(a) => scrub::scrub(a).await,
     }
 }
