@@ -30,6 +30,13 @@ set +e
 cargo test --all-targets --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+echo "== helm chart"
+if ! scripts/check-chart.sh; then
+  echo "test result: FAILED. 0 passed; 1 failed (helm chart)" >>"$log"
+  status=1
+else
+  echo "test result: ok. 1 passed; 0 failed (helm chart)" >>"$log"
+fi
 # One closing line over every test binary (the last binary alone may hold no tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -32,7 +32,7 @@ pub enum StartError {
     },
     #[error("gRPC server: {0}")]
     Transport(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] crate::auth::AuthConfigError),
     #[error("tls: {0}")]
     Tls(String),
@@ -101,13 +101,11 @@ impl Security {
     }
 }
 
-/// Opens the embedded store in `config.data_dir`, rebuilds the index from it, and
-/// returns an engine that writes through it.
-pub fn open_embedded(
+/// Everything of the engine the config decides, validated: what `check-config` runs.
+pub fn engine_parts(
     config: &Config,
     origin: &str,
-    clock: SharedClock,
-) -> Result<Arc<Engine>, StartError> {
+) -> Result<(Policies, Region, EngineSettings), StartError> {
     let invalid = |message: String| ConfigError::Invalid {
         origin: origin.into(),
         message,
@@ -122,6 +120,17 @@ pub fn open_embedded(
         inbound: config.compiled_inbound(origin)?,
         export_dir: config.export_dir(),
     };
+    Ok((policies, region, settings))
+}
+
+/// Opens the embedded store in `config.data_dir`, rebuilds the index from it, and
+/// returns an engine that writes through it.
+pub fn open_embedded(
+    config: &Config,
+    origin: &str,
+    clock: SharedClock,
+) -> Result<Arc<Engine>, StartError> {
+    let (policies, region, settings) = engine_parts(config, origin)?;
     let db = EmbeddedStore::open(&config.data_dir)?;
     let key_file = config.key_file();
     let tokenizer = Tokenizer::load_or_create(&key_file)

@@ -40,6 +40,12 @@ enum Command {
     /// CCPA/GDPR consumer requests and legal holds.
     #[command(subcommand)]
     Privacy(compliance::PrivacyCmd),
+    /// Validate a config file as `serve` would (policies, programs, tokens, TLS files)
+    /// without opening the store or listening.
+    CheckConfig {
+        #[arg(long, env = "PREFLIGHT_CONFIG")]
+        config: PathBuf,
+    },
     /// Check every row of a CSV file (any size) and write it back with verdict, reasons
     /// and normalized contact added.
     Scrub(scrub::ScrubArgs),
@@ -353,6 +359,22 @@ async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let origin = path.display().to_string();
+    let config = Config::load(Some(path))?;
+    let (policies, _, _) = preflight::server::engine_parts(&config, &origin)?;
+    let security = preflight::server::Security::from_config(&config)
+        .with_context(|| format!("config {origin}"))?;
+    println!(
+        "{origin}: ok ({} policies, {} messaging programs, {} API tokens, TLS {})",
+        policies.all().len(),
+        config.programs.len(),
+        config.tokens.len(),
+        if security.tls.is_some() { "on" } else { "off" }
+    );
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Serve(a) => serve(a).await,
@@ -362,5 +384,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Audit(c) => compliance::audit(c).await,
         Command::Privacy(c) => compliance::privacy(c).await,
         Command::Scrub(a) => scrub::scrub(a).await,
+        Command::CheckConfig { config } => check_config(&config),
     }
 }
