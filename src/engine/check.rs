@@ -36,7 +36,7 @@ impl Engine {
     /// One check. A contact that does not parse is a BLOCK, not an error; a missing
     /// channel or an unknown policy is an error.
     pub fn check<'a>(&'a self, req: &CheckRequest<'a>) -> Result<CheckOutcome<'a>> {
-        let out = self.check_one(req);
+        let out = self.check_one(req, self.clock.now_ms(), None);
         let decision = match &out {
             Ok(o) => &o.decision,
             Err(_) => &Decision::blocked(Reason::InvalidRequest, 0),
@@ -45,14 +45,20 @@ impl Engine {
         out
     }
 
-    fn check_one<'a>(&'a self, req: &CheckRequest<'a>) -> Result<CheckOutcome<'a>> {
+    /// `now` is read once per batch; `phone` is the contact already normalized by the
+    /// batch's look-ahead (only for requests without their own default_region).
+    fn check_one<'a>(
+        &'a self,
+        req: &CheckRequest<'a>,
+        now: crate::model::Millis,
+        phone: Option<u64>,
+    ) -> Result<CheckOutcome<'a>> {
         let channel = req.channel.require("channel")?;
         let purpose = req.purpose.or("purpose", Purpose::Marketing)?;
         let direction = req.direction.or("direction", Direction::Outbound)?;
         let policy = self.policies.get(req.policy)?;
         let region = self.region("default_region", req.default_region)?;
         let category = req.category.trim();
-        let now = self.clock.now_ms();
         let input = CheckInput {
             channel,
             purpose,
@@ -60,7 +66,11 @@ impl Engine {
             direction,
             at: req.at.unwrap_or(now),
         };
-        let contact = match crate::normalize::contact(&self.phones, req.contact, region) {
+        let parsed = match phone {
+            Some(p) => Ok(ContactRef::Phone(p)),
+            None => crate::normalize::contact(&self.phones, req.contact, region),
+        };
+        let contact = match parsed {
             Ok(c) => c,
             Err(e) => {
                 return Ok(CheckOutcome {
@@ -112,19 +122,25 @@ impl Engine {
             )));
         }
         let mut out = Vec::with_capacity(reqs.len());
+        let now = self.clock.now_ms();
         let mut phones = [0u64; PREFETCH_WINDOW];
+        let mut normalized = [None; PREFETCH_WINDOW];
         for (w, window) in reqs.chunks(PREFETCH_WINDOW).enumerate() {
             // Start the registry loads of the whole window before deciding any of it.
             let mut n = 0;
-            for r in window.iter().filter(|r| r.default_region.is_empty()) {
-                if let Some(p) = self.phones.normalize_cached(r.contact) {
+            for (j, r) in window.iter().enumerate() {
+                normalized[j] = None;
+                if r.default_region.is_empty()
+                    && let Some(p) = self.phones.normalize_cached(r.contact)
+                {
+                    normalized[j] = Some(p);
                     phones[n] = p;
                     n += 1;
                 }
             }
             self.registries.prefetch(&phones[..n]);
             for (j, r) in window.iter().enumerate() {
-                out.push(match self.check_one(r) {
+                out.push(match self.check_one(r, now, normalized[j]) {
                     Ok(o) => o,
                     Err(e) => CheckOutcome {
                         decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),

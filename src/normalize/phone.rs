@@ -68,12 +68,82 @@ pub struct NanpTable {
 impl Default for NanpTable {
     fn default() -> Self {
         NanpTable {
-            cells: (0..1_000_000).map(|_| AtomicU8::new(UNKNOWN)).collect(),
+            cells: (0..BLOCKS).map(|_| AtomicU8::new(UNKNOWN)).collect(),
         }
     }
 }
 
+const BLOCKS: usize = 1_000_000;
+
+/// Every (area code, exchange) block's state as the phonenumber crate's metadata gives it,
+/// four 2-bit cells a byte, gzipped. Probing the crate costs about 80 us a block, so a
+/// fresh process scrubbing a national list would otherwise spend tens of seconds warming
+/// up. `tests/nanp_table.rs` checks it against the crate and regenerates it.
+const PRECOMPUTED: &[u8] = include_bytes!("nanp_blocks.bin.gz");
+
 impl NanpTable {
+    /// The table with every block known, from the precomputed file.
+    pub fn precomputed() -> NanpTable {
+        use std::io::Read;
+        let mut packed = Vec::with_capacity(BLOCKS / 4);
+        let ok = flate2::read::GzDecoder::new(PRECOMPUTED)
+            .read_to_end(&mut packed)
+            .is_ok()
+            && packed.len() == BLOCKS / 4;
+        let table = NanpTable::default();
+        if ok {
+            for (i, cell) in table.cells.iter().enumerate() {
+                cell.store((packed[i / 4] >> ((i % 4) * 2)) & 3, Ordering::Relaxed);
+            }
+        }
+        // A damaged file leaves every block unknown: slower, never wrong.
+        table
+    }
+
+    /// The state of one block (`prefix` = area code * 1000 + exchange), asked of the crate.
+    pub fn probe_block(prefix: u64) -> u8 {
+        let probes = [0u64, 1234, 5678, 9999].map(|s| slow_nanp_valid(prefix * 10_000 + s));
+        if probes.iter().all(|v| *v) {
+            VALID
+        } else if probes.iter().all(|v| !*v) {
+            INVALID
+        } else {
+            MIXED
+        }
+    }
+
+    /// The remembered state of a block (UNKNOWN = 0, VALID = 1, INVALID = 2, MIXED = 3).
+    pub fn state(&self, prefix: u64) -> u8 {
+        self.cells[prefix as usize].load(Ordering::Relaxed)
+    }
+
+    /// Probes every plausible block (area code and exchange from 200) on `threads`
+    /// threads and packs the result as `precomputed` reads it.
+    pub fn compute_packed(threads: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut states = vec![UNKNOWN; BLOCKS];
+        let chunk = BLOCKS.div_ceil(threads.max(1));
+        std::thread::scope(|s| {
+            for (c, part) in states.chunks_mut(chunk).enumerate() {
+                s.spawn(move || {
+                    for (j, st) in part.iter_mut().enumerate() {
+                        let prefix = (c * chunk + j) as u64;
+                        if ten_is_plausible(prefix * 10_000) {
+                            *st = Self::probe_block(prefix);
+                        }
+                    }
+                });
+            }
+        });
+        let mut packed = vec![0u8; BLOCKS / 4];
+        for (i, st) in states.iter().enumerate() {
+            packed[i / 4] |= st << ((i % 4) * 2);
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&packed).expect("in-memory write");
+        gz.finish().expect("in-memory write")
+    }
+
     /// The remembered answer only; None when the block was never asked or is mixed.
     fn cached(&self, ten: u64) -> Option<bool> {
         match self.cells[(ten / 10_000) as usize].load(Ordering::Relaxed) {
@@ -91,17 +161,9 @@ impl NanpTable {
             INVALID => false,
             MIXED => slow_nanp_valid(ten),
             _ => {
-                let prefix = ten / 10_000;
                 // Probe the block at several subscriber numbers; if they disagree the
                 // metadata looks at subscriber digits for this block and we never cache it.
-                let probes = [0u64, 1234, 5678, 9999].map(|s| slow_nanp_valid(prefix * 10_000 + s));
-                let state = if probes.iter().all(|v| *v) {
-                    VALID
-                } else if probes.iter().all(|v| !*v) {
-                    INVALID
-                } else {
-                    MIXED
-                };
+                let state = Self::probe_block(ten / 10_000);
                 cell.store(state, Ordering::Relaxed);
                 if state == MIXED {
                     slow_nanp_valid(ten)
@@ -129,7 +191,7 @@ impl PhoneNormalizer {
     pub fn new(default_region: Region) -> Self {
         PhoneNormalizer {
             default_region,
-            nanp: NanpTable::default(),
+            nanp: NanpTable::precomputed(),
         }
     }
 
@@ -362,7 +424,10 @@ mod tests {
 
     #[test]
     fn cached_lookups_never_ask_the_crate() {
-        let p = PhoneNormalizer::new(Region::us());
+        let p = PhoneNormalizer {
+            default_region: Region::us(),
+            nanp: NanpTable::default(),
+        };
         assert_eq!(
             p.normalize_cached("+12025550143"),
             None,
@@ -375,6 +440,12 @@ mod tests {
             "same block, now cached"
         );
         assert_eq!(p.normalize_cached("jo@example.com"), None);
+        let warm = PhoneNormalizer::new(Region::us());
+        assert_eq!(
+            warm.normalize_cached("+12025550143"),
+            Some(12025550143),
+            "the precomputed table knows every block"
+        );
         assert_eq!(p.normalize_cached("+44 20 7946 0958"), None);
     }
 
