@@ -7,31 +7,22 @@
 //!     cargo bench --bench loadgen                                  # N = 1,000,000, 10 s a phase
 //!     PREFLIGHT_LOADGEN_NUMBERS=258000000 PREFLIGHT_LOADGEN_SECS=20 cargo bench --bench loadgen
 //!
+//! Knobs: PREFLIGHT_LOADGEN_CONCURRENCY (16), PREFLIGHT_LOADGEN_THREADS (the generator's
+//! workers, 2), PREFLIGHT_SERVER_THREADS (the service's, default one per core),
+//! PREFLIGHT_LOADGEN_ONLY (pipe, get, unary, batch or stream: one phase, for profiling).
 //! Needs `redis-server` on PATH (scripts/test.sh installs it from Debian's packages).
 use preflight::proto as pb;
 use preflight::registry::generate::Generator;
 use redis::AsyncCommands;
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "procs.rs"]
+mod procs;
+use procs::{Proc, free_port};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -209,21 +200,12 @@ fn main() {
     let redis_load = t.elapsed();
 
     // preflight, as its own process on the embedded store, with the same list imported.
-    let gport = free_port();
-    let _server = Proc(
-        Command::new(bin)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{gport}"),
-                "--http-listen",
-                "",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, gport) = procs::start_preflight(
+        &dir.path().join("data"),
+        &[(
+            "PREFLIGHT_WORKER_THREADS",
+            std::env::var("PREFLIGHT_SERVER_THREADS").unwrap_or_default(),
+        )],
     );
     let url = format!("http://127.0.0.1:{gport}");
     let channel = rt.block_on(async {

@@ -5,24 +5,11 @@
 //!     cargo bench --bench scrub_load
 //!     PREFLIGHT_SCRUB_ROWS=1000000 cargo bench --bench scrub_load
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "procs.rs"]
+mod procs;
 
 /// The i-th lead's number: NANP area codes the generator also uses, so some are on the list.
 fn phone(i: u64) -> String {
@@ -76,28 +63,8 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let port = free_port();
-    let _server = Proc(
-        Command::new(bin)
-            .args(["serve", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--http-listen",
-                "",
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_server, port) = procs::start_preflight(&dir.path().join("data"), &[]);
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "preflight did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // A FEDERAL list and some consents, so decisions are a realistic mix.
     let registry = dir.path().join("federal.txt");
     let ok = |o: std::process::Output| assert!(o.status.success(), "{o:?}");

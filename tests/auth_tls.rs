@@ -256,6 +256,29 @@ async fn tokens_roles_and_tls_on_both_listeners() {
     let plain = ureq::get(&format!("http://127.0.0.1:{}/healthz", srv.http_port)).call();
     assert!(plain.is_err(), "plain HTTP answered on a TLS listener");
 
+    // The CLI over TLS with a CA file, with and without its token.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let cli = |token: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_preflight"));
+        c.args(["check", "2025550142", "--channel", "sms"])
+            .args(["--server", &format!("https://localhost:{}", srv.port)])
+            .arg("--ca-cert")
+            .arg(&ca)
+            .env_remove("PREFLIGHT_TOKEN");
+        if let Some(t) = token {
+            c.args(["--token", t]);
+        }
+        c.output().unwrap()
+    };
+    let o = cli(Some(CHECK_TOKEN));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The STOP webhook above opted the number out.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CONSENT_WITHDRAWN"));
+    let o = cli(None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Unauthenticated"));
+
     srv.stop();
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("call refused"), "refusals are logged:\n{log}");

@@ -4,12 +4,19 @@ mod common;
 
 use common::*;
 use preflight::proto as pb;
+use std::path::Path;
 use std::process::Command;
 
-fn scrub(args: &[&str]) -> std::process::Output {
+/// `preflight scrub --in input --out out --channel voice --server url` and `extra`.
+fn scrub(input: &Path, out: &Path, url: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_preflight"))
         .arg("scrub")
-        .args(args)
+        .arg("--in")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(["--channel", "voice", "--server", url])
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -50,20 +57,12 @@ async fn scrub_keeps_columns_adds_verdicts_and_fails_without_output() {
     std::fs::write(&input, &csv).unwrap();
     let out = dir.path().join("scrubbed.csv");
     let url = srv.url();
-    let o = scrub(&[
-        "--in",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--channel",
-        "voice",
-        "--purpose",
-        "marketing",
-        "--batch",
-        "4",
-        "--server",
+    let o = scrub(
+        &input,
+        &out,
         &url,
-    ]);
+        &["--purpose", "marketing", "--batch", "4"],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("scrubbed 42 rows"), "{err}");
@@ -119,18 +118,7 @@ async fn scrub_keeps_columns_adds_verdicts_and_fails_without_output() {
 
     // A column that is not there: refused, naming it and the headers.
     let bad = dir.path().join("bad.csv");
-    let o = scrub(&[
-        "--in",
-        input.to_str().unwrap(),
-        "--out",
-        bad.to_str().unwrap(),
-        "--channel",
-        "voice",
-        "--column",
-        "mobile",
-        "--server",
-        &url,
-    ]);
+    let o = scrub(&input, &bad, &url, &["--column", "mobile"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
@@ -142,16 +130,7 @@ async fn scrub_keeps_columns_adds_verdicts_and_fails_without_output() {
     // A ragged row stops the scrub with its line number, and no output file is left.
     let ragged = dir.path().join("ragged.csv");
     std::fs::write(&ragged, "phone,name\n2025550101,a\n2025550102\n").unwrap();
-    let o = scrub(&[
-        "--in",
-        ragged.to_str().unwrap(),
-        "--out",
-        bad.to_str().unwrap(),
-        "--channel",
-        "voice",
-        "--server",
-        &url,
-    ]);
+    let o = scrub(&ragged, &bad, &url, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("line 3"), "{err}");
@@ -159,16 +138,7 @@ async fn scrub_keeps_columns_adds_verdicts_and_fails_without_output() {
 
     // The service going away: an error, and still no output that looks complete.
     srv.stop();
-    let o = scrub(&[
-        "--in",
-        input.to_str().unwrap(),
-        "--out",
-        bad.to_str().unwrap(),
-        "--channel",
-        "voice",
-        "--server",
-        &url,
-    ]);
+    let o = scrub(&input, &bad, &url, &[]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach preflight"));
     assert!(!bad.exists());

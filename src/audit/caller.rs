@@ -43,6 +43,22 @@ impl Caller {
         }
     }
 
+    /// `identify`, plus the request metadata every transport records.
+    pub fn from_request(
+        principal: Option<&crate::auth::Principal>,
+        claimed: &str,
+        transport: &str,
+        peer: &str,
+        user_agent: &str,
+        request_id: &str,
+    ) -> Caller {
+        Self::identify(principal, claimed, transport, peer)
+            .with("transport", transport)
+            .with("peer", peer)
+            .with("user_agent", user_agent)
+            .with("request_id", request_id)
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Caller {
         let v: String = value.into();
         if !v.is_empty() {

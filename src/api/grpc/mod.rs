@@ -29,10 +29,12 @@ pub fn caller<T>(req: &tonic::Request<T>) -> crate::audit::Caller {
             .unwrap_or_default()
     };
     let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-    let principal = req.extensions().get::<crate::auth::Principal>();
-    crate::audit::Caller::identify(principal, &get("x-actor"), "grpc", &peer)
-        .with("transport", "grpc")
-        .with("peer", peer)
-        .with("user_agent", get("user-agent"))
-        .with("request_id", get("x-request-id"))
+    crate::audit::Caller::from_request(
+        req.extensions().get::<crate::auth::Principal>(),
+        &get("x-actor"),
+        "grpc",
+        &peer,
+        &get("user-agent"),
+        &get("x-request-id"),
+    )
 }

@@ -70,7 +70,7 @@ fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Api
 
 fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
     let raw = raw.unwrap_or_default();
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(&raw));
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -80,10 +80,6 @@ fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
         };
         Error::invalid(field, e.into_inner().to_string()).into()
     })
-}
-
-fn form_urlencoded_parse(raw: &str) -> form_urlencoded::Parse<'_> {
-    form_urlencoded::parse(raw.as_bytes())
 }
 
 fn caller(ext: &Extensions, headers: &HeaderMap) -> Caller {

@@ -1,0 +1,51 @@
+//! Shared by the benches that run real processes: the `preflight` service on a free port,
+//! killed when dropped.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `preflight serve` on a fresh data directory and a free port (no HTTP listener), with
+/// `envs`; returns once the gRPC port accepts connections.
+pub fn start_preflight(data_dir: &std::path::Path, envs: &[(&str, String)]) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--http-listen",
+            "",
+        ])
+        .env("RUST_LOG", "error")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start preflight");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "preflight did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (proc, port)
+}
