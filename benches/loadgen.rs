@@ -339,15 +339,17 @@ fn main() {
             })
             .await
         };
-        // CheckStream: two streams, each keeping 8 batches in flight.
-        let streams = if run("stream") { 2usize } else { 0 };
+        // CheckStream with as many batches in flight as Redis had pipelines: up to two
+        // streams sharing `concurrency` between them.
+        let streams = if run("stream") { concurrency.min(2) } else { 0 };
+        let per_stream = (concurrency / streams.max(1)).max(1);
         let stop_at = Instant::now() + Duration::from_secs_f64(secs);
         let started = Instant::now();
         let tasks: Vec<_> = (0..streams)
             .map(|s| {
                 let (mut cl, q) = (client.clone(), queries.clone());
                 tokio::spawn(async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<pb::CheckBatchRequest>(8);
+                    let (tx, rx) = tokio::sync::mpsc::channel::<pb::CheckBatchRequest>(per_stream);
                     let feeder = tokio::spawn(async move {
                         let mut i = s as u64 * 7_919;
                         while Instant::now() < stop_at {
