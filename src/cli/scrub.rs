@@ -100,7 +100,7 @@ struct Summary {
     rows: u64,
     allow: u64,
     block: u64,
-    reasons: BTreeMap<String, u64>,
+    reasons: BTreeMap<&'static str, u64>,
 }
 
 fn reason_name(r: i32) -> &'static str {
@@ -283,7 +283,7 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
                     }
                     let name = reason_name(*code);
                     reasons.push_str(name);
-                    *s.reasons.entry(name.to_string()).or_default() += 1;
+                    *s.reasons.entry(name).or_default() += 1;
                 }
                 let verdict: &[u8] = if allowed { b"ALLOW" } else { b"BLOCK" };
                 let added = [verdict, reasons.as_bytes(), r.normalized_contact.as_bytes()];

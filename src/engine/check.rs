@@ -1,6 +1,6 @@
 //! Pre-flight checks, one at a time and in batches.
-use super::{Arg, Engine, MAX_BATCH};
-use crate::error::{Error, Result};
+use super::{Arg, Engine};
+use crate::error::Result;
 use crate::model::{Channel, ContactRef, Direction, Millis, Purpose, Reason};
 use crate::policy::{CheckInput, Decision, evaluate};
 use crate::registry::{MAX_HITS, PREFETCH_WINDOW, RegistryHit};
@@ -115,12 +115,7 @@ impl Engine {
         reqs: &[CheckRequest<'a>],
         positions: Option<&[usize]>,
     ) -> Result<Vec<CheckOutcome<'a>>> {
-        if reqs.len() > MAX_BATCH {
-            return Err(Error::ResourceExhausted(format!(
-                "checks: {} items, at most {MAX_BATCH} per call",
-                reqs.len()
-            )));
-        }
+        super::check_batch_len("checks", reqs.len())?;
         let mut out = Vec::with_capacity(reqs.len());
         let now = self.clock.now_ms();
         let mut phones = [0u64; PREFETCH_WINDOW];

@@ -1,6 +1,6 @@
 //! Company and registry DNC entries: bulk add with a result per entry, soft removal, lookup.
 use super::consent::text;
-use super::{Arg, Engine, MAX_BATCH};
+use super::{Arg, Engine};
 use crate::error::{Error, Result};
 use crate::index::DncView;
 use crate::model::{
@@ -130,12 +130,7 @@ fn resolve(plan: Vec<Planned>, n_events: u64, first_seq: u64, index_seq: u64) ->
 }
 
 fn check_size(n: usize) -> Result<()> {
-    if n > MAX_BATCH {
-        return Err(Error::ResourceExhausted(format!(
-            "entries: {n} items, at most {MAX_BATCH} per call"
-        )));
-    }
-    Ok(())
+    super::check_batch_len("entries", n)
 }
 
 fn list_name(t: DncType, list: &str) -> Result<Option<String>> {

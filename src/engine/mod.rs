@@ -43,6 +43,16 @@ use std::sync::Arc;
 /// Most items one batch call takes (checks, DNC entries).
 pub const MAX_BATCH: usize = 10_000;
 
+/// Refuses a call carrying more than MAX_BATCH items in `field`.
+pub fn check_batch_len(field: &str, n: usize) -> crate::error::Result<()> {
+    if n > MAX_BATCH {
+        return Err(crate::error::Error::ResourceExhausted(format!(
+            "{field}: {n} items, at most {MAX_BATCH} per call"
+        )));
+    }
+    Ok(())
+}
+
 /// The validated set of named policies.
 #[derive(Debug, Clone)]
 pub struct Policies {

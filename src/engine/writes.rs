@@ -26,84 +26,70 @@ impl Engine {
         R: Serialize + DeserializeOwned,
         Q: Serialize,
     {
-        let out = self
-            .commit_inner(namespace, idempotency_key, request, events, caller, build)
-            .await;
-        if let Err(e) = &out {
-            crate::telemetry::write_error(namespace, e.kind());
-        }
-        out
-    }
-
-    async fn commit_inner<R, Q>(
-        &self,
-        namespace: &str,
-        idempotency_key: &str,
-        request: &Q,
-        events: Vec<Event>,
-        caller: &Caller,
-        build: impl FnOnce(u64) -> R + Send + 'static,
-    ) -> Result<(R, bool)>
-    where
-        R: Serialize + DeserializeOwned,
-        Q: Serialize,
-    {
-        let key = idempotency_key.trim();
-        if key.len() > MAX_KEY_LEN {
-            return Err(Error::invalid(
-                "idempotency_key",
-                format!("{} characters, at most {MAX_KEY_LEN}", key.len()),
-            ));
-        }
-        let audit = self.audit_drafts(&events, caller);
-        if key.is_empty() {
-            return match self
+        let out = async {
+            let key = idempotency_key.trim();
+            if key.len() > MAX_KEY_LEN {
+                return Err(Error::invalid(
+                    "idempotency_key",
+                    format!("{} characters, at most {MAX_KEY_LEN}", key.len()),
+                ));
+            }
+            let audit = self.audit_drafts(&events, caller);
+            if key.is_empty() {
+                return match self
+                    .store
+                    .append(Append {
+                        events,
+                        idempotency: None,
+                        audit,
+                    })
+                    .await?
+                {
+                    AppendOutcome::Committed { first_seq, .. } => Ok((build(first_seq), false)),
+                    AppendOutcome::Replayed { .. } => {
+                        Err(Error::Internal("replay without a key".into()))
+                    }
+                };
+            }
+            let fingerprint: [u8; 32] = Sha256::digest(
+                serde_json::to_vec(request).map_err(|e| Error::Internal(e.to_string()))?,
+            )
+            .into();
+            let claim = IdempotencyClaim {
+                key: format!("{namespace}:{key}"),
+                fingerprint,
+                respond: Box::new(move |first_seq| {
+                    serde_json::to_vec(&build(first_seq)).unwrap_or_default()
+                }),
+            };
+            let decode = |bytes: &[u8]| {
+                serde_json::from_slice::<R>(bytes).map_err(|e| {
+                    Error::Internal(format!("stored idempotent answer unreadable: {e}"))
+                })
+            };
+            match self
                 .store
                 .append(Append {
                     events,
-                    idempotency: None,
+                    idempotency: Some(claim),
                     audit,
                 })
                 .await?
             {
-                AppendOutcome::Committed { first_seq, .. } => Ok((build(first_seq), false)),
-                AppendOutcome::Replayed { .. } => {
-                    Err(Error::Internal("replay without a key".into()))
-                }
-            };
+                AppendOutcome::Committed {
+                    response: Some(bytes),
+                    ..
+                } => Ok((decode(&bytes)?, false)),
+                AppendOutcome::Committed { response: None, .. } => Err(Error::Internal(
+                    "store kept no answer for an idempotent write".into(),
+                )),
+                AppendOutcome::Replayed { response } => Ok((decode(&response)?, true)),
+            }
         }
-        let fingerprint: [u8; 32] = Sha256::digest(
-            serde_json::to_vec(request).map_err(|e| Error::Internal(e.to_string()))?,
-        )
-        .into();
-        let claim = IdempotencyClaim {
-            key: format!("{namespace}:{key}"),
-            fingerprint,
-            respond: Box::new(move |first_seq| {
-                serde_json::to_vec(&build(first_seq)).unwrap_or_default()
-            }),
-        };
-        let decode = |bytes: &[u8]| {
-            serde_json::from_slice::<R>(bytes)
-                .map_err(|e| Error::Internal(format!("stored idempotent answer unreadable: {e}")))
-        };
-        match self
-            .store
-            .append(Append {
-                events,
-                idempotency: Some(claim),
-                audit,
-            })
-            .await?
-        {
-            AppendOutcome::Committed {
-                response: Some(bytes),
-                ..
-            } => Ok((decode(&bytes)?, false)),
-            AppendOutcome::Committed { response: None, .. } => Err(Error::Internal(
-                "store kept no answer for an idempotent write".into(),
-            )),
-            AppendOutcome::Replayed { response } => Ok((decode(&response)?, true)),
+        .await;
+        if let Err(e) = &out {
+            crate::telemetry::write_error(namespace, e.kind());
         }
+        out
     }
 }

@@ -21,6 +21,30 @@ pub fn to_status(e: Error) -> Status {
     Status::new(code(&e), e.to_string())
 }
 
+/// The code's canonical name (`INVALID_ARGUMENT`), for metric labels and REST error bodies.
+pub fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// The HTTP status for a gRPC code, as grpc-gateway maps them.
 pub fn http_status(code: Code) -> u16 {
     match code {
@@ -57,6 +81,8 @@ mod tests {
             (Error::Aborted("x".into()), Code::Aborted, 409),
             (Error::Internal("x".into()), Code::Internal, 500),
         ];
+        assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
         for (e, c, h) in cases {
             assert_eq!(code(&e), c);
             assert_eq!(http_status(code(&e)), h);

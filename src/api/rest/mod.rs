@@ -66,21 +66,9 @@ pub fn error_response(code: tonic::Code, message: &str) -> Response {
     let http = StatusCode::from_u16(crate::api::grpc::status::http_status(code))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({
-        "error": { "code": code_name(code), "message": message }
+        "error": { "code": crate::api::grpc::status::code_name(code), "message": message }
     });
     (http, axum::Json(body)).into_response()
-}
-
-fn code_name(code: tonic::Code) -> String {
-    format!("{code:?}")
-        .chars()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
-            sep.into_iter()
-                .chain(std::iter::once(c.to_ascii_uppercase()))
-        })
-        .collect()
 }
 
 /// Every request: credentials against the route's role, then a latency observation.
@@ -222,12 +210,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_codes_read_like_grpc_names() {
-        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
-        assert_eq!(code_name(tonic::Code::Unauthenticated), "UNAUTHENTICATED");
-    }
 
     #[test]
     fn openapi_document_lists_every_route() {
