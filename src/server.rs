@@ -114,6 +114,9 @@ pub fn engine_parts(
         .map_err(invalid)?;
     let region = Region::parse(&config.default_region)
         .map_err(|e| invalid(format!("default_region: {e}")))?;
+    if let Some(r) = &config.redis {
+        r.options(config.idempotency_hours).map_err(invalid)?;
+    }
     let settings = EngineSettings {
         archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
         max_reject_fraction: config.registry_max_reject_fraction,
@@ -121,6 +124,59 @@ pub fn engine_parts(
         export_dir: config.export_dir(),
     };
     Ok((policies, region, settings))
+}
+
+/// The engine on the store the config names: Redis when `redis` is set, else embedded.
+pub fn open(config: &Config, origin: &str, clock: SharedClock) -> Result<Arc<Engine>, StartError> {
+    match &config.redis {
+        Some(_) => open_redis(config, origin, clock),
+        None => open_embedded(config, origin, clock),
+    }
+}
+
+fn privacy_tokenizer(config: &Config) -> Result<Tokenizer, StartError> {
+    let key_file = config.key_file();
+    Ok(Tokenizer::load_or_create(&key_file)
+        .map_err(|e| StoreError::Unavailable(format!("privacy key {}: {e}", key_file.display())))?)
+}
+
+/// Starts a replica on the shared Redis store. It returns at once; the index loads in the
+/// background and the replica reports NOT_SERVING (and blocks checks) until it has.
+/// Every replica must use the same privacy key file (a mounted Secret).
+pub fn open_redis(
+    config: &Config,
+    origin: &str,
+    clock: SharedClock,
+) -> Result<Arc<Engine>, StartError> {
+    let (policies, region, settings) = engine_parts(config, origin)?;
+    let redis = config.redis.as_ref().ok_or_else(|| ConfigError::Invalid {
+        origin: origin.into(),
+        message: "redis is not configured".into(),
+    })?;
+    let opts = redis
+        .options(config.idempotency_hours)
+        .map_err(|message| ConfigError::Invalid {
+            origin: origin.into(),
+            message,
+        })?;
+    let projection = Projection::new(privacy_tokenizer(config)?);
+    let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
+    tracing::info!(url = %crate::store::redis::conn::masked_url(&opts.url), prefix = %opts.prefix, "using the redis store; loading in the background");
+    let store = crate::store::redis::RedisStore::start(
+        opts,
+        projection.clone(),
+        registries.clone(),
+        clock.clone(),
+    )?;
+    Ok(Arc::new(Engine::new(
+        &projection,
+        registries,
+        Arc::new(store),
+        policies,
+        clock,
+        region,
+        settings,
+    )))
 }
 
 /// Opens the embedded store in `config.data_dir`, rebuilds the index from it, and
@@ -132,10 +188,7 @@ pub fn open_embedded(
 ) -> Result<Arc<Engine>, StartError> {
     let (policies, region, settings) = engine_parts(config, origin)?;
     let db = EmbeddedStore::open(&config.data_dir)?;
-    let key_file = config.key_file();
-    let tokenizer = Tokenizer::load_or_create(&key_file)
-        .map_err(|e| StoreError::Unavailable(format!("privacy key {}: {e}", key_file.display())))?;
-    let projection = Projection::new(tokenizer);
+    let projection = Projection::new(privacy_tokenizer(config)?);
     let index = projection.index.clone();
     loop {
         let events = read_events_from(&db, index.seq(), 50_000)?;
@@ -180,11 +233,30 @@ pub fn open_embedded(
 /// What a started service does besides answering: records the policies it enforces, picks
 /// up unfinished privacy requests, and keeps the overdue-request gauge current.
 pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
-    engine
-        .audit_policy_load(&Caller::system("startup"))
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot audit the policy load: {e}")))?;
-    engine.resume_requests();
+    if engine.index().ready() {
+        engine
+            .audit_policy_load(&Caller::system("startup"))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot audit the policy load: {e}")))?;
+        engine.resume_requests();
+    } else {
+        // A replica of a shared store: once loaded, with Redis reachable.
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                if e.index().ready() {
+                    match e.audit_policy_load(&Caller::system("startup")).await {
+                        Ok(()) => break,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot audit the policy load yet; retrying")
+                        }
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            e.resume_requests();
+        });
+    }
     let e = engine.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -234,21 +306,38 @@ pub async fn serve_grpc(
     use proto::privacy_service_server::PrivacyServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DecisionServiceServer<DecisionApi>>()
-        .await;
-    health
-        .set_serving::<ConsentServiceServer<ConsentApi>>()
-        .await;
-    health.set_serving::<DncServiceServer<DncApi>>().await;
-    health.set_serving::<EventServiceServer<EventApi>>().await;
-    health.set_serving::<AuditServiceServer<AuditApi>>().await;
-    health
-        .set_serving::<PrivacyServiceServer<PrivacyApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    use tonic::server::NamedService;
+    let services = [
+        "",
+        <DecisionServiceServer<DecisionApi> as NamedService>::NAME,
+        <ConsentServiceServer<ConsentApi> as NamedService>::NAME,
+        <DncServiceServer<DncApi> as NamedService>::NAME,
+        <EventServiceServer<EventApi> as NamedService>::NAME,
+        <AuditServiceServer<AuditApi> as NamedService>::NAME,
+        <PrivacyServiceServer<PrivacyApi> as NamedService>::NAME,
+    ];
+    // Health follows the index: NOT_SERVING until a replica's first full load,
+    // and again if it finds it can no longer trust its state.
+    let index = engine.index().clone();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ready = index.ready();
+            if last != Some(ready) {
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for name in services {
+                    reporter.set_service_status(name, status).await;
+                }
+                last = Some(ready);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

@@ -167,6 +167,12 @@ pub fn write_error(op: &'static str, code: &'static str) {
     metrics::counter!("preflight_write_errors_total", "op" => op, "code" => code).increment(1);
 }
 
+/// A replica's trouble staying in step with a shared store (by kind: connect, gap, reload,
+/// store_reset, snapshot, registry...).
+pub fn sync_error(kind: &'static str) {
+    metrics::counter!("preflight_sync_errors_total", "kind" => kind).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,77 @@ pub fn chain_hash(record: &AuditRecord) -> String {
     hex::encode(h.finalize())
 }
 
+/// Where the next audit record goes in the chain: its seq and the hash it links to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub next: u64,
+    pub prev: String,
+}
+
+impl ChainHead {
+    pub fn genesis() -> ChainHead {
+        ChainHead {
+            next: 1,
+            prev: GENESIS.to_string(),
+        }
+    }
+}
+
+/// A record ready to store: its JSON, its personal part and the erased subjects it names.
+pub struct Sealed {
+    pub seq: u64,
+    pub json: Vec<u8>,
+    pub personal: Option<Vec<u8>>,
+    pub tokens: Vec<crate::model::Token>,
+    pub hash: String,
+}
+
+/// Gives `drafts` their seqs and time and chains them after `head`, which moves past them.
+/// `first_seq` is the seq of the first event of the append the drafts describe.
+pub fn seal(
+    head: &mut ChainHead,
+    drafts: Vec<AuditDraft>,
+    first_seq: u64,
+    now: Millis,
+) -> Vec<Sealed> {
+    let mut out = Vec::with_capacity(drafts.len());
+    for d in drafts {
+        let seq = head.next;
+        let mut record = AuditRecord {
+            seq,
+            time: now,
+            actor: d.actor,
+            kind: d.kind,
+            event_seq: d.event.map(|i| first_seq + i as u64),
+            subjects: d.subjects,
+            summary: d.summary,
+            metadata: d.metadata,
+            personal_sha256: d.personal.as_deref().map(personal_digest),
+            prev_hash: std::mem::take(&mut head.prev),
+            hash: String::new(),
+        };
+        record.hash = chain_hash(&record);
+        let tokens = record
+            .subjects
+            .iter()
+            .filter_map(|s| match crate::model::ContactKey::from_canonical(s) {
+                Some(crate::model::ContactKey::Erased(t)) => Some(t),
+                _ => None,
+            })
+            .collect();
+        head.prev = record.hash.clone();
+        head.next = seq + 1;
+        out.push(Sealed {
+            seq,
+            json: serde_json::to_vec(&record).expect("audit records serialize"),
+            personal: d.personal,
+            tokens,
+            hash: record.hash,
+        });
+    }
+    out
+}
+
 pub fn personal_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

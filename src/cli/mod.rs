@@ -65,6 +65,10 @@ struct ServeArgs {
     /// REST/JSON, /metrics and HTTP probe listen address ("" turns it off).
     #[arg(long)]
     http_listen: Option<String>,
+    /// Use Redis as the shared store (many replicas) instead of the embedded one:
+    /// redis://[user:password@]host:port[/db]. Also PREFLIGHT_REDIS_URL.
+    #[arg(long)]
+    redis: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PREFLIGHT_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -298,6 +302,12 @@ async fn serve(a: ServeArgs) -> Result<()> {
     if let Some(l) = a.http_listen {
         config.http_listen = l;
     }
+    if let Some(url) = a.redis {
+        match &mut config.redis {
+            Some(r) => r.url = url,
+            None => config.redis = Some(preflight::config::RedisConfig::with_url(&url)),
+        }
+    }
     // Before the engine, so its counters register with the recorder.
     let metrics = preflight::telemetry::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let security = preflight::server::Security::from_config(&config)
@@ -307,8 +317,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
             "no API tokens configured: every caller may check, write and administer (see README, Tokens)"
         );
     }
-    let engine = preflight::server::open_embedded(&config, &origin, Arc::new(SystemClock))
-        .with_context(|| {
+    let engine =
+        preflight::server::open(&config, &origin, Arc::new(SystemClock)).with_context(|| {
             format!(
                 "cannot start with data directory {}",
                 config.data_dir.display()

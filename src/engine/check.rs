@@ -84,7 +84,12 @@ impl Engine {
                 });
             }
         };
-        let age = self.index.age_ms(now);
+        // Before a replica's first full load its index may be missing anything: never allow.
+        let age = if self.index.ready() {
+            self.index.age_ms(now)
+        } else {
+            Millis::MAX
+        };
         let mut hits = [RegistryHit::EMPTY; MAX_HITS];
         let n = match contact {
             ContactRef::Phone(p) => self.registries.hits(p, &mut hits),

@@ -136,7 +136,7 @@ impl Engine {
                 move |seq| ConsentOutcome {
                     consent_id: consent_id(seq),
                     seq,
-                    normalized_contact: normalized,
+                    normalized_contact: normalized.clone(),
                     duplicate: false,
                 },
             )

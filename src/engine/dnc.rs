@@ -81,6 +81,7 @@ enum Ref {
     New(u64),
 }
 
+#[derive(Clone)]
 struct Planned {
     status: EntryStatus,
     refs: Vec<Ref>,
@@ -366,7 +367,7 @@ impl Engine {
                 req,
                 events,
                 caller,
-                move |first| resolve(plan, n, first, index_seq),
+                move |first| resolve(plan.clone(), n, first, index_seq),
             )
             .await?;
         out.duplicate = duplicate;

@@ -96,8 +96,8 @@ impl Engine {
                 events,
                 caller,
                 move |first| LinkOutcome {
-                    external_id,
-                    contacts,
+                    external_id: external_id.clone(),
+                    contacts: contacts.clone(),
                     seq: first + n - 1,
                     duplicate: false,
                 },

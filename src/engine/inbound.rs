@@ -114,15 +114,15 @@ impl Engine {
             .commit("inbound", &key, &req, events, caller, move |first| {
                 InboundOutcome {
                     action,
-                    reply_text: reply,
-                    matched_keyword: keyword,
+                    reply_text: reply.clone(),
+                    matched_keyword: keyword.clone(),
                     seq: first + n - 1,
                     consent_id: if wrote_consent {
                         consent_id(first)
                     } else {
                         String::new()
                     },
-                    normalized_contact: normalized,
+                    normalized_contact: normalized.clone(),
                     duplicate: false,
                 }
             })

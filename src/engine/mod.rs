@@ -192,6 +192,11 @@ impl Engine {
         Ok(self.store.read_events(after, limit)?)
     }
 
+    /// The store and how it is doing (kind, and for a shared store its connection).
+    pub fn store_description(&self) -> serde_json::Value {
+        self.store.describe()
+    }
+
     pub fn policies(&self) -> &Policies {
         &self.policies
     }

@@ -38,6 +38,10 @@ impl Engine {
         .await
         .map_err(|e| Error::Internal(format!("import task: {e}")))?
         .map_err(Error::from)?;
+        // Other replicas of a shared store take the version from there.
+        if let Some(set) = self.registries.get(&report.info.name) {
+            self.store.publish_registry(set).await?;
+        }
         // The version is already on disk and serving; the audit record says so, and a
         // failure to write it is reported, not hidden.
         self.audit_only(vec![AuditDraft {

@@ -20,7 +20,7 @@ impl Engine {
         request: &Q,
         events: Vec<Event>,
         caller: &Caller,
-        build: impl FnOnce(u64) -> R + Send + 'static,
+        build: impl Fn(u64) -> R + Send + Sync + 'static,
     ) -> Result<(R, bool)>
     where
         R: Serialize + DeserializeOwned,

@@ -56,6 +56,8 @@ pub struct Index {
     heard_at: AtomicI64,
     /// True when this process is the store's only writer, so the index cannot lag it.
     authoritative: AtomicBool,
+    /// Set once a replica has finished its first full load from a shared store.
+    loaded: AtomicBool,
     changes: broadcast::Sender<Arc<StoredEvent>>,
 }
 
@@ -74,6 +76,7 @@ impl Default for Index {
             seq: AtomicU64::new(0),
             heard_at: AtomicI64::new(0),
             authoritative: AtomicBool::new(false),
+            loaded: AtomicBool::new(false),
             changes: broadcast::channel(WATCH_BUFFER).0,
         }
     }
@@ -129,9 +132,15 @@ impl Index {
     }
 
     /// Whether the index holds a full load: it is the store's own (embedded) or it has
-    /// heard from its store at least once.
+    /// finished loading from a shared store.
     pub fn ready(&self) -> bool {
-        self.authoritative.load(Ordering::Acquire) || self.heard_at.load(Ordering::Acquire) > 0
+        self.authoritative.load(Ordering::Acquire) || self.loaded.load(Ordering::Acquire)
+    }
+
+    /// A replica's first full load is done (or, with `false`, its state can no longer be
+    /// trusted until it reloads).
+    pub fn set_loaded(&self, yes: bool) {
+        self.loaded.store(yes, Ordering::Release);
     }
 
     pub fn set_authoritative(&self, yes: bool) {
@@ -284,7 +293,6 @@ impl Index {
         }
         self.apply_body(ev);
         self.seq.store(ev.seq, Ordering::Release);
-        self.heard_from_store(ev.recorded_at);
         // No receivers is normal; a send never blocks.
         let _ = self.changes.send(Arc::new(ev.clone()));
         Applied::Applied
@@ -313,10 +321,17 @@ impl Index {
                     }),
                 );
                 let fact = ConsentFact::of(ev.seq, c);
+                // A fact already held for this seq (an erasure's history re-applied over a
+                // snapshot that was rewritten already) is not added twice.
+                let add = |f: &mut ContactFacts, fact: ConsentFact| {
+                    if !f.consents.iter().any(|x| x.seq == fact.seq) {
+                        f.consents.push(fact);
+                    }
+                };
                 if let Some(p) = &mirror_to {
-                    self.update_person(p, |f| f.consents.push(fact.clone()));
+                    self.update_person(p, |f| add(f, fact.clone()));
                 }
-                self.update(&c.contact, |f| f.consents.push(fact));
+                self.update(&c.contact, |f| add(f, fact));
             }
             Event::DncAdded(d) => {
                 self.details.insert(
@@ -329,11 +344,16 @@ impl Index {
                     }),
                 );
                 let fact = DncFact::of(ev.seq, d);
+                let add = |f: &mut ContactFacts, fact: DncFact| {
+                    if !f.dnc.iter().any(|x| x.seq == fact.seq) {
+                        f.dnc.push(fact);
+                    }
+                };
                 if let Some(p) = mirror_to {
-                    self.update_person(&p, |f| f.dnc.push(fact.clone()));
+                    self.update_person(&p, |f| add(f, fact.clone()));
                     self.mirrors.insert(ev.seq, p);
                 }
-                self.update(&d.contact, |f| f.dnc.push(fact));
+                self.update(&d.contact, |f| add(f, fact));
             }
             Event::DncRemoved(r) => {
                 // Take what is needed out of one map before locking another: never hold
@@ -482,6 +502,117 @@ impl Index {
                 _ => {}
             }
         }
+    }
+
+    /// The identifiers held in clear whose tokens are in `tokens`: what another replica's
+    /// erasure names, found by hashing every key (erasures are rare; this is O(identifiers)).
+    pub fn contacts_for_tokens(&self, tokens: &[Token]) -> Vec<ContactKey> {
+        let Some(t) = self.tokenizer.get() else {
+            return Vec::new();
+        };
+        let wanted: std::collections::HashSet<&Token> = tokens.iter().collect();
+        let mut out = Vec::new();
+        for e in self.phones.iter() {
+            let k = ContactKey::Phone(*e.key());
+            if wanted.contains(&t.token_of(&k)) {
+                out.push(k);
+            }
+        }
+        for e in self.emails.iter() {
+            let k = ContactKey::Email(e.key().clone());
+            if wanted.contains(&t.token_of(&k)) {
+                out.push(k);
+            }
+        }
+        for e in self.externals.iter() {
+            let k = ContactKey::External(e.key().clone());
+            if wanted.contains(&t.token_of(&k)) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// The consent and DNC events about `contacts` (their own facts), rebuilt from the kept
+    /// records in seq order: what an erasure rewrites in the index.
+    pub fn history_of(&self, contacts: &[ContactKey]) -> Vec<StoredEvent> {
+        let mut seqs = std::collections::BTreeSet::new();
+        for c in contacts {
+            if let Some(g) = self.get(&c.as_ref()) {
+                let f = g.facts();
+                seqs.extend(f.consents.iter().map(|x| x.seq));
+                seqs.extend(f.dnc.iter().map(|x| x.seq));
+            }
+        }
+        let mut out = Vec::new();
+        for seq in seqs {
+            match self.details.get(&seq).map(|d| d.clone()) {
+                Some(Detail::Consent(v)) => out.push(StoredEvent {
+                    seq,
+                    recorded_at: v.recorded_at,
+                    event: Event::ConsentRecorded(v.record),
+                }),
+                Some(Detail::Dnc(v)) => {
+                    out.push(StoredEvent {
+                        seq,
+                        recorded_at: v.added_at,
+                        event: Event::DncAdded(v.entry),
+                    });
+                    if let Some(r) = v.removal {
+                        out.push(StoredEvent {
+                            seq: r.seq,
+                            recorded_at: r.at,
+                            event: Event::DncRemoved(crate::model::DncRemoveEvent {
+                                entry_seq: seq,
+                                actor: r.actor,
+                                reason: r.reason,
+                                retain_until: r.retain_until,
+                            }),
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+        out.sort_by_key(|e| e.seq);
+        out
+    }
+
+    /// A SHA-256 over everything decisions read, in a canonical order: two replicas at the
+    /// same seq with the same digest decide alike.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        fn sorted<K: Ord + Clone + std::hash::Hash + Eq, V: std::fmt::Debug>(
+            m: &FastMap<K, V>,
+        ) -> Vec<(K, String)> {
+            let mut v: Vec<(K, String)> = m
+                .iter()
+                .map(|e| (e.key().clone(), format!("{:?}", e.value())))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        }
+        let mut h = Sha256::new();
+        h.update(self.seq().to_le_bytes());
+        for (k, v) in sorted(&self.phones) {
+            h.update(format!("p{k}={v}\n"));
+        }
+        for (k, v) in sorted(&self.emails) {
+            h.update(format!("e{k}={v}\n"));
+        }
+        for (k, v) in sorted(&self.externals) {
+            h.update(format!("x{k}={v}\n"));
+        }
+        for (k, v) in sorted(&self.erased) {
+            h.update(format!("t{}={v}\n", hex::encode(k)));
+        }
+        for (k, v) in sorted(&self.members) {
+            h.update(format!("m{k}={v}\n"));
+        }
+        for (k, v) in sorted(&self.details) {
+            h.update(format!("d{k}={v}\n"));
+        }
+        hex::encode(h.finalize())
     }
 
     /// A DNC entry by the seq that added it (archived ones too, until purged).

@@ -251,10 +251,11 @@ pub fn evaluate(
         _ => {}
     }
 
-    // Rule 5: staleness.
-    if policy
-        .max_staleness_ms
-        .is_some_and(|max| index_age_ms > max)
+    // Rule 5: staleness. `Millis::MAX` means the index was never loaded: stale under any policy.
+    if index_age_ms == Millis::MAX
+        || policy
+            .max_staleness_ms
+            .is_some_and(|max| index_age_ms > max)
     {
         d.reasons.insert(Reason::IndexStale);
     }

@@ -78,6 +78,10 @@ impl RegistrySet {
     pub fn contains(&self, e164: u64) -> bool {
         self.set.contains(e164)
     }
+    /// The set in its binary snapshot form (what `install` reads back on another replica).
+    pub fn write_set(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        self.set.write_to(w)
+    }
     pub fn heap_bytes(&self) -> usize {
         self.set.heap_bytes()
     }

@@ -3,7 +3,8 @@
 //! Every request waits for the fsync of the transaction that holds it; requests that
 //! arrive while a commit is in flight share the next one.
 use super::{Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Store, StoreError};
-use crate::audit::{AuditRecord, RawAudit, chain_hash};
+use crate::audit::chain::ChainHead;
+use crate::audit::{AuditRecord, RawAudit};
 use crate::clock::SharedClock;
 use crate::model::{Millis, StoredEvent, Token};
 use futures::future::BoxFuture;
@@ -324,7 +325,7 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<(Append, Reply)>) {
         let now = self.clock.now_ms();
         let mut next = self.next_seq;
-        let mut chain = Chain {
+        let mut chain = ChainHead {
             next: self.audit_next,
             prev: self.audit_prev.clone(),
         };
@@ -428,7 +429,7 @@ impl Writer {
     fn erase(&mut self, req: Erasure) -> Result<ErasureOutcome, StoreError> {
         let now = self.clock.now_ms();
         let mut next = self.next_seq;
-        let mut chain = Chain {
+        let mut chain = ChainHead {
             next: self.audit_next,
             prev: self.audit_prev.clone(),
         };
@@ -529,12 +530,6 @@ impl Writer {
     }
 }
 
-/// Where the next audit record goes in the chain.
-struct Chain {
-    next: u64,
-    prev: String,
-}
-
 fn write_events(
     events: &mut redb::Table<u64, &[u8]>,
     batch: Vec<crate::model::Event>,
@@ -576,51 +571,25 @@ impl<'t> AuditTables<'t> {
     /// Chains and writes `drafts`; `first_seq` is the seq of the append's first event.
     fn write(
         &mut self,
-        chain: &mut Chain,
+        chain: &mut ChainHead,
         drafts: Vec<crate::audit::AuditDraft>,
         first_seq: u64,
         now: Millis,
     ) -> Result<(), StoreError> {
-        for d in drafts {
-            let seq = chain.next;
-            let mut record = AuditRecord {
-                seq,
-                time: now,
-                actor: d.actor,
-                kind: d.kind,
-                event_seq: d.event.map(|i| first_seq + i as u64),
-                subjects: d.subjects,
-                summary: d.summary,
-                metadata: d.metadata,
-                personal_sha256: d
-                    .personal
-                    .as_deref()
-                    .map(crate::audit::chain::personal_digest),
-                prev_hash: std::mem::take(&mut chain.prev),
-                hash: String::new(),
-            };
-            record.hash = chain_hash(&record);
-            let bytes =
-                serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for rec in crate::audit::chain::seal(chain, drafts, first_seq, now) {
             self.records
-                .insert(seq, bytes.as_slice())
+                .insert(rec.seq, rec.json.as_slice())
                 .map_err(unavailable)?;
-            if let Some(p) = &d.personal {
+            if let Some(p) = &rec.personal {
                 self.personal
-                    .insert(seq, p.as_slice())
+                    .insert(rec.seq, p.as_slice())
                     .map_err(unavailable)?;
             }
-            for subject in &record.subjects {
-                if let Some(crate::model::ContactKey::Erased(t)) =
-                    crate::model::ContactKey::from_canonical(subject)
-                {
-                    self.subjects
-                        .insert((t.as_slice(), seq), ())
-                        .map_err(unavailable)?;
-                }
+            for t in &rec.tokens {
+                self.subjects
+                    .insert((t.as_slice(), rec.seq), ())
+                    .map_err(unavailable)?;
             }
-            chain.prev = record.hash;
-            chain.next = seq + 1;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The source of truth: an append-only change log with gap-free seqs and idempotency records.
 pub mod embedded;
+pub mod redis;
 
 use crate::audit::{AuditDraft, RawAudit};
 use crate::model::{ContactKey, Event, StoredEvent, Token};
@@ -16,7 +17,8 @@ pub enum StoreError {
 }
 
 /// Builds the answer to remember under an idempotency key, given the seq of the first event.
-pub type Responder = Box<dyn FnOnce(u64) -> Vec<u8> + Send>;
+/// A store that retries a commit at another seq calls it again.
+pub type Responder = Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
 
 pub struct IdempotencyClaim {
     pub key: String,
@@ -92,6 +94,18 @@ pub trait Store: Send + Sync + 'static {
     fn audit_seqs_for(&self, token: &Token) -> Result<Vec<u64>, StoreError>;
     /// The audit records at the given seqs (missing ones skipped).
     fn read_audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError>;
+    /// Shares a registry version just installed here with the other replicas (a shared
+    /// store); a single-process store has no one to tell.
+    fn publish_registry(
+        &self,
+        _set: std::sync::Arc<crate::registry::RegistrySet>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// What the store is and how it is doing, for /readyz.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "embedded" })
+    }
     /// The event at `seq`, if held.
     fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         Ok(self

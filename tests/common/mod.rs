@@ -1,6 +1,8 @@
 //! Test harness: runs the real `preflight` binary on a free loopback port and speaks gRPC to it.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use preflight::proto as pb;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

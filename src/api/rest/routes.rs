@@ -28,6 +28,7 @@ pub const PATHS: &[&str] = &[
     "/healthz",
     "/readyz",
     "/openapi.json",
+    "/v1/admin/index",
 ];
 
 pub fn routes() -> Router<RestState> {
@@ -41,6 +42,7 @@ pub fn routes() -> Router<RestState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/v1/admin/index", get(index_state))
 }
 
 /// A JSON body read with the failing field's path in the error (`checks[2].channel: ...`).
@@ -239,6 +241,7 @@ async fn readyz(State(s): State<RestState>) -> Response {
         "status": if ready { "SERVING" } else { "NOT_SERVING" },
         "index_seq": index.seq(),
         "index_age_ms": index.age_ms(s.engine.now()),
+        "store": s.engine.store_description(),
     });
     let code = if ready {
         StatusCode::OK
@@ -246,6 +249,25 @@ async fn readyz(State(s): State<RestState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// The index's seq, size and digest: replicas at one seq with one digest decide alike.
+async fn index_state(State(s): State<RestState>) -> Response {
+    let engine = s.engine.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let index = engine.index();
+        serde_json::json!({
+            "index_seq": index.seq(),
+            "identifiers": index.len(),
+            "digest": index.digest(),
+            "ready": index.ready(),
+            "index_age_ms": index.age_ms(engine.now()),
+            "store": engine.store_description(),
+        })
+    })
+    .await
+    .unwrap_or_default();
+    Json(body).into_response()
 }
 
 async fn openapi() -> Response {

@@ -1,0 +1,462 @@
+//! The write path: one task per replica turns queued appends into one Lua call each round
+//! (group commit), optimistic on the store's seq, audit head and epoch.
+//!
+//! Seqs and audit hashes are computed here, since the chain is SHA-256 and Lua has only
+//! SHA-1; the script commits only if the store is still where this replica last saw it,
+//! else it answers with where the store is and the round is rebuilt. Everything a commit
+//! writes happens inside the one script call, so a failure leaves nothing half-written.
+use super::Shared;
+use super::conn::unavailable;
+use super::log::{LogEntry, Notice};
+use crate::audit::chain::{ChainHead, seal};
+use crate::model::{Event, StoredEvent};
+use crate::store::{Append, AppendOutcome, Erasure, ErasureOutcome, StoreError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+pub type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+pub type EraseReply = oneshot::Sender<Result<ErasureOutcome, StoreError>>;
+
+pub enum Job {
+    Append(Append, Reply),
+    Erase(Erasure, EraseReply),
+}
+
+const MAX_GROUP: usize = 512;
+/// Rounds lost to other writers before a group is failed as unavailable.
+const MAX_ATTEMPTS: usize = 64;
+
+const COMMIT: &str = r#"
+local seq = redis.call('GET', KEYS[1]) or '0'
+local head = redis.call('GET', KEYS[2]) or ''
+local epoch = redis.call('GET', KEYS[3]) or ''
+if epoch ~= ARGV[3] then return {'epoch', epoch} end
+if seq ~= ARGV[1] or head ~= ARGV[2] then return {'retry', seq, head} end
+for i = 9, #ARGV, 4 do
+  if ARGV[i] == 'C' and redis.call('EXISTS', ARGV[i + 1]) == 1 then return {'idem', ARGV[i + 1]} end
+end
+for i = 9, #ARGV, 4 do
+  local op, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if op == 'X' then
+    if c == '' then redis.call('XADD', KEYS[4], a, 'e', b)
+    else redis.call('XADD', KEYS[4], a, 'e', b, 'r', c) end
+  elseif op == 'A' then redis.call('HSET', KEYS[5], a, b)
+  elseif op == 'P' then redis.call('HSET', KEYS[6], a, b)
+  elseif op == 'D' then redis.call('HDEL', KEYS[6], a)
+  elseif op == 'S' then redis.call('ZADD', a, b, b)
+  elseif op == 'I' then redis.call('SET', a, b, 'PX', ARGV[8])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[4])
+redis.call('SET', KEYS[2], ARGV[5])
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+return {'ok'}
+"#;
+
+/// Where the store was when this replica last committed or was told.
+#[derive(Clone)]
+struct Head {
+    seq: u64,
+    audit: ChainHead,
+}
+
+fn head_text(h: &ChainHead) -> String {
+    if h.next == 1 {
+        return String::new();
+    }
+    format!("{} {}", h.next, h.prev)
+}
+
+fn parse_head(seq: &str, audit: &str) -> Result<Head, StoreError> {
+    let bad = || {
+        StoreError::Corrupt(format!(
+            "store head unreadable: seq `{seq}`, audit `{audit}`"
+        ))
+    };
+    let seq: u64 = seq.parse().map_err(|_| bad())?;
+    let audit = if audit.is_empty() {
+        ChainHead::genesis()
+    } else {
+        let (n, h) = audit.split_once(' ').ok_or_else(bad)?;
+        ChainHead {
+            next: n.parse().map_err(|_| bad())?,
+            prev: h.to_string(),
+        }
+    };
+    Ok(Head { seq, audit })
+}
+
+/// One round's script arguments and what it will have written.
+#[derive(Default)]
+struct Round {
+    ops: Vec<[Vec<u8>; 4]>,
+    entries: Vec<LogEntry>,
+}
+
+impl Round {
+    fn op(
+        &mut self,
+        op: &str,
+        a: impl Into<Vec<u8>>,
+        b: impl Into<Vec<u8>>,
+        c: impl Into<Vec<u8>>,
+    ) {
+        self.ops.push([op.into(), a.into(), b.into(), c.into()]);
+    }
+
+    /// Stamps `events` from `head.seq + 1` and seals `drafts` after `head.audit`.
+    fn stage(
+        &mut self,
+        shared: &Shared,
+        head: &mut Head,
+        events: Vec<Event>,
+        drafts: Vec<crate::audit::AuditDraft>,
+        rider: Vec<StoredEvent>,
+        now: i64,
+    ) -> (u64, u64) {
+        let first = head.seq + 1;
+        let n = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            head.seq += 1;
+            let e = StoredEvent {
+                seq: head.seq,
+                recorded_at: now,
+                event,
+            };
+            // The rider rides on the erasure event, the last of its append.
+            let r = if i + 1 == n {
+                rider.clone()
+            } else {
+                Vec::new()
+            };
+            let json = serde_json::to_vec(&e).expect("events serialize");
+            let rj = if r.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&r).expect("events serialize")
+            };
+            self.op("X", format!("{}-0", e.seq), json, rj);
+            self.entries.push(LogEntry { e, r });
+        }
+        for rec in seal(&mut head.audit, drafts, first, now) {
+            let seq = rec.seq.to_string();
+            self.op("A", seq.clone(), rec.json, "");
+            if let Some(p) = rec.personal {
+                self.op("P", seq.clone(), p, "");
+            }
+            for t in &rec.tokens {
+                self.op("S", shared.keys.subject(t), seq.clone(), "");
+            }
+        }
+        (first, head.seq)
+    }
+}
+
+pub struct Committer {
+    shared: Arc<Shared>,
+    head: Option<Head>,
+}
+
+/// What became of one request in a round.
+enum Fate {
+    Done(Result<AppendOutcome, StoreError>),
+    Staged {
+        first: u64,
+        last: u64,
+        response: Option<Vec<u8>>,
+    },
+}
+
+impl Committer {
+    pub fn new(shared: Arc<Shared>) -> Committer {
+        Committer { shared, head: None }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut group = Vec::new();
+            let mut erasure = None;
+            match first {
+                Job::Append(a, r) => group.push((a, r)),
+                Job::Erase(e, r) => erasure = Some((e, r)),
+            }
+            while erasure.is_none() && group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Job::Append(a, r)) => group.push((a, r)),
+                    Ok(Job::Erase(e, r)) => erasure = Some((e, r)),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.append_group(group).await;
+            }
+            if let Some((e, reply)) = erasure {
+                let out = self.erase(e).await;
+                let _ = reply.send(out);
+            }
+        }
+    }
+
+    async fn fetch_head(&self) -> Result<Head, StoreError> {
+        let k = &self.shared.keys;
+        let (seq, audit): (Option<String>, Option<String>) = self
+            .shared
+            .redis
+            .pipe(redis::pipe().get(k.seq()).get(k.head()))
+            .await?;
+        parse_head(
+            seq.as_deref().unwrap_or("0"),
+            audit.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// Runs the script for `round` from `head`; Ok(true) when committed.
+    async fn run_round(
+        &mut self,
+        head: &Head,
+        next: &Head,
+        round: &Round,
+    ) -> Result<bool, StoreError> {
+        let shared = &self.shared;
+        let k = &shared.keys;
+        let epoch = shared.epoch().ok_or_else(|| {
+            StoreError::Unavailable("this replica has not finished loading from Redis".into())
+        })?;
+        let notice = serde_json::to_vec(&Notice {
+            epoch: epoch.clone(),
+            entries: round.entries.clone(),
+        })
+        .expect("notices serialize");
+        let script = redis::Script::new(COMMIT);
+        let mut inv = script.prepare_invoke();
+        inv.key(k.seq())
+            .key(k.head())
+            .key(k.epoch())
+            .key(k.log())
+            .key(k.audit())
+            .key(k.personal())
+            .arg(head.seq.to_string())
+            .arg(head_text(&head.audit))
+            .arg(&epoch)
+            .arg(next.seq.to_string())
+            .arg(head_text(&next.audit))
+            .arg(k.channel())
+            .arg(if round.entries.is_empty() {
+                Vec::new()
+            } else {
+                notice
+            })
+            .arg(shared.opts.idempotency_ttl_ms.max(1).to_string());
+        for op in &round.ops {
+            for a in op {
+                inv.arg(a.as_slice());
+            }
+        }
+        let answer: Vec<String> = shared.redis.invoke(&inv).await?;
+        match answer.first().map(String::as_str) {
+            Some("ok") => Ok(true),
+            Some("retry") if answer.len() == 3 => {
+                self.head = Some(parse_head(&answer[1], &answer[2])?);
+                Ok(false)
+            }
+            Some("idem") => {
+                self.head = Some(head.clone());
+                Ok(false)
+            }
+            Some("epoch") => {
+                crate::telemetry::sync_error("store_reset");
+                Err(StoreError::Unavailable(format!(
+                    "the Redis store was reset (epoch `{}`, this replica loaded `{epoch}`); \
+                     writes are refused until it is restored",
+                    answer.get(1).map(String::as_str).unwrap_or("")
+                )))
+            }
+            _ => Err(unavailable(format!("unexpected commit answer {answer:?}"))),
+        }
+    }
+
+    async fn append_group(&mut self, group: Vec<(Append, crate::store::redis::commit::Reply)>) {
+        let (reqs, replies): (Vec<Append>, Vec<Reply>) = group.into_iter().unzip();
+        match self.append_rounds(reqs).await {
+            Ok(fates) => {
+                for (fate, reply) in fates.into_iter().zip(replies) {
+                    let out = match fate {
+                        Fate::Done(o) => o,
+                        Fate::Staged {
+                            first,
+                            last,
+                            response,
+                        } => Ok(AppendOutcome::Committed {
+                            first_seq: first,
+                            last_seq: last,
+                            response,
+                        }),
+                    };
+                    let _ = reply.send(out);
+                }
+            }
+            Err(e) => {
+                self.head = None;
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn append_rounds(&mut self, reqs: Vec<Append>) -> Result<Vec<Fate>, StoreError> {
+        let k = self.shared.keys.clone();
+        for _ in 0..MAX_ATTEMPTS {
+            let head = match self.head.take() {
+                Some(h) => h,
+                None => self.fetch_head().await?,
+            };
+            // Keys already taken answer without a write (or conflict); the script checks
+            // again, since another replica may take one in between.
+            let claimed: Vec<(usize, String)> = reqs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.idempotency.as_ref().map(|c| (i, k.idem(&c.key))))
+                .collect();
+            let mut seen: Vec<Option<Vec<u8>>> = vec![None; reqs.len()];
+            if !claimed.is_empty() {
+                let mut cmd = redis::cmd("MGET");
+                for (_, key) in &claimed {
+                    cmd.arg(key);
+                }
+                let got: Vec<Option<Vec<u8>>> = self.shared.redis.query(&cmd).await?;
+                for ((i, _), v) in claimed.iter().zip(got) {
+                    seen[*i] = v;
+                }
+            }
+            let now = self.shared.clock.now_ms();
+            let mut next = head.clone();
+            let mut round = Round::default();
+            let mut fates = Vec::with_capacity(reqs.len());
+            for (req, seen) in reqs.iter().zip(seen) {
+                if let (Some(claim), Some(v)) = (&req.idempotency, seen) {
+                    let out = if v.len() >= 32 && v[..32] == claim.fingerprint {
+                        Ok(AppendOutcome::Replayed {
+                            response: v[32..].to_vec(),
+                        })
+                    } else {
+                        Err(StoreError::IdempotencyConflict(claim.key.clone()))
+                    };
+                    fates.push(Fate::Done(out));
+                    continue;
+                }
+                if let Some(claim) = &req.idempotency {
+                    round.op("C", k.idem(&claim.key), "", "");
+                }
+                let (first, last) = round.stage(
+                    &self.shared,
+                    &mut next,
+                    req.events.clone(),
+                    req.audit.clone(),
+                    Vec::new(),
+                    now,
+                );
+                let response = req.idempotency.as_ref().map(|claim| {
+                    let response = (claim.respond)(first);
+                    let mut v = claim.fingerprint.to_vec();
+                    v.extend_from_slice(&response);
+                    round.op("I", k.idem(&claim.key), v, "");
+                    response
+                });
+                fates.push(Fate::Staged {
+                    first,
+                    last,
+                    response,
+                });
+            }
+            if round.ops.is_empty() {
+                self.head = Some(head);
+                return Ok(fates);
+            }
+            if self.run_round(&head, &next, &round).await? {
+                self.head = Some(next);
+                self.shared.applied_own(round.entries).await;
+                return Ok(fates);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
+        )))
+    }
+
+    async fn erase(&mut self, req: Erasure) -> Result<ErasureOutcome, StoreError> {
+        let shared = self.shared.clone();
+        let k = &shared.keys;
+        // The events the index holds about the subjects, rewritten under tokens: they ride
+        // on the erasure event so every replica moves its entries the same way.
+        let history = shared.projection.index.history_of(&req.contacts);
+        let rider: Vec<StoredEvent> = history
+            .into_iter()
+            .map(|ev| match (req.redact)(&ev.event) {
+                Some(event) => StoredEvent { event, ..ev },
+                None => ev,
+            })
+            .collect();
+        let mut audit_seqs = std::collections::BTreeSet::new();
+        for t in &req.tokens {
+            let seqs: Vec<u64> = shared
+                .redis
+                .query(redis::cmd("ZRANGE").arg(k.subject(t)).arg(0).arg(-1))
+                .await?;
+            audit_seqs.extend(seqs);
+        }
+        let stripped: usize = if audit_seqs.is_empty() {
+            0
+        } else {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(k.personal());
+            for s in &audit_seqs {
+                cmd.arg(*s);
+            }
+            let held: Vec<Option<Vec<u8>>> = shared.redis.query(&cmd).await?;
+            held.iter().filter(|h| h.is_some()).count()
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let head = match self.head.take() {
+                Some(h) => h,
+                None => self.fetch_head().await?,
+            };
+            let now = shared.clock.now_ms();
+            let mut next = head.clone();
+            let mut round = Round::default();
+            for s in &audit_seqs {
+                round.op("D", s.to_string(), "", "");
+            }
+            let (first, _) = round.stage(
+                &shared,
+                &mut next,
+                req.append.events.clone(),
+                req.append.audit.clone(),
+                rider.clone(),
+                now,
+            );
+            match self.run_round(&head, &next, &round).await {
+                Ok(true) => {
+                    self.head = Some(next);
+                    shared.applied_own(round.entries).await;
+                    // The stream and the last snapshot still hold the subjects in clear:
+                    // ask for a snapshot that rewrites them and a trim past this seq.
+                    shared.want_scrub(first).await;
+                    return Ok(ErasureOutcome {
+                        first_seq: first,
+                        rewritten: rider.len(),
+                        audit_stripped: stripped,
+                    });
+                }
+                Ok(false) => continue,
+                Err(e) => {
+                    self.head = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
+        )))
+    }
+}

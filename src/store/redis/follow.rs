@@ -1,0 +1,489 @@
+//! Keeping a replica in step: the first full load (snapshot, then the stream after it),
+//! pub/sub notices applied strictly in seq order, gap catch-up from the stream, heartbeats,
+//! and what to do when Redis comes back without its data.
+use super::conn::unavailable;
+use super::log::{LogCache, LogEntry, Notice};
+use super::{ReplicaState, Shared, apply_entries, registry, snapshot};
+use crate::store::StoreError;
+use futures::StreamExt;
+use std::sync::atomic::Ordering;
+
+/// Stream entries fetched per round trip while catching up.
+const PAGE: usize = 2_000;
+
+pub(super) async fn run(shared: std::sync::Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.opts.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        let subscribed = async {
+            let mut ps = tokio::time::timeout(
+                shared.opts.timeout,
+                shared.redis.client().get_async_pubsub(),
+            )
+            .await
+            .map_err(|_| unavailable("timed out connecting for pub/sub"))?
+            .map_err(unavailable)?;
+            ps.subscribe(&[shared.keys.channel(), shared.keys.registry_channel()])
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>(ps)
+        }
+        .await;
+        let ps = match subscribed {
+            Ok(ps) => ps,
+            Err(e) => {
+                shared.failed("connect", &e);
+                tokio::time::sleep(shared.opts.heartbeat).await;
+                continue;
+            }
+        };
+        // Subscribed first, then loaded: anything committed in between arrives as a
+        // notice, and a notice for something already loaded is skipped.
+        if let Err(e) = sync_now(&shared).await {
+            shared.failed("load", &e);
+            tokio::time::sleep(shared.opts.heartbeat).await;
+            continue;
+        }
+        let mut messages = ps.into_on_message();
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(msg) => on_message(&shared, msg).await,
+                    None => {
+                        shared.failed("pubsub_closed", &"the pub/sub connection closed");
+                        break;
+                    }
+                },
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if let Err(e) = heartbeat(&shared, ticks).await {
+                        shared.failed("heartbeat", &e);
+                    }
+                },
+                _ = shared.snapshot_wanted.notified() => {
+                    if let Err(e) = snapshot::maybe_write(&shared, true).await {
+                        shared.failed("snapshot", &e);
+                    }
+                },
+            }
+        }
+    }
+}
+
+async fn on_message(shared: &Shared, msg: redis::Msg) {
+    if msg.get_channel_name() == shared.keys.registry_channel() {
+        if let Err(e) = registry::fetch_newer(shared).await {
+            shared.failed("registry", &e);
+        }
+        return;
+    }
+    let notice: Notice = match serde_json::from_slice(msg.get_payload_bytes()) {
+        Ok(n) => n,
+        Err(e) => {
+            shared.failed("decode", &e);
+            return;
+        }
+    };
+    if shared.epoch().as_deref() != Some(notice.epoch.as_str()) {
+        // Another lineage: the heartbeat decides what that means.
+        if let Err(e) = heartbeat(shared, 0).await {
+            shared.failed("heartbeat", &e);
+        }
+        return;
+    }
+    let gap = {
+        let mut st = shared.lock();
+        apply_entries(shared, &mut st, &notice.entries).err()
+    };
+    match gap {
+        None => shared.heard(),
+        Some(expected) => {
+            tracing::warn!(
+                expected,
+                got = notice.entries.first().map(|e| e.seq()),
+                "change notice skipped ahead; catching up from the stream"
+            );
+            crate::telemetry::sync_error("gap");
+            if let Err(e) = catch_up(shared).await {
+                shared.failed("catch_up", &e);
+            }
+        }
+    }
+}
+
+/// Where the store is: its seq, epoch, last snapshot and pending scrub.
+struct Position {
+    seq: u64,
+    epoch: Option<String>,
+    snap_seq: u64,
+    scrub: u64,
+}
+
+async fn position(shared: &Shared) -> Result<Position, StoreError> {
+    let k = &shared.keys;
+    let (seq, epoch, snap_seq, scrub): (Option<u64>, Option<String>, Option<u64>, Option<u64>) =
+        shared
+            .redis
+            .pipe(
+                redis::pipe()
+                    .get(k.seq())
+                    .get(k.epoch())
+                    .hget(k.snap(), "seq")
+                    .get(k.scrub()),
+            )
+            .await?;
+    Ok(Position {
+        seq: seq.unwrap_or(0),
+        epoch,
+        snap_seq: snap_seq.unwrap_or(0),
+        scrub: scrub.unwrap_or(0),
+    })
+}
+
+/// The first load, or a reload after the pub/sub connection came back.
+async fn sync_now(shared: &Shared) -> Result<(), StoreError> {
+    if shared.epoch().is_none() {
+        first_load(shared).await?;
+    } else {
+        heartbeat(shared, 0).await?;
+    }
+    Ok(())
+}
+
+/// A fingerprint of the privacy key (a token of a fixed name), safe to store.
+pub(super) fn key_id(shared: &Shared) -> String {
+    hex::encode(
+        shared
+            .projection
+            .tokenizer
+            .token(&crate::model::ContactRef::External("preflight:key-id")),
+    )
+}
+
+async fn first_load(shared: &Shared) -> Result<(), StoreError> {
+    let k = &shared.keys;
+    // Every replica must hash erased identifiers with the same key, or an erased person's
+    // opt-out would not be found on some of them.
+    let key_id = key_id(shared);
+    let (_, stored): (bool, String) = shared
+        .redis
+        .pipe(
+            redis::pipe()
+                .cmd("SET")
+                .arg(k.key_id())
+                .arg(&key_id)
+                .arg("NX")
+                .cmd("GET")
+                .arg(k.key_id()),
+        )
+        .await
+        .or_else(|_| Ok::<_, StoreError>((false, String::new())))?;
+    if stored.is_empty() {
+        return Err(unavailable("cannot read the privacy key fingerprint"));
+    }
+    if stored != key_id {
+        crate::telemetry::sync_error("privacy_key");
+        return Err(StoreError::Corrupt(
+            "this replica's privacy key differs from the one the store was written with; \
+             mount the same privacy.key on every replica"
+                .into(),
+        ));
+    }
+    let pos = position(shared).await?;
+    let epoch = match pos.epoch {
+        Some(e) => e,
+        None if pos.seq == 0 && pos.snap_seq == 0 => {
+            // A new store: whoever comes first names its lineage.
+            let fresh = hex::encode(rand::random::<[u8; 12]>());
+            let (_, e): (bool, String) = shared
+                .redis
+                .pipe(
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg(k.epoch())
+                        .arg(&fresh)
+                        .arg("NX")
+                        .cmd("GET")
+                        .arg(k.epoch()),
+                )
+                .await
+                .or_else(|_| Ok::<_, StoreError>((false, String::new())))?;
+            if e.is_empty() {
+                return Err(unavailable("cannot read the store epoch"));
+            }
+            e
+        }
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "the store holds seq {} but no epoch; was the key evicted? (set maxmemory-policy noeviction)",
+                pos.seq
+            )));
+        }
+    };
+    shared.lock().epoch = Some(epoch.clone());
+    let started = std::time::Instant::now();
+    if pos.snap_seq > shared.projection.index.seq() {
+        load_snapshot(shared).await?;
+    }
+    catch_up(shared).await?;
+    registry::fetch_newer(shared).await?;
+    shared.projection.index.set_loaded(true);
+    tracing::info!(
+        seq = shared.projection.index.seq(),
+        identifiers = shared.projection.index.len(),
+        epoch = %epoch,
+        ms = started.elapsed().as_millis() as u64,
+        "replica loaded from redis"
+    );
+    Ok(())
+}
+
+/// One poll of the store: keeps an idle replica fresh, notices missed notices, a reset
+/// store, and snapshot and registry work.
+pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreError> {
+    // Read before asking Redis: this replica's own commits may be applied meanwhile, and
+    // the store's seq can only be at or past what was applied before the question.
+    let applied = shared.projection.index.seq();
+    let pos = position(shared).await?;
+    shared.snap_seq.store(pos.snap_seq, Ordering::Relaxed);
+    let mine = shared.epoch();
+    let index = &shared.projection.index;
+    if pos.epoch != mine {
+        return store_reset(shared, &pos).await;
+    }
+    if pos.seq < applied {
+        index.set_loaded(false);
+        return Err(StoreError::Corrupt(format!(
+            "the store is at seq {} but this replica applied {applied}: it lost acknowledged \
+             writes; this replica stops serving until it is restarted",
+            pos.seq
+        )));
+    }
+    if pos.seq > index.seq() {
+        catch_up(shared).await?;
+    } else {
+        shared.heard();
+    }
+    let due = index.seq().saturating_sub(pos.snap_seq) >= shared.opts.snapshot_every;
+    if due || pos.scrub > pos.snap_seq {
+        snapshot::maybe_write(shared, pos.scrub > pos.snap_seq).await?;
+    }
+    if tick.is_multiple_of(10) {
+        registry::fetch_newer(shared).await?;
+    }
+    Ok(())
+}
+
+/// Redis answers with another lineage, or none: it restarted without its data (or was
+/// flushed). A replica holding the log puts it back under its own epoch; until someone
+/// has, writes are refused and the replica stops hearing (checks go stale).
+async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> {
+    let mine = shared.epoch();
+    if shared.projection.index.seq() == 0 && pos.epoch.is_some() {
+        // Nothing applied yet: this replica simply follows the lineage the store holds.
+        shared.lock().epoch = pos.epoch.clone();
+        return catch_up(shared).await;
+    }
+    crate::telemetry::sync_error("store_reset");
+    tracing::error!(store_epoch = ?pos.epoch, replica_epoch = ?mine, store_seq = pos.seq, "redis lost its data");
+    if pos.seq == 0 && pos.snap_seq == 0 {
+        if snapshot::reseed(shared).await? {
+            let mut s = shared.status();
+            s.reseeds += 1;
+            drop(s);
+            tracing::warn!(
+                seq = shared.projection.index.seq(),
+                "redis re-seeded from this replica's log"
+            );
+            crate::telemetry::sync_error("reseeded");
+            shared.heard();
+            return Ok(());
+        }
+        return Err(unavailable(
+            "redis is empty; another replica is re-seeding it",
+        ));
+    }
+    Err(StoreError::Corrupt(format!(
+        "redis holds another lineage (epoch {:?} at seq {}) than this replica loaded ({mine:?}); \
+         restart this replica to load it",
+        pos.epoch, pos.seq
+    )))
+}
+
+/// Fetches and applies everything after the index's seq, up to the store's seq; from the
+/// snapshot when the stream no longer reaches back that far.
+pub(super) async fn catch_up(shared: &Shared) -> Result<(), StoreError> {
+    let k = &shared.keys;
+    let index = &shared.projection.index;
+    let target: u64 = shared
+        .redis
+        .query::<Option<u64>>(redis::cmd("GET").arg(k.seq()))
+        .await?
+        .unwrap_or(0);
+    while index.seq() < target {
+        let cur = index.seq();
+        let page = read_stream(shared, cur + 1, PAGE).await?;
+        if page.first().map(|e| e.seq()) != Some(cur + 1) {
+            // Trimmed past this replica's position: the snapshot has it.
+            load_snapshot(shared).await?;
+            if index.seq() == cur {
+                return Err(StoreError::Corrupt(format!(
+                    "seq {} is neither in the stream nor in the snapshot",
+                    cur + 1
+                )));
+            }
+            continue;
+        }
+        let gap = {
+            let mut st = shared.lock();
+            apply_entries(shared, &mut st, &page).err()
+        };
+        if let Some(expected) = gap {
+            return Err(StoreError::Corrupt(format!(
+                "the stream skips seq {expected}"
+            )));
+        }
+    }
+    shared.heard();
+    Ok(())
+}
+
+/// Stream entries from seq `from`, at most `count`.
+async fn read_stream(
+    shared: &Shared,
+    from: u64,
+    count: usize,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let raw: Vec<(String, Vec<Vec<u8>>)> = shared
+        .redis
+        .query(
+            redis::cmd("XRANGE")
+                .arg(shared.keys.log())
+                .arg(format!("{from}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(count),
+        )
+        .await?;
+    raw.into_iter()
+        .map(|(id, fields)| parse_stream_entry(&id, &fields))
+        .collect()
+}
+
+fn parse_stream_entry(id: &str, fields: &[Vec<u8>]) -> Result<LogEntry, StoreError> {
+    let bad = |m: String| StoreError::Corrupt(format!("stream entry {id}: {m}"));
+    let mut e = None;
+    let mut r = Vec::new();
+    for pair in fields.chunks(2) {
+        match (pair[0].as_slice(), pair.get(1)) {
+            (b"e", Some(v)) => e = Some(serde_json::from_slice(v).map_err(|x| bad(x.to_string()))?),
+            (b"r", Some(v)) => r = serde_json::from_slice(v).map_err(|x| bad(x.to_string()))?,
+            _ => {}
+        }
+    }
+    let e: crate::model::StoredEvent = e.ok_or_else(|| bad("no event".into()))?;
+    if !id.starts_with(&format!("{}-", e.seq)) {
+        return Err(bad(format!("holds seq {}", e.seq)));
+    }
+    Ok(LogEntry { e, r })
+}
+
+/// Downloads the current snapshot (retrying if a newer one replaces it meanwhile).
+pub(super) async fn fetch_snapshot(shared: &Shared) -> Result<Option<(u64, LogCache)>, StoreError> {
+    for _ in 0..5 {
+        let meta: std::collections::HashMap<String, String> = shared
+            .redis
+            .query(redis::cmd("HGETALL").arg(shared.keys.snap()))
+            .await?;
+        let (Some(id), Some(seq), Some(chunks)) =
+            (meta.get("id"), meta.get("seq"), meta.get("chunks"))
+        else {
+            return Ok(None);
+        };
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| StoreError::Corrupt("snapshot seq".into()))?;
+        let chunks: usize = chunks
+            .parse()
+            .map_err(|_| StoreError::Corrupt("snapshot chunks".into()))?;
+        let mut cmd = redis::cmd("MGET");
+        for i in 0..chunks {
+            cmd.arg(format!("{}{id}:{i}", shared.keys.snap_chunk_prefix()));
+        }
+        let parts: Vec<Option<Vec<u8>>> = shared.redis.query(&cmd).await?;
+        if parts.iter().any(|p| p.is_none()) {
+            // Replaced while reading: read the new one.
+            continue;
+        }
+        let bytes: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+        let cache = tokio::task::spawn_blocking(move || LogCache::from_bytes(&bytes))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if cache.last_seq() != seq {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot {id} ends at {} but says {seq}",
+                cache.last_seq()
+            )));
+        }
+        return Ok(Some((seq, cache)));
+    }
+    Err(unavailable("the snapshot kept changing while it was read"))
+}
+
+/// Applies the snapshot's entries after the index's seq and adopts it as the log copy.
+async fn load_snapshot(shared: &Shared) -> Result<(), StoreError> {
+    let Some((seq, cache)) = fetch_snapshot(shared).await? else {
+        return Ok(());
+    };
+    shared.snap_seq.store(seq, Ordering::Relaxed);
+    let after = shared.projection.index.seq();
+    if seq <= after {
+        return Ok(());
+    }
+    let mut st = shared.lock();
+    let mut result = Ok(());
+    let mut scratch = ReplicaState::default();
+    let walked = cache.for_each_after(after, |en| {
+        // The snapshot becomes the log copy below; entries are applied one by one.
+        if result.is_ok() {
+            result = apply_entries(shared, &mut scratch, std::slice::from_ref(&en));
+        }
+        scratch.cache = LogCache::default();
+        Ok(())
+    });
+    walked.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Err(expected) = result {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot skips seq {expected}"
+        )));
+    }
+    st.cache = cache;
+    tracing::info!(seq, "applied redis snapshot");
+    Ok(())
+}
+
+/// Builds a projection from Redis alone (snapshot, then stream), without starting a
+/// replica: for tools and tests that compare replicas with the store.
+pub async fn load_projection(
+    opts: &super::RedisOptions,
+    projection: crate::engine::Projection,
+) -> Result<crate::engine::Projection, StoreError> {
+    let shared = Shared {
+        redis: super::conn::Redis::open(&opts.url, opts.timeout)?,
+        keys: super::Keys::new(&opts.prefix),
+        projection,
+        registries: std::sync::Arc::new(crate::registry::Registries::in_memory()),
+        clock: std::sync::Arc::new(crate::clock::SystemClock),
+        opts: opts.clone(),
+        owner: String::new(),
+        state: Default::default(),
+        snapshot_wanted: Default::default(),
+        snap_seq: Default::default(),
+        status: Default::default(),
+    };
+    load_snapshot(&shared).await?;
+    catch_up(&shared).await?;
+    Ok(shared.projection)
+}

@@ -1,0 +1,433 @@
+//! Redis as the shared source of truth for many replicas: atomic commits through one Lua
+//! script, a Redis Stream change log with pub/sub notices, snapshots under a lease, and
+//! registry versions as chunked blobs.
+//!
+//! Keys all carry one hash tag (`{prefix}`), so the layout also fits one Redis Cluster slot.
+mod commit;
+pub mod conn;
+mod follow;
+pub mod log;
+mod registry;
+mod snapshot;
+
+use super::{Append, AppendOutcome, Erasure, ErasureOutcome, Store, StoreError};
+use crate::audit::RawAudit;
+use crate::clock::SharedClock;
+use crate::engine::Projection;
+use crate::model::{Millis, StoredEvent, Token};
+use crate::registry::{Registries, RegistrySet};
+use conn::Redis;
+use futures::future::BoxFuture;
+use log::{LogCache, LogEntry};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use follow::load_projection;
+
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    /// Key prefix; replicas sharing one prefix share one store.
+    pub prefix: String,
+    /// Connect and response timeout; a write fails `Unavailable` after it.
+    pub timeout: Duration,
+    /// How often a replica asks Redis where the log is, idle or not.
+    pub heartbeat: Duration,
+    /// Events between snapshots.
+    pub snapshot_every: u64,
+    /// Entries left in the stream behind a snapshot, for replicas a little behind.
+    pub stream_keep: u64,
+    pub idempotency_ttl_ms: Millis,
+}
+
+impl RedisOptions {
+    pub fn new(url: &str) -> RedisOptions {
+        RedisOptions {
+            url: url.to_string(),
+            prefix: "preflight".into(),
+            timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_millis(500),
+            snapshot_every: 100_000,
+            stream_keep: 10_000,
+            idempotency_ttl_ms: 48 * 3_600_000,
+        }
+    }
+}
+
+/// Key names.
+#[derive(Clone)]
+pub struct Keys {
+    tag: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            tag: format!("{{{prefix}}}"),
+        }
+    }
+    fn k(&self, s: &str) -> String {
+        format!("{}:{s}", self.tag)
+    }
+    pub fn seq(&self) -> String {
+        self.k("seq")
+    }
+    /// Random id of this store's lineage; a Redis that lost its data has another (or none).
+    pub fn epoch(&self) -> String {
+        self.k("epoch")
+    }
+    /// Fingerprint of the privacy key; every replica must hash erased identifiers alike.
+    pub fn key_id(&self) -> String {
+        self.k("key_id")
+    }
+    /// The audit chain's head: "<next seq> <previous hash>".
+    pub fn head(&self) -> String {
+        self.k("audit:head")
+    }
+    pub fn log(&self) -> String {
+        self.k("log")
+    }
+    pub fn audit(&self) -> String {
+        self.k("audit")
+    }
+    pub fn personal(&self) -> String {
+        self.k("audit:personal")
+    }
+    pub fn subject(&self, t: &Token) -> String {
+        self.k(&format!("audit:subject:{}", hex::encode(t)))
+    }
+    pub fn idem(&self, key: &str) -> String {
+        self.k(&format!("idem:{key}"))
+    }
+    pub fn snap(&self) -> String {
+        self.k("snap")
+    }
+    pub fn snap_chunk_prefix(&self) -> String {
+        self.k("snap:")
+    }
+    pub fn lease(&self) -> String {
+        self.k("lease")
+    }
+    /// Seq of an erasure whose subjects the stream and snapshot still hold in clear.
+    pub fn scrub(&self) -> String {
+        self.k("scrub")
+    }
+    pub fn registries(&self) -> String {
+        self.k("registries")
+    }
+    pub fn registry_chunk(&self, list: &str, version: u64, i: usize) -> String {
+        self.k(&format!("registry:{list}:{version}:{i}"))
+    }
+    pub fn channel(&self) -> String {
+        self.k("changes")
+    }
+    pub fn registry_channel(&self) -> String {
+        self.k("registry-changes")
+    }
+}
+
+/// What replicas share between the write task, the follower and the store's readers.
+pub(crate) struct Shared {
+    redis: Redis,
+    keys: Keys,
+    projection: Projection,
+    registries: Arc<Registries>,
+    clock: SharedClock,
+    opts: RedisOptions,
+    /// This process, as lease owner.
+    owner: String,
+    state: std::sync::Mutex<ReplicaState>,
+    snapshot_wanted: Notify,
+    /// Seq of the last snapshot this replica knows of.
+    snap_seq: AtomicU64,
+    status: std::sync::Mutex<Status>,
+}
+
+#[derive(Default)]
+struct ReplicaState {
+    /// The lineage this replica loaded; None until the first load.
+    epoch: Option<String>,
+    cache: LogCache,
+}
+
+#[derive(Default, Clone, serde::Serialize)]
+struct Status {
+    connected: bool,
+    last_error: Option<String>,
+    reseeds: u64,
+    snapshots_written: u64,
+}
+
+impl Shared {
+    fn epoch(&self) -> Option<String> {
+        self.lock().epoch.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed(&self, kind: &'static str, e: &dyn std::fmt::Display) {
+        crate::telemetry::sync_error(kind);
+        let mut s = self.status();
+        s.connected = false;
+        s.last_error = Some(format!("{kind}: {e}"));
+    }
+
+    fn heard(&self) {
+        self.projection.index.heard_from_store(self.clock.now_ms());
+        let mut s = self.status();
+        s.connected = true;
+        s.last_error = None;
+    }
+}
+
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<commit::Job>,
+}
+
+impl RedisStore {
+    /// Starts the write task and the follower, and returns at once: the replica answers
+    /// (NOT_SERVING, checks blocked) while it connects and loads in the background.
+    pub fn start(
+        opts: RedisOptions,
+        projection: Projection,
+        registries: Arc<Registries>,
+        clock: SharedClock,
+    ) -> Result<RedisStore, StoreError> {
+        let redis = Redis::open(&opts.url, opts.timeout)?;
+        let shared = Arc::new(Shared {
+            redis,
+            keys: Keys::new(&opts.prefix),
+            projection,
+            registries,
+            clock,
+            owner: hex::encode(rand::random::<[u8; 8]>()),
+            opts,
+            state: Default::default(),
+            snapshot_wanted: Notify::new(),
+            snap_seq: AtomicU64::new(0),
+            status: Default::default(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(commit::Committer::new(shared.clone()).run(rx));
+        tokio::spawn(follow::run(shared.clone()));
+        Ok(RedisStore { shared, tx })
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> commit::Job,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(job(reply));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Unavailable("the redis writer has stopped".into()))?;
+            rx.await
+                .map_err(|_| StoreError::Unavailable("the redis writer has stopped".into()))?
+        })
+    }
+
+    fn audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.shared.keys;
+        let mut records = redis::cmd("HMGET");
+        records.arg(k.audit());
+        let mut personal = redis::cmd("HMGET");
+        personal.arg(k.personal());
+        for s in seqs {
+            records.arg(*s);
+            personal.arg(*s);
+        }
+        let r: Vec<Option<Vec<u8>>> = self.shared.redis.query_sync(&records)?;
+        let p: Vec<Option<Vec<u8>>> = self.shared.redis.query_sync(&personal)?;
+        Ok(seqs
+            .iter()
+            .zip(r.into_iter().zip(p))
+            .filter_map(|(seq, (record, personal))| {
+                record.map(|record| RawAudit {
+                    seq: *seq,
+                    record,
+                    personal,
+                })
+            })
+            .collect())
+    }
+}
+
+impl Store for RedisStore {
+    fn append(&self, req: Append) -> BoxFuture<'static, Result<AppendOutcome, StoreError>> {
+        self.submit(|reply| commit::Job::Append(req, reply))
+    }
+
+    fn erase(&self, req: Erasure) -> BoxFuture<'static, Result<ErasureOutcome, StoreError>> {
+        self.submit(|reply| commit::Job::Erase(req, reply))
+    }
+
+    /// From this replica's copy of the log, which holds everything it has applied.
+    fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let cache = self.shared.lock().cache.clone();
+        Ok(cache
+            .entries_after(after, limit)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .into_iter()
+            .map(|e| e.e)
+            .collect())
+    }
+
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let v: Option<u64> = self
+            .shared
+            .redis
+            .query_sync(redis::cmd("GET").arg(self.shared.keys.seq()))?;
+        Ok(v.unwrap_or(0))
+    }
+
+    fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<RawAudit>, StoreError> {
+        let seqs: Vec<u64> = (after + 1..=after.saturating_add(limit as u64)).collect();
+        let mut out = self.audit_at(&seqs)?;
+        // Audit seqs have no holes: stop at the first one not written yet.
+        if let Some(i) = out
+            .iter()
+            .enumerate()
+            .position(|(i, r)| r.seq != after + 1 + i as u64)
+        {
+            out.truncate(i);
+        }
+        Ok(out)
+    }
+
+    fn audit_seqs_for(&self, token: &Token) -> Result<Vec<u64>, StoreError> {
+        self.shared.redis.query_sync(
+            redis::cmd("ZRANGE")
+                .arg(self.shared.keys.subject(token))
+                .arg(0)
+                .arg(-1),
+        )
+    }
+
+    fn read_audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
+        self.audit_at(seqs)
+    }
+
+    fn publish_registry(
+        &self,
+        set: Arc<RegistrySet>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { registry::publish(&shared, set).await })
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let s = self.shared.status().clone();
+        serde_json::json!({
+            "kind": "redis",
+            "url": conn::masked_url(&self.shared.opts.url),
+            "prefix": self.shared.opts.prefix,
+            "epoch": self.shared.epoch(),
+            "connected": s.connected,
+            "last_error": s.last_error,
+            "reseeds": s.reseeds,
+            "snapshot_seq": self.shared.snap_seq.load(Ordering::Relaxed),
+            "snapshots_written": s.snapshots_written,
+            "log_cache_bytes": self.shared.lock().cache.heap_bytes(),
+        })
+    }
+}
+
+/// Applies `entries` in order to the index, the privacy state and this replica's log copy.
+/// Returns the seq expected next when an entry is missing.
+fn apply_entries(shared: &Shared, st: &mut ReplicaState, entries: &[LogEntry]) -> Result<(), u64> {
+    let index = &shared.projection.index;
+    for en in entries {
+        let cur = index.seq();
+        if en.seq() <= cur {
+            continue;
+        }
+        if en.seq() != cur + 1 {
+            return Err(cur + 1);
+        }
+        if let crate::model::Event::SubjectsErased(er) = &en.e.event {
+            erase_locally(shared, st, er, &en.r);
+        }
+        shared.projection.apply_in_order(&en.e);
+        st.cache.push(en.clone());
+    }
+    Ok(())
+}
+
+/// Another replica's (or this one's) erasure: find the identifiers by token, move their
+/// index entries as the writer did, and rewrite this replica's copy of the log.
+fn erase_locally(
+    shared: &Shared,
+    st: &mut ReplicaState,
+    er: &crate::model::ErasureEvent,
+    rider: &[StoredEvent],
+) {
+    let tokens: Vec<Token> = er
+        .tokens
+        .iter()
+        .filter_map(|k| match k {
+            crate::model::ContactKey::Erased(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    let index = &shared.projection.index;
+    let contacts = index.contacts_for_tokens(&tokens);
+    index.erase(&contacts, rider);
+    let map: std::collections::HashMap<_, _> = contacts
+        .iter()
+        .map(|c| (c.clone(), shared.projection.tokenizer.token_of(c)))
+        .collect();
+    if map.is_empty() {
+        return;
+    }
+    let redact = crate::privacy::redactor(map);
+    let rewritten = st.cache.rewrite(|en| match redact(&en.e.event) {
+        Some(ev) => {
+            en.e.event = ev;
+            true
+        }
+        None => false,
+    });
+    if let Err(e) = rewritten {
+        tracing::error!(error = %e, "cannot rewrite the local log copy for an erasure");
+    }
+}
+
+impl Shared {
+    /// After this replica's own commit: apply, fetching anything other writers put before it.
+    async fn applied_own(&self, entries: Vec<LogEntry>) {
+        let gap = {
+            let mut st = self.lock();
+            apply_entries(self, &mut st, &entries).err()
+        };
+        if gap.is_some()
+            && let Err(e) = follow::catch_up(self).await
+        {
+            self.failed("catch_up", &e);
+        }
+    }
+
+    async fn want_scrub(&self, seq: u64) {
+        let script = redis::Script::new(
+            "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+             if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
+        );
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.scrub()).arg(seq);
+        if let Err(e) = self.redis.invoke::<i64>(&inv).await {
+            self.failed("scrub", &e);
+        }
+        self.snapshot_wanted.notify_one();
+    }
+}

@@ -1,0 +1,532 @@
+//! Many replicas on one shared Redis, each a real `preflight serve` process, against real
+//! `redis-server` processes on free loopback ports: writes seen everywhere, Redis killed
+//! and restarted with and without persistence, pub/sub connections killed mid-burst, a
+//! replica that starts after the stream was trimmed, erasures and registry versions.
+mod common;
+
+use common::redis_server::RedisServer;
+use common::*;
+use pb::{Channel as Ch, Purpose as P, Reason as R};
+use preflight::proto as pb;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    redis: RedisServer,
+    config: PathBuf,
+    key: PathBuf,
+}
+
+impl Cluster {
+    /// A Redis (started unless `start_redis` is false) and a config every replica shares.
+    fn new(persistent: bool, start_redis: bool, extra_redis: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = if start_redis {
+            RedisServer::start(&dir.path().join("redis"), persistent)
+        } else {
+            RedisServer::unstarted(&dir.path().join("redis"), persistent)
+        };
+        let key = dir.path().join("privacy.key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let config = dir.path().join("preflight.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[privacy]\nkey_file = {:?}\n\n[policies.default]\nmax_staleness_ms = 1500\n\n\
+                 [redis]\nurl = {:?}\nheartbeat_ms = 100\ntimeout_ms = 500\n{extra_redis}\n",
+                key.to_str().unwrap(),
+                redis.url()
+            ),
+        )
+        .unwrap();
+        Cluster {
+            dir,
+            redis,
+            config,
+            key,
+        }
+    }
+
+    fn replica(&self, name: &str) -> Server {
+        Server::start_with(
+            &self.dir.path().join(name),
+            &["--config", self.config.to_str().unwrap()],
+        )
+    }
+
+    /// The digest of an index built from Redis alone: what every replica must equal.
+    async fn source(&self) -> (u64, String) {
+        let opts = preflight::store::redis::RedisOptions::new(&self.redis.url());
+        let tokenizer = preflight::audit::Tokenizer::load_or_create(&self.key).unwrap();
+        let p = preflight::store::redis::load_projection(
+            &opts,
+            preflight::engine::Projection::new(tokenizer),
+        )
+        .await
+        .unwrap();
+        (p.index.seq(), p.index.digest())
+    }
+}
+
+fn get_json(url: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(mut r) => {
+            let code = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap();
+            (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn index_state(s: &Server) -> Value {
+    get_json(&format!("{}/v1/admin/index", s.http_url())).1
+}
+
+fn readyz(s: &Server) -> (u16, Value) {
+    get_json(&format!("{}/readyz", s.http_url()))
+}
+
+/// Waits until every replica is ready at the source's seq with the source's digest.
+async fn converged(c: &Cluster, replicas: &[&Server]) -> (u64, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let source = c.source().await;
+        let states: Vec<Value> = replicas.iter().map(|s| index_state(s)).collect();
+        let all = states.iter().all(|v| {
+            v["ready"] == true
+                && v["store"]["connected"] == true
+                && v["index_age_ms"].as_u64().is_some_and(|a| a < 1_000)
+                && v["index_seq"].as_u64() == Some(source.0)
+                && v["digest"].as_str() == Some(source.1.as_str())
+        });
+        if all {
+            return source;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge on {source:?}: {states:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn phone(i: u64) -> String {
+    format!("+1202555{:04}", i % 10_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_wait_for_redis_then_share_every_write() {
+    let mut c = Cluster::new(false, false, "");
+    // Redis is not there yet: the replica starts, answers, and refuses to decide.
+    let mut a = c.replica("a");
+    let a_ch = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(ch) = tonic::transport::Channel::from_shared(a.url())
+                .unwrap()
+                .connect()
+                .await
+            {
+                break ch;
+            }
+            assert!(Instant::now() < deadline, "replica a never listened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (code, body) = readyz(&a);
+    assert_eq!(code, 503, "{body}");
+    let d = check(&a_ch, "2025550100", Ch::Voice, P::Security).await;
+    assert_eq!(d.verdict, pb::Verdict::Block as i32);
+    assert!(reasons(&d).contains(&R::IndexStale), "{d:?}");
+    let err = consent(&a_ch)
+        .record_consent(withdraw("2025550100"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+
+    c.redis.spawn();
+    let a_ch = a.ready().await;
+    let mut b = c.replica("b");
+    let b_ch = b.ready().await;
+    let mut r3 = c.replica("c");
+    let c_ch = r3.ready().await;
+
+    // A write on one replica is what the others decide by.
+    consent(&a_ch)
+        .record_consent(withdraw("2025550101"))
+        .await
+        .unwrap();
+    for ch in [&b_ch, &c_ch] {
+        let ch = ch.clone();
+        until("the withdrawal on b and c", || {
+            let ch = ch.clone();
+            async move {
+                let d = check(&ch, "2025550101", Ch::Sms, P::Marketing).await;
+                reasons(&d).contains(&R::ConsentWithdrawn)
+            }
+        })
+        .await;
+    }
+    dnc(&b_ch)
+        .add_entries(pb::AddEntriesRequest {
+            entries: vec![entry("2025550102", pb::DncType::Corporate)],
+            actor: "ops".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Read-your-writes on the writer; the others follow.
+    let d = check(&b_ch, "2025550102", Ch::Voice, P::Marketing).await;
+    assert!(reasons(&d).contains(&R::DncCorporate), "{d:?}");
+
+    // One idempotency key across replicas: the retry on another replica gets the first answer.
+    let mut req = grant("2025550103", &[Ch::Sms], &[P::Marketing]);
+    req.idempotency_key = "form-77".into();
+    let first = consent(&a_ch)
+        .record_consent(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = consent(&c_ch)
+        .record_consent(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.consent_id, first.consent_id);
+    assert!(again.duplicate && !first.duplicate);
+    req.source = "another form".into();
+    let err = consent(&b_ch).record_consent(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    let (seq, _) = converged(&c, &[&a, &b, &r3]).await;
+    assert_eq!(seq, 3);
+    let (_, body) = readyz(&b);
+    assert_eq!(body["store"]["kind"], "redis");
+    assert_eq!(body["store"]["connected"], true);
+}
+
+async fn some_writes(ch: &tonic::transport::Channel, from: u64, n: u64) {
+    for i in from..from + n {
+        consent(ch)
+            .record_consent(withdraw(&phone(i)))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_persistence_loses_nothing() {
+    let mut c = Cluster::new(true, true, "");
+    let mut a = c.replica("a");
+    let mut b = c.replica("b");
+    let (a_ch, b_ch) = (a.ready().await, b.ready().await);
+    some_writes(&a_ch, 0, 20).await;
+    some_writes(&b_ch, 20, 20).await;
+    let before = converged(&c, &[&a, &b]).await;
+
+    c.redis.kill();
+    // Writes fail whole; checks answer from memory until the staleness bound, then block.
+    let err = consent(&a_ch)
+        .record_consent(withdraw(&phone(99)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let d = check(&b_ch, &phone(5), Ch::Sms, P::Marketing).await;
+    assert!(reasons(&d).contains(&R::ConsentWithdrawn), "{d:?}");
+    until("checks to go stale", || {
+        let ch = b_ch.clone();
+        async move {
+            let d = check(&ch, "2025550777", Ch::Voice, P::Security).await;
+            d.verdict == pb::Verdict::Block as i32 && reasons(&d).contains(&R::IndexStale)
+        }
+    })
+    .await;
+    let (_, body) = readyz(&a);
+    assert_eq!(body["store"]["connected"], false, "{body}");
+
+    c.redis.restart();
+    let after = converged(&c, &[&a, &b]).await;
+    assert_eq!(
+        after, before,
+        "the restarted redis holds every acknowledged write"
+    );
+    let d = check(&b_ch, "2025550777", Ch::Voice, P::Security).await;
+    assert_eq!(d.verdict, pb::Verdict::Allow as i32, "{d:?}");
+    some_writes(&b_ch, 40, 5).await;
+    let (seq, _) = converged(&c, &[&a, &b]).await;
+    assert_eq!(seq, before.0 + 5);
+    for s in [&a, &b] {
+        assert_eq!(readyz(s).1["store"]["reseeds"], 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_is_reseeded_from_a_replica() {
+    let mut c = Cluster::new(false, true, "");
+    let mut a = c.replica("a");
+    let mut b = c.replica("b");
+    let (a_ch, b_ch) = (a.ready().await, b.ready().await);
+    some_writes(&a_ch, 0, 30).await;
+    let before = converged(&c, &[&a, &b]).await;
+
+    c.redis.restart(); // no persistence: it comes back empty
+    let after = converged(&c, &[&a, &b]).await;
+    assert_eq!(after, before, "the opt-outs are back in redis");
+    let reseeds: u64 = [&a, &b]
+        .iter()
+        .map(|s| readyz(s).1["store"]["reseeds"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reseeds, 1, "exactly one replica put the log back");
+    // Writes carry on from the same seq, and a new replica loads the re-seeded store.
+    some_writes(&b_ch, 30, 3).await;
+    let mut late = c.replica("late");
+    late.ready().await;
+    let (seq, _) = converged(&c, &[&a, &b, &late]).await;
+    assert_eq!(seq, before.0 + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_connections_killed_during_a_write_burst() {
+    let c = Cluster::new(false, true, "");
+    let mut a = c.replica("a");
+    let mut b = c.replica("b");
+    let mut r3 = c.replica("c");
+    let (a_ch, b_ch) = (a.ready().await, b.ready().await);
+    r3.ready().await;
+    let writers: Vec<_> = [a_ch.clone(), b_ch.clone(), a_ch.clone(), b_ch.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, ch)| tokio::spawn(async move { some_writes(&ch, w as u64 * 1000, 150).await }))
+        .collect();
+    let mut killed = 0u64;
+    let mut conn = c.redis.conn();
+    while !writers.iter().all(|w| w.is_finished()) {
+        let n: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut conn)
+            .unwrap();
+        killed += n;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(killed > 0, "no pub/sub connection was killed");
+    let (seq, _) = converged(&c, &[&a, &b, &r3]).await;
+    assert_eq!(seq, 600);
+}
+
+/// Reads the stream and the snapshot chunks as stored: what an attacker with Redis would see.
+fn raw_store_text(conn: &mut redis::Connection) -> String {
+    let mut text = String::new();
+    let stream: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg("{preflight}:log")
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap();
+    for (_, fields) in stream {
+        for f in fields {
+            text.push_str(&String::from_utf8_lossy(&f));
+        }
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{preflight}:snap:*")
+        .query(conn)
+        .unwrap();
+    let mut keys = keys;
+    keys.sort_by_key(|k| k.rsplit(':').next().unwrap().parse::<u64>().unwrap());
+    let mut bytes = Vec::new();
+    for k in keys {
+        let part: Vec<u8> = redis::cmd("GET").arg(&k).query(conn).unwrap();
+        bytes.extend(part);
+    }
+    if !bytes.is_empty() {
+        let cache = preflight::store::redis::log::LogCache::from_bytes(&bytes).unwrap();
+        for e in cache.entries_after(0, usize::MAX).unwrap() {
+            text.push_str(&serde_json::to_string(&e).unwrap());
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
+    let c = Cluster::new(false, true, "snapshot_every = 25\nstream_keep = 0");
+    let mut a = c.replica("a");
+    let mut b = c.replica("b");
+    let (a_ch, b_ch) = (a.ready().await, b.ready().await);
+    some_writes(&a_ch, 0, 60).await;
+    let secret = "2025550143";
+    consent(&b_ch)
+        .record_consent(grant(secret, &[Ch::Voice], &[P::Marketing]))
+        .await
+        .unwrap();
+    consent(&b_ch)
+        .record_consent(withdraw(secret))
+        .await
+        .unwrap();
+    let mut conn = c.redis.conn();
+    until("a snapshot and a trimmed stream", || {
+        let snap: Option<u64> = redis::cmd("HGET")
+            .arg("{preflight}:snap")
+            .arg("seq")
+            .query(&mut conn)
+            .unwrap();
+        let first: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg("{preflight}:log")
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut conn)
+            .unwrap();
+        let trimmed = first.first().is_none_or(|(id, _)| id != "1-0");
+        async move { snap.unwrap_or(0) >= 25 && trimmed }
+    })
+    .await;
+
+    // The stream no longer reaches back to seq 1: a new replica starts from the snapshot.
+    let mut late = c.replica("late");
+    let late_ch = late.ready().await;
+    converged(&c, &[&a, &b, &late]).await;
+    let d = check(&late_ch, secret, Ch::Voice, P::Marketing).await;
+    assert!(reasons(&d).contains(&R::ConsentWithdrawn), "{d:?}");
+
+    // A DELETE on one replica: every replica moves the person's records under tokens, keeps
+    // the opt-out enforced, and Redis keeps no copy of the number in clear.
+    let mut p = pb::privacy_service_client::PrivacyServiceClient::new(a_ch.clone());
+    let consumer = p
+        .register_consumer(pb::RegisterConsumerRequest {
+            identifiers: vec![secret.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consumer
+        .unwrap()
+        .consumer_id;
+    let req = p
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer,
+            r#type: pb::PrivacyRequestType::Delete as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    until("the deletion to complete", || {
+        let mut p = p.clone();
+        let id = req.request_id.clone();
+        async move {
+            let r = p
+                .get_request(pb::GetRequestRequest { request_id: id })
+                .await
+                .unwrap()
+                .into_inner();
+            r.status == pb::PrivacyRequestStatus::Completed as i32
+        }
+    })
+    .await;
+    converged(&c, &[&a, &b, &late]).await;
+    for ch in [&a_ch, &b_ch, &late_ch] {
+        let d = check(ch, secret, Ch::Voice, P::Marketing).await;
+        assert_eq!(d.verdict, pb::Verdict::Block as i32, "{d:?}");
+        let view = consent(ch)
+            .get_contact(pb::GetContactRequest {
+                contact: secret.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let shown = format!("{view:?}").replace(&view.normalized_contact, "");
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let mut conn = c.redis.conn();
+    until("the stream and snapshot to be scrubbed", || {
+        let text = raw_store_text(&mut conn);
+        async move { !text.contains(secret) && !text.is_empty() }
+    })
+    .await;
+}
+
+fn registry_file(dir: &Path) -> (PathBuf, Vec<String>) {
+    let f = dir.join("federal.txt");
+    preflight::registry::generate::Generator::new(5)
+        .write(5_000, false, &mut std::fs::File::create(&f).unwrap())
+        .unwrap();
+    let numbers = std::fs::read_to_string(&f)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (f, numbers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_versions_travel_through_redis() {
+    let c = Cluster::new(false, true, "");
+    let mut a = c.replica("a");
+    let mut b = c.replica("b");
+    let (a_ch, b_ch) = (a.ready().await, b.ready().await);
+    let (file, numbers) = registry_file(c.dir.path());
+    let chunks: Vec<pb::ImportRegistryChunk> = std::fs::read(&file)
+        .unwrap()
+        .chunks(64 * 1024)
+        .map(|part| pb::ImportRegistryChunk {
+            list: "FEDERAL".into(),
+            mode: pb::ImportMode::Full as i32,
+            file_name: "federal.txt".into(),
+            data: part.to_vec(),
+            max_reject_fraction: 0.0,
+        })
+        .collect();
+    dnc(&a_ch)
+        .import_registry(futures::stream::iter(chunks))
+        .await
+        .unwrap();
+    until("b to serve the federal list", || {
+        let ch = b_ch.clone();
+        let n = numbers[17].clone();
+        async move {
+            let d = check(&ch, &n, Ch::Voice, P::Marketing).await;
+            reasons(&d).contains(&R::DncFederal)
+        }
+    })
+    .await;
+    let lists = dnc(&b_ch)
+        .list_registries(pb::ListRegistriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let fed = &lists.registries[0];
+    assert_eq!(
+        (fed.name.as_str(), fed.version, fed.count),
+        ("FEDERAL", 1, 5_000)
+    );
+    // A replica started later takes it from Redis too.
+    let mut late = c.replica("late");
+    let late_ch = late.ready().await;
+    let d = check(&late_ch, &numbers[4_000], Ch::Sms, P::Marketing).await;
+    assert!(reasons(&d).contains(&R::DncFederal), "{d:?}");
+}
