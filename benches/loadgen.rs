@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 #[path = "procs.rs"]
 mod procs;
-use procs::{Proc, free_port};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -151,23 +150,7 @@ fn main() {
         .unwrap();
 
     // Redis, started here on a free port, nothing persisted.
-    let rport = free_port();
-    let _redis = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/test.sh installs it)"),
-    );
+    let (_redis, rport) = procs::start_redis();
     let redis_url = format!("redis://127.0.0.1:{rport}/");
     let rconn = rt.block_on(async {
         let client = redis::Client::open(redis_url.as_str()).unwrap();

@@ -23,16 +23,6 @@ fn phone(i: u64) -> String {
     )
 }
 
-fn rss_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let rows: u64 = if smoke {
@@ -116,7 +106,7 @@ fn main() {
     let pid = scrub.id();
     let mut peak = 0;
     while scrub.try_wait().unwrap().is_none() {
-        peak = peak.max(rss_kb(pid).unwrap_or(0));
+        peak = peak.max(procs::rss_kb(pid).unwrap_or(0));
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = started.elapsed().as_secs_f64();

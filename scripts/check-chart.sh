@@ -25,8 +25,9 @@ trap 'rm -rf "$out"' EXIT
 echo "== helm lint"
 helm lint --strict "$chart"
 helm lint --strict "$chart" -f "$chart/ci/full-values.yaml"
+helm lint --strict "$chart" -f "$chart/ci/redis-values.yaml"
 
-for values in default "$chart/ci/full-values.yaml"; do
+for values in default "$chart/ci/full-values.yaml" "$chart/ci/redis-values.yaml"; do
   echo "== helm template ($values)"
   args=()
   [ "$values" = default ] || args=(-f "$values")
@@ -52,6 +53,19 @@ pod = kinds["Deployment"]["spec"]["template"]["spec"]
 c = pod["containers"][0]
 for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
     assert c[probe]["httpGet"]["port"] == "http", probe
+env = {e["name"]: e for e in c["env"]}
+if "[redis]" in kinds["ConfigMap"]["data"]["preflight.toml"]:
+    # Many replicas: scaled and protected, the URL and privacy key from Secrets.
+    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(kinds), sorted(kinds)
+    assert "replicas" not in kinds["Deployment"]["spec"], "the HPA owns the replica count"
+    assert "secretKeyRef" in env["PREFLIGHT_REDIS_URL"]["valueFrom"]
+    key = env["PREFLIGHT_PRIVACY_KEY_FILE"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert key.startswith(mounts["privacy-key"] + "/"), (key, mounts)
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}["data"]
+else:
+    assert kinds["Deployment"]["spec"]["replicas"] == 1
+    assert "PREFLIGHT_REDIS_URL" not in env
 open(sys.argv[2], "w").write(kinds["ConfigMap"]["data"]["preflight.toml"])
 PY
   # Every token the chart configures comes from the environment; give each a value.
@@ -61,6 +75,8 @@ PY
   done
   # TLS files exist only in the pod: validate the rest of the file here.
   sed -i '/^\[tls\]/,/^key_file/d' "$out/preflight.toml"
+  # The Redis URL, like the tokens, comes from a Secret in the pod.
+  envs+=("PREFLIGHT_REDIS_URL=redis://redis.example:6379")
   env "${envs[@]}" "$bin" check-config --config "$out/preflight.toml"
 done
 
@@ -77,5 +93,6 @@ refuses "tokens\[0\].role must be check, write or admin" \
   --set 'tokens[0].name=x,tokens[0].role=root,tokens[0].secretName=s,tokens[0].secretKey=k'
 refuses "tls.enabled needs tls.secretName" --set tls.enabled=true
 refuses "store.kind must be embedded or redis" --set store.kind=etcd
-refuses "has only the embedded store" --set store.kind=redis
+refuses "needs redis.urlSecret.name" --set store.kind=redis
+refuses "needs privacy.keySecret.name" --set store.kind=redis,redis.urlSecret.name=r
 echo "chart: ok"

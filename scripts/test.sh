@@ -27,7 +27,7 @@ export PREFLIGHT_BENCH_CONTACTS="${PREFLIGHT_BENCH_CONTACTS:-20000}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --all-targets --locked 2>&1 | tee "$log"
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 echo "== helm chart"

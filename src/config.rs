@@ -57,7 +57,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`; PREFLIGHT_REDIS_URL sets it (the Helm
+    /// chart hands it over from a Secret).
+    #[serde(default)]
     pub url: String,
     /// Key prefix; replicas with the same prefix share one store.
     #[serde(default = "default_redis_prefix")]
@@ -93,6 +95,9 @@ impl RedisConfig {
         &self,
         idempotency_hours: u32,
     ) -> Result<crate::store::redis::RedisOptions, String> {
+        if self.url.trim().is_empty() {
+            return Err("redis.url is empty: set it, or PREFLIGHT_REDIS_URL".into());
+        }
         if !self.url.starts_with("redis://") {
             return Err(format!(
                 "redis.url: `{}` must start with redis:// (rediss:// TLS is not built in)",
@@ -293,6 +298,9 @@ impl Config {
         }
         if let Some(v) = get("PREFLIGHT_DEFAULT_POLICY") {
             self.default_policy = v;
+        }
+        if let Some(v) = get("PREFLIGHT_PRIVACY_KEY_FILE").filter(|v| !v.trim().is_empty()) {
+            self.privacy.key_file = Some(v.into());
         }
         if let Some(v) = get("PREFLIGHT_REDIS_URL").filter(|v| !v.trim().is_empty()) {
             match &mut self.redis {

@@ -376,11 +376,19 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     let security = preflight::server::Security::from_config(&config)
         .with_context(|| format!("config {origin}"))?;
     println!(
-        "{origin}: ok ({} policies, {} messaging programs, {} API tokens, TLS {})",
+        "{origin}: ok ({} policies, {} messaging programs, {} API tokens, TLS {}, store {})",
         policies.all().len(),
         config.programs.len(),
         config.tokens.len(),
-        if security.tls.is_some() { "on" } else { "off" }
+        if security.tls.is_some() { "on" } else { "off" },
+        match &config.redis {
+            Some(r) => format!(
+                "redis {} prefix {}",
+                preflight::store::redis::conn::masked_url(&r.url),
+                r.prefix
+            ),
+            None => "embedded".into(),
+        }
     );
     Ok(())
 }

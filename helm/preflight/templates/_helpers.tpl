@@ -40,7 +40,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "store.kind must be embedded or redis, got %q" .Values.store.kind) }}
 {{- end }}
 {{- if eq .Values.store.kind "redis" }}
-{{- fail "store.kind=redis: this preflight version has only the embedded store; the Redis store is not released yet" }}
+{{- if not .Values.redis.urlSecret.name }}
+{{- fail "store.kind=redis needs redis.urlSecret.name (a Secret holding the redis:// URL)" }}
+{{- end }}
+{{- if not .Values.privacy.keySecret.name }}
+{{- fail "store.kind=redis needs privacy.keySecret.name: every replica must hash erased identifiers with the same 32-byte key" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret)" }}

@@ -467,8 +467,13 @@ fn rule5_staleness() {
         );
     }
     assert!(
-        evaluate(&policy(), &check, &[&f], &[], Millis::MAX, 1).allowed(),
+        evaluate(&policy(), &check, &[&f], &[], 30 * 86_400_000, 1).allowed(),
         "no bound set"
+    );
+    // Millis::MAX: the replica never finished loading; no policy may allow on that.
+    assert_eq!(
+        reasons(&evaluate(&policy(), &check, &[&f], &[], Millis::MAX, 1)),
+        vec![Reason::IndexStale]
     );
 }
 

@@ -1,0 +1,266 @@
+//! Load run for the Redis store: two replicas on one `redis-server`, all started here.
+//!
+//! 1. Write-to-visible: RecordConsent on replica A at a fixed rate (open loop), each
+//!    event's arrival timed on replica B's Watch stream; percentiles of the gap.
+//! 2. Write throughput: RecordConsent through one replica with many calls in flight.
+//! 3. Cold start: N overlay records (DNC entries, 10,000 per AddEntries call) written,
+//!    then a fresh replica started; time until its health says SERVING, and its memory.
+//!
+//! `cargo bench --bench replica_load` runs the documented sizes; without `--bench` (as
+//! `cargo test --benches` runs it) a small smoke run. Knobs: PREFLIGHT_REPLICA_RATE
+//! (5000 writes/s), PREFLIGHT_REPLICA_SECS (10), PREFLIGHT_REPLICA_CONCURRENCY (128),
+//! PREFLIGHT_REPLICA_RECORDS (1,000,000).
+use preflight::proto as pb;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[path = "procs.rs"]
+mod procs;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+async fn serving(port: u16) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(ch) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+            if let Ok(r) = h
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                && r.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                return ch;
+            }
+        }
+        assert!(Instant::now() < deadline, "replica not serving in 120 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn withdraw(i: u64) -> pb::RecordConsentRequest {
+    pb::RecordConsentRequest {
+        contact: format!("user{i}@example.com"),
+        status: pb::ConsentStatus::Withdrawn as i32,
+        source: "load".into(),
+        ..Default::default()
+    }
+}
+
+fn main() {
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let rate = env_or("PREFLIGHT_REPLICA_RATE", if smoke { 500 } else { 5_000 });
+    let secs = env_or("PREFLIGHT_REPLICA_SECS", if smoke { 1 } else { 10 });
+    let conc = env_or("PREFLIGHT_REPLICA_CONCURRENCY", 128);
+    let records = env_or(
+        "PREFLIGHT_REPLICA_RECORDS",
+        if smoke { 20_000 } else { 1_000_000 },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_redis, rport) = procs::start_redis();
+    let key = dir.path().join("privacy.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let config = dir.path().join("preflight.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[privacy]\nkey_file = {:?}\n[redis]\nurl = \"redis://127.0.0.1:{rport}\"\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let envs = [("PREFLIGHT_CONFIG", config.to_str().unwrap().to_string())];
+    let (_a, a_port) = procs::start_preflight(&dir.path().join("a"), &envs);
+    let (_b, b_port) = procs::start_preflight(&dir.path().join("b"), &envs);
+    rt.block_on(async {
+        let a = serving(a_port).await;
+        let b = serving(b_port).await;
+        let next = Arc::new(AtomicU64::new(0));
+
+        // 1. Write-to-visible at a fixed rate.
+        let start_seq = pb::decision_service_client::DecisionServiceClient::new(b.clone())
+            .check(pb::CheckRequest {
+                contact: "+12025550100".into(),
+                channel: pb::Channel::Voice as i32,
+                purpose: pb::Purpose::Security as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .index_seq;
+        let mut watch = pb::event_service_client::EventServiceClient::new(b.clone())
+            .watch(pb::WatchRequest {
+                after_seq: start_seq,
+                kinds: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let total = rate * secs;
+        let seen = tokio::spawn(async move {
+            let mut at: HashMap<u64, Instant> = HashMap::new();
+            while at.len() < total as usize {
+                match watch.message().await {
+                    Ok(Some(ev)) => {
+                        at.insert(ev.seq, Instant::now());
+                    }
+                    _ => break,
+                }
+            }
+            at
+        });
+        let began = Instant::now();
+        let mut sends = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            let due = began + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let mut c = pb::consent_service_client::ConsentServiceClient::new(a.clone());
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            sends.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                let r = c.record_consent(withdraw(n)).await.unwrap().into_inner();
+                (r.seq, sent, sent.elapsed())
+            }));
+        }
+        let mut acks = Vec::new();
+        let mut sent_at = HashMap::new();
+        for s in sends {
+            let (seq, sent, ack) = s.await.unwrap();
+            sent_at.insert(seq, sent);
+            acks.push(ack);
+        }
+        let offered = total as f64 / began.elapsed().as_secs_f64();
+        let seen = tokio::time::timeout(Duration::from_secs(30), seen)
+            .await
+            .expect("every write seen on B")
+            .unwrap();
+        let mut visible: Vec<Duration> = sent_at
+            .iter()
+            .filter_map(|(seq, sent)| seen.get(seq).map(|t| t.duration_since(*sent)))
+            .collect();
+        visible.sort();
+        acks.sort();
+        println!(
+            "write-to-visible on B at {rate}/s offered ({offered:.0}/s achieved), {} writes: \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (ack on A: p50 {:.2} ms, p99 {:.2} ms)",
+            visible.len(),
+            pct(&visible, 0.50),
+            pct(&visible, 0.99),
+            pct(&visible, 1.0),
+            pct(&acks, 0.50),
+            pct(&acks, 0.99),
+        );
+        assert_eq!(visible.len(), total as usize, "every write reached B");
+
+        // 2. Throughput through one replica.
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let t = Instant::now();
+        let workers: Vec<_> = (0..conc)
+            .map(|_| {
+                let mut c = pb::consent_service_client::ConsentServiceClient::new(a.clone());
+                let (next, done) = (next.clone(), done.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        c.record_consent(withdraw(n)).await.unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let n = done.load(Ordering::Relaxed);
+        println!(
+            "consent writes through one replica, {conc} in flight: {n} in {:.1} s = {:.0} writes/s",
+            t.elapsed().as_secs_f64(),
+            n as f64 / t.elapsed().as_secs_f64()
+        );
+
+        // 3. Cold start with `records` overlay records.
+        let mut text = Vec::new();
+        preflight::registry::generate::Generator::new(3)
+            .write(records, false, &mut text)
+            .unwrap();
+        let numbers: Vec<String> = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|l| format!("+1{l}"))
+            .collect();
+        let t = Instant::now();
+        let mut d = pb::dnc_service_client::DncServiceClient::new(a.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        for batch in numbers.chunks(10_000) {
+            d.add_entries(pb::AddEntriesRequest {
+                entries: batch
+                    .iter()
+                    .map(|n| pb::DncEntryInput {
+                        contact: n.clone(),
+                        r#type: pb::DncType::Corporate as i32,
+                        ..Default::default()
+                    })
+                    .collect(),
+                actor: "load".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        println!(
+            "{records} DNC entries written in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        // Let the snapshot lease holder catch up, as a running system would have.
+        tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 10 })).await;
+        let t = Instant::now();
+        let (late, late_port) = procs::start_preflight(&dir.path().join("late"), &envs);
+        let late_ch = serving(late_port).await;
+        let cold = t.elapsed();
+        let seq = pb::decision_service_client::DecisionServiceClient::new(late_ch)
+            .check(pb::CheckRequest {
+                contact: numbers[0].clone(),
+                channel: pb::Channel::Voice as i32,
+                purpose: pb::Purpose::Marketing as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .index_seq;
+        println!(
+            "cold start of a replica at seq {seq} ({records} DNC entries + earlier writes): \
+             serving after {:.2} s, RSS {} MB",
+            cold.as_secs_f64(),
+            procs::rss_kb(late.0.id()).unwrap_or(0) / 1024
+        );
+    });
+}
