@@ -96,7 +96,20 @@ fn main() {
     .unwrap();
     let envs = [("PREFLIGHT_CONFIG", config.to_str().unwrap().to_string())];
     let (_a, a_port) = procs::start_preflight(&dir.path().join("a"), &envs);
-    let (_b, b_port) = procs::start_preflight(&dir.path().join("b"), &envs);
+    let (b_proc, b_port) = procs::start_preflight(&dir.path().join("b"), &envs);
+    let (a_pid, b_pid, r_pid) = (_a.0.id(), b_proc.0.id(), _redis.0.id());
+    let cpu = move || [a_pid, b_pid, r_pid, std::process::id()].map(procs::cpu_secs);
+    let report_cpu = move |what: &str, before: [f64; 4], secs: f64| {
+        let after = cpu();
+        let share = |i: usize| (after[i] - before[i]) / secs * 100.0;
+        println!(
+            "  cpu during {what}: replica A {:.0}%, replica B {:.0}%, redis {:.0}%, load generator {:.0}% (of one core)",
+            share(0),
+            share(1),
+            share(2),
+            share(3)
+        );
+    };
     rt.block_on(async {
         let a = serving(a_port).await;
         let b = serving(b_port).await;
@@ -135,6 +148,7 @@ fn main() {
             }
             at
         });
+        let cpu0 = cpu();
         let began = Instant::now();
         let mut sends = Vec::with_capacity(total as usize);
         for i in 0..total {
@@ -176,12 +190,34 @@ fn main() {
             pct(&acks, 0.50),
             pct(&acks, 0.99),
         );
+        report_cpu("the fixed-rate run", cpu0, began.elapsed().as_secs_f64());
+        // The same figures over each second, to tell warm-up from steady state.
+        let mut by_second: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+        for (seq, sent) in &sent_at {
+            if let Some(t) = seen.get(seq) {
+                by_second
+                    .entry(sent.duration_since(began).as_secs())
+                    .or_default()
+                    .push(t.duration_since(*sent));
+            }
+        }
+        for (s, mut v) in by_second {
+            v.sort();
+            println!(
+                "  second {s}: {} writes, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                v.len(),
+                pct(&v, 0.5),
+                pct(&v, 0.99),
+                pct(&v, 1.0)
+            );
+        }
         assert_eq!(visible.len(), total as usize, "every write reached B");
 
         // 2. Throughput through one replica.
         let done = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(secs);
         let t = Instant::now();
+        let cpu0 = cpu();
         let workers: Vec<_> = (0..conc)
             .map(|_| {
                 let mut c = pb::consent_service_client::ConsentServiceClient::new(a.clone());
@@ -204,6 +240,7 @@ fn main() {
             t.elapsed().as_secs_f64(),
             n as f64 / t.elapsed().as_secs_f64()
         );
+        report_cpu("the throughput run", cpu0, t.elapsed().as_secs_f64());
 
         // 3. Cold start with `records` overlay records.
         let mut text = Vec::new();

@@ -167,32 +167,143 @@ enum Fate {
     },
 }
 
+/// The script's answer.
+enum Answer {
+    Committed,
+    /// The store moved on (another writer, or an earlier round of this one failed).
+    Moved(Head),
+    /// An idempotency key was taken since it was looked up.
+    KeyTaken,
+}
+
+/// A group sent to Redis whose answer has not come back yet.
+struct InFlight {
+    reqs: Vec<Append>,
+    replies: Vec<Reply>,
+    fates: Vec<Fate>,
+    entries: Vec<LogEntry>,
+    next: Head,
+    answer: Pending,
+    attempts: usize,
+}
+
+type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answer, StoreError>> + Send>>;
+
+/// Groups in flight at once: while Redis runs one script, the next is built and queued
+/// behind it. A round built on a predecessor that then failed fails its own seq check and
+/// is rebuilt, so the pipeline never commits out of order.
+const PIPELINE: usize = 2;
+
 impl Committer {
     pub fn new(shared: Arc<Shared>) -> Committer {
         Committer { shared, head: None }
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        while let Some(first) = rx.recv().await {
-            let mut group = Vec::new();
-            let mut erasure = None;
-            match first {
-                Job::Append(a, r) => group.push((a, r)),
-                Job::Erase(e, r) => erasure = Some((e, r)),
-            }
-            while erasure.is_none() && group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(Job::Append(a, r)) => group.push((a, r)),
-                    Ok(Job::Erase(e, r)) => erasure = Some((e, r)),
-                    Err(_) => break,
+        let mut inflight: std::collections::VecDeque<InFlight> = Default::default();
+        let mut erasure: Option<(Erasure, EraseReply)> = None;
+        let mut open = true;
+        loop {
+            // Take more work while the pipeline has room; an erasure waits for it to drain.
+            if open && erasure.is_none() && inflight.len() < PIPELINE {
+                let first = if inflight.is_empty() {
+                    match rx.recv().await {
+                        Some(j) => Some(j),
+                        None => {
+                            open = false;
+                            None
+                        }
+                    }
+                } else {
+                    rx.try_recv().ok()
+                };
+                if let Some(first) = first {
+                    let mut group = Vec::new();
+                    match first {
+                        Job::Append(a, r) => group.push((a, r)),
+                        Job::Erase(e, r) => erasure = Some((e, r)),
+                    }
+                    while erasure.is_none() && group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(Job::Append(a, r)) => group.push((a, r)),
+                            Ok(Job::Erase(e, r)) => erasure = Some((e, r)),
+                            Err(_) => break,
+                        }
+                    }
+                    if !group.is_empty() {
+                        let (reqs, replies) = group.into_iter().unzip();
+                        if let Some(f) = self.send(reqs, replies, 0).await {
+                            inflight.push_back(f);
+                        }
+                    }
+                    continue;
                 }
             }
-            if !group.is_empty() {
-                self.append_group(group).await;
+            if let Some(oldest) = inflight.pop_front() {
+                self.settle(oldest, &mut inflight).await;
+                continue;
             }
-            if let Some((e, reply)) = erasure {
+            if let Some((e, reply)) = erasure.take() {
                 let out = self.erase(e).await;
                 let _ = reply.send(out);
+                continue;
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the oldest round's answer: replies when committed, else rebuilds it and
+    /// every round queued behind it (which cannot have committed).
+    async fn settle(&mut self, f: InFlight, rest: &mut std::collections::VecDeque<InFlight>) {
+        match f.answer.await {
+            Ok(Answer::Committed) => {
+                if rest.is_empty() {
+                    self.head = Some(f.next.clone());
+                }
+                self.shared.applied_own(f.entries).await;
+                reply_all(f.fates, f.replies);
+            }
+            Ok(moved) => {
+                self.head = match moved {
+                    Answer::Moved(h) => Some(h),
+                    _ => None,
+                };
+                let mut again = vec![(f.reqs, f.replies, f.attempts + 1)];
+                // Rounds built on this one fail their seq check; wait them out, keeping
+                // any that did commit (none can, but never drop an answer).
+                while let Some(g) = rest.pop_front() {
+                    match g.answer.await {
+                        Ok(Answer::Committed) => {
+                            self.shared.applied_own(g.entries).await;
+                            reply_all(g.fates, g.replies);
+                        }
+                        _ => again.push((g.reqs, g.replies, g.attempts + 1)),
+                    }
+                }
+                self.head = None;
+                for (reqs, replies, attempts) in again {
+                    if attempts >= MAX_ATTEMPTS {
+                        let e = StoreError::Unavailable(format!(
+                            "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
+                        ));
+                        for r in replies {
+                            let _ = r.send(Err(e.clone()));
+                        }
+                        continue;
+                    }
+                    if let Some(g) = self.send(reqs, replies, attempts).await {
+                        rest.push_back(g);
+                    }
+                }
+            }
+            Err(e) => {
+                self.head = None;
+                for r in f.replies {
+                    let _ = r.send(Err(e.clone()));
+                }
             }
         }
     }
@@ -210,31 +321,146 @@ impl Committer {
         )
     }
 
-    /// Runs the script for `round` from `head`; Ok(true) when committed.
-    async fn run_round(
+    /// Builds a round for `reqs` on the head this replica expects and sends it; requests
+    /// answered without a write (replays, conflicts) or a failure are replied to at once.
+    async fn send(
         &mut self,
-        head: &Head,
-        next: &Head,
-        round: &Round,
-    ) -> Result<bool, StoreError> {
-        let shared = &self.shared;
+        reqs: Vec<Append>,
+        replies: Vec<Reply>,
+        attempts: usize,
+    ) -> Option<InFlight> {
+        match self.build(&reqs).await {
+            Ok((head, next, round, fates)) => {
+                if round.ops.is_empty() {
+                    reply_all(fates, replies);
+                    return None;
+                }
+                self.head = Some(next.clone());
+                let mut call = self.invoke(&head, &next, &round);
+                // One poll puts the script on the connection now, so rounds reach Redis in
+                // the order they were built (a round overtaking its predecessor would only
+                // fail its seq check and be rebuilt, but that costs a round trip).
+                let answer: Pending = match futures::poll!(&mut call) {
+                    std::task::Poll::Ready(out) => Box::pin(async move { out }),
+                    std::task::Poll::Pending => call,
+                };
+                Some(InFlight {
+                    reqs,
+                    replies,
+                    fates,
+                    entries: round.entries,
+                    next,
+                    answer,
+                    attempts,
+                })
+            }
+            Err(e) => {
+                self.head = None;
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+                None
+            }
+        }
+    }
+
+    async fn build(
+        &mut self,
+        reqs: &[Append],
+    ) -> Result<(Head, Head, Round, Vec<Fate>), StoreError> {
+        let k = self.shared.keys.clone();
+        let head = match self.head.take() {
+            Some(h) => h,
+            None => self.fetch_head().await?,
+        };
+        // Keys already taken answer without a write (or conflict); the script checks
+        // again, since another replica may take one in between.
+        let claimed: Vec<(usize, String)> = reqs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.idempotency.as_ref().map(|c| (i, k.idem(&c.key))))
+            .collect();
+        let mut seen: Vec<Option<Vec<u8>>> = vec![None; reqs.len()];
+        if !claimed.is_empty() {
+            let mut cmd = redis::cmd("MGET");
+            for (_, key) in &claimed {
+                cmd.arg(key);
+            }
+            let got: Vec<Option<Vec<u8>>> = self.shared.redis.query(&cmd).await?;
+            for ((i, _), v) in claimed.iter().zip(got) {
+                seen[*i] = v;
+            }
+        }
+        let now = self.shared.clock.now_ms();
+        let mut next = head.clone();
+        let mut round = Round::default();
+        let mut fates = Vec::with_capacity(reqs.len());
+        for (req, seen) in reqs.iter().zip(seen) {
+            if let (Some(claim), Some(v)) = (&req.idempotency, seen) {
+                let out = if v.len() >= 32 && v[..32] == claim.fingerprint {
+                    Ok(AppendOutcome::Replayed {
+                        response: v[32..].to_vec(),
+                    })
+                } else {
+                    Err(StoreError::IdempotencyConflict(claim.key.clone()))
+                };
+                fates.push(Fate::Done(out));
+                continue;
+            }
+            if let Some(claim) = &req.idempotency {
+                round.op("C", k.idem(&claim.key), "", "");
+            }
+            let (first, last) = round.stage(
+                &self.shared,
+                &mut next,
+                req.events.clone(),
+                req.audit.clone(),
+                Vec::new(),
+                now,
+            );
+            let response = req.idempotency.as_ref().map(|claim| {
+                let response = (claim.respond)(first);
+                let mut v = claim.fingerprint.to_vec();
+                v.extend_from_slice(&response);
+                round.op("I", k.idem(&claim.key), v, "");
+                response
+            });
+            fates.push(Fate::Staged {
+                first,
+                last,
+                response,
+            });
+        }
+        Ok((head, next, round, fates))
+    }
+
+    /// The script call for `round` (built on `head`); nothing is sent until it is polled.
+    fn invoke(&self, head: &Head, next: &Head, round: &Round) -> Pending {
+        let shared = self.shared.clone();
         let k = &shared.keys;
-        let epoch = shared.epoch().ok_or_else(|| {
-            StoreError::Unavailable("this replica has not finished loading from Redis".into())
-        })?;
+        let Some(epoch) = shared.epoch() else {
+            return Box::pin(async {
+                Err(StoreError::Unavailable(
+                    "this replica has not finished loading from Redis".into(),
+                ))
+            });
+        };
         let notice = serde_json::to_vec(&Notice {
             epoch: epoch.clone(),
             entries: round.entries.clone(),
         })
         .expect("notices serialize");
-        let script = redis::Script::new(COMMIT);
-        let mut inv = script.prepare_invoke();
-        inv.key(k.seq())
-            .key(k.head())
-            .key(k.epoch())
-            .key(k.log())
-            .key(k.audit())
-            .key(k.personal())
+        // EVAL, not EVALSHA: a script missing from Redis's cache would be loaded and
+        // retried, and the retry could overtake the next round.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COMMIT)
+            .arg(6)
+            .arg(k.seq())
+            .arg(k.head())
+            .arg(k.epoch())
+            .arg(k.log())
+            .arg(k.audit())
+            .arg(k.personal())
             .arg(head.seq.to_string())
             .arg(head_text(&head.audit))
             .arg(&epoch)
@@ -249,139 +475,28 @@ impl Committer {
             .arg(shared.opts.idempotency_ttl_ms.max(1).to_string());
         for op in &round.ops {
             for a in op {
-                inv.arg(a.as_slice());
+                cmd.arg(a.as_slice());
             }
         }
-        let answer: Vec<String> = shared.redis.invoke(&inv).await?;
-        match answer.first().map(String::as_str) {
-            Some("ok") => Ok(true),
-            Some("retry") if answer.len() == 3 => {
-                self.head = Some(parse_head(&answer[1], &answer[2])?);
-                Ok(false)
-            }
-            Some("idem") => {
-                self.head = Some(head.clone());
-                Ok(false)
-            }
-            Some("epoch") => {
-                crate::telemetry::sync_error("store_reset");
-                Err(StoreError::Unavailable(format!(
-                    "the Redis store was reset (epoch `{}`, this replica loaded `{epoch}`); \
-                     writes are refused until it is restored",
-                    answer.get(1).map(String::as_str).unwrap_or("")
-                )))
-            }
-            _ => Err(unavailable(format!("unexpected commit answer {answer:?}"))),
-        }
-    }
-
-    async fn append_group(&mut self, group: Vec<(Append, crate::store::redis::commit::Reply)>) {
-        let (reqs, replies): (Vec<Append>, Vec<Reply>) = group.into_iter().unzip();
-        match self.append_rounds(reqs).await {
-            Ok(fates) => {
-                for (fate, reply) in fates.into_iter().zip(replies) {
-                    let out = match fate {
-                        Fate::Done(o) => o,
-                        Fate::Staged {
-                            first,
-                            last,
-                            response,
-                        } => Ok(AppendOutcome::Committed {
-                            first_seq: first,
-                            last_seq: last,
-                            response,
-                        }),
-                    };
-                    let _ = reply.send(out);
+        Box::pin(async move {
+            let answer: Vec<String> = shared.redis.query(&cmd).await?;
+            match answer.first().map(String::as_str) {
+                Some("ok") => Ok(Answer::Committed),
+                Some("retry") if answer.len() == 3 => {
+                    Ok(Answer::Moved(parse_head(&answer[1], &answer[2])?))
                 }
-            }
-            Err(e) => {
-                self.head = None;
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                Some("idem") => Ok(Answer::KeyTaken),
+                Some("epoch") => {
+                    crate::telemetry::sync_error("store_reset");
+                    Err(StoreError::Unavailable(format!(
+                        "the Redis store was reset (epoch `{}`, this replica loaded `{epoch}`); \
+                         writes are refused until it is restored",
+                        answer.get(1).map(String::as_str).unwrap_or("")
+                    )))
                 }
+                _ => Err(unavailable(format!("unexpected commit answer {answer:?}"))),
             }
-        }
-    }
-
-    async fn append_rounds(&mut self, reqs: Vec<Append>) -> Result<Vec<Fate>, StoreError> {
-        let k = self.shared.keys.clone();
-        for _ in 0..MAX_ATTEMPTS {
-            let head = match self.head.take() {
-                Some(h) => h,
-                None => self.fetch_head().await?,
-            };
-            // Keys already taken answer without a write (or conflict); the script checks
-            // again, since another replica may take one in between.
-            let claimed: Vec<(usize, String)> = reqs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.idempotency.as_ref().map(|c| (i, k.idem(&c.key))))
-                .collect();
-            let mut seen: Vec<Option<Vec<u8>>> = vec![None; reqs.len()];
-            if !claimed.is_empty() {
-                let mut cmd = redis::cmd("MGET");
-                for (_, key) in &claimed {
-                    cmd.arg(key);
-                }
-                let got: Vec<Option<Vec<u8>>> = self.shared.redis.query(&cmd).await?;
-                for ((i, _), v) in claimed.iter().zip(got) {
-                    seen[*i] = v;
-                }
-            }
-            let now = self.shared.clock.now_ms();
-            let mut next = head.clone();
-            let mut round = Round::default();
-            let mut fates = Vec::with_capacity(reqs.len());
-            for (req, seen) in reqs.iter().zip(seen) {
-                if let (Some(claim), Some(v)) = (&req.idempotency, seen) {
-                    let out = if v.len() >= 32 && v[..32] == claim.fingerprint {
-                        Ok(AppendOutcome::Replayed {
-                            response: v[32..].to_vec(),
-                        })
-                    } else {
-                        Err(StoreError::IdempotencyConflict(claim.key.clone()))
-                    };
-                    fates.push(Fate::Done(out));
-                    continue;
-                }
-                if let Some(claim) = &req.idempotency {
-                    round.op("C", k.idem(&claim.key), "", "");
-                }
-                let (first, last) = round.stage(
-                    &self.shared,
-                    &mut next,
-                    req.events.clone(),
-                    req.audit.clone(),
-                    Vec::new(),
-                    now,
-                );
-                let response = req.idempotency.as_ref().map(|claim| {
-                    let response = (claim.respond)(first);
-                    let mut v = claim.fingerprint.to_vec();
-                    v.extend_from_slice(&response);
-                    round.op("I", k.idem(&claim.key), v, "");
-                    response
-                });
-                fates.push(Fate::Staged {
-                    first,
-                    last,
-                    response,
-                });
-            }
-            if round.ops.is_empty() {
-                self.head = Some(head);
-                return Ok(fates);
-            }
-            if self.run_round(&head, &next, &round).await? {
-                self.head = Some(next);
-                self.shared.applied_own(round.entries).await;
-                return Ok(fates);
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
-        )))
+        })
     }
 
     async fn erase(&mut self, req: Erasure) -> Result<ErasureOutcome, StoreError> {
@@ -435,8 +550,8 @@ impl Committer {
                 rider.clone(),
                 now,
             );
-            match self.run_round(&head, &next, &round).await {
-                Ok(true) => {
+            match self.invoke(&head, &next, &round).await {
+                Ok(Answer::Committed) => {
                     self.head = Some(next);
                     shared.applied_own(round.entries).await;
                     // The stream and the last snapshot still hold the subjects in clear:
@@ -448,7 +563,8 @@ impl Committer {
                         audit_stripped: stripped,
                     });
                 }
-                Ok(false) => continue,
+                Ok(Answer::Moved(h)) => self.head = Some(h),
+                Ok(Answer::KeyTaken) => self.head = None,
                 Err(e) => {
                     self.head = None;
                     return Err(e);
@@ -458,5 +574,23 @@ impl Committer {
         Err(StoreError::Unavailable(format!(
             "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
         )))
+    }
+}
+
+fn reply_all(fates: Vec<Fate>, replies: Vec<Reply>) {
+    for (fate, reply) in fates.into_iter().zip(replies) {
+        let out = match fate {
+            Fate::Done(o) => o,
+            Fate::Staged {
+                first,
+                last,
+                response,
+            } => Ok(AppendOutcome::Committed {
+                first_seq: first,
+                last_seq: last,
+                response,
+            }),
+        };
+        let _ = reply.send(out);
     }
 }

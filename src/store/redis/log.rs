@@ -6,6 +6,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
+use std::sync::{Arc, OnceLock};
 
 /// One committed event; an erasure carries the events it rewrote (under tokens only), so
 /// every replica can move its own index entries the way the writer did.
@@ -37,7 +38,76 @@ const MAGIC: &[u8; 8] = b"PFLOG01\n";
 struct Block {
     first: u64,
     last: u64,
-    gz: Vec<u8>,
+    body: Body,
+}
+
+/// A block is compressed on a background thread, so that the write path that fills it
+/// never waits for gzip; until then readers use its entries as they are.
+#[derive(Clone)]
+enum Body {
+    Gz(Vec<u8>),
+    Pending {
+        entries: Arc<Vec<LogEntry>>,
+        gz: Arc<OnceLock<Vec<u8>>>,
+    },
+}
+
+impl Body {
+    fn pending(entries: Vec<LogEntry>) -> Body {
+        let entries = Arc::new(entries);
+        let gz = Arc::new(OnceLock::new());
+        compressor().send((entries.clone(), gz.clone())).ok();
+        Body::Pending { entries, gz }
+    }
+
+    /// Takes the compressed form once the background thread has made it.
+    fn settle(&mut self) {
+        if let Body::Pending { gz, .. } = self
+            && let Some(bytes) = gz.get()
+        {
+            *self = Body::Gz(bytes.clone());
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<LogEntry>, LogError> {
+        match self {
+            Body::Gz(gz) => decode(gz),
+            Body::Pending { entries, .. } => Ok(entries.as_ref().clone()),
+        }
+    }
+
+    fn gz(&self) -> Vec<u8> {
+        match self {
+            Body::Gz(gz) => gz.clone(),
+            Body::Pending { entries, gz } => gz.get().cloned().unwrap_or_else(|| encode(entries)),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Body::Gz(gz) => gz.len(),
+            Body::Pending { entries, .. } => entries.len() * 256,
+        }
+    }
+}
+
+type Job = (Arc<Vec<LogEntry>>, Arc<OnceLock<Vec<u8>>>);
+
+/// The one background thread that compresses filled blocks.
+fn compressor() -> &'static std::sync::mpsc::Sender<Job> {
+    static TX: OnceLock<std::sync::mpsc::Sender<Job>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("preflight-log-gzip".into())
+            .spawn(move || {
+                for (entries, out) in rx {
+                    let _ = out.set(encode(&entries));
+                }
+            })
+            .expect("spawn the log compressor");
+        tx
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +115,13 @@ struct Block {
 pub struct LogError(pub String);
 
 fn encode(entries: &[LogEntry]) -> Vec<u8> {
-    let mut w = GzEncoder::new(Vec::new(), Compression::fast());
+    let mut text = Vec::with_capacity(entries.len() * 320);
     for e in entries {
-        serde_json::to_writer(&mut w, e).expect("log entries serialize");
-        w.write_all(b"\n").expect("writing to memory");
+        serde_json::to_writer(&mut text, e).expect("log entries serialize");
+        text.push(b'\n');
     }
+    let mut w = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::fast());
+    w.write_all(&text).expect("writing to memory");
     w.finish().expect("writing to memory")
 }
 
@@ -84,13 +156,15 @@ impl LogCache {
     pub fn push(&mut self, e: LogEntry) {
         self.tail.push(e);
         if self.tail.len() >= BLOCK {
-            let gz = encode(&self.tail);
+            let entries = std::mem::take(&mut self.tail);
             self.blocks.push(Block {
-                first: self.tail[0].seq(),
-                last: self.tail[self.tail.len() - 1].seq(),
-                gz,
+                first: entries[0].seq(),
+                last: entries[entries.len() - 1].seq(),
+                body: Body::pending(entries),
             });
-            self.tail.clear();
+            for b in self.blocks.iter_mut().rev().take(4) {
+                b.body.settle();
+            }
         }
     }
 
@@ -98,7 +172,7 @@ impl LogCache {
     pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, LogError> {
         let mut out = Vec::new();
         for b in self.blocks.iter().filter(|b| b.last > after) {
-            out.extend(decode(&b.gz)?.into_iter().filter(|e| e.seq() > after));
+            out.extend(b.body.entries()?.into_iter().filter(|e| e.seq() > after));
             if out.len() >= limit {
                 out.truncate(limit);
                 return Ok(out);
@@ -116,7 +190,7 @@ impl LogCache {
         mut f: impl FnMut(LogEntry) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         for b in self.blocks.iter().filter(|b| b.last > after) {
-            for e in decode(&b.gz)? {
+            for e in b.body.entries()? {
                 if e.seq() > after {
                     f(e)?;
                 }
@@ -132,7 +206,7 @@ impl LogCache {
     pub fn rewrite(&mut self, f: impl Fn(&mut LogEntry) -> bool) -> Result<usize, LogError> {
         let mut n = 0;
         for b in &mut self.blocks {
-            let mut entries = decode(&b.gz)?;
+            let mut entries = b.body.entries()?;
             let mut changed = false;
             for e in &mut entries {
                 if f(e) {
@@ -141,7 +215,7 @@ impl LogCache {
                 }
             }
             if changed {
-                b.gz = encode(&entries);
+                b.body = Body::pending(entries);
             }
         }
         for e in &mut self.tail {
@@ -158,13 +232,14 @@ impl LogCache {
         let tail = (!self.tail.is_empty()).then(|| Block {
             first: self.tail[0].seq(),
             last: self.tail[self.tail.len() - 1].seq(),
-            gz: encode(&self.tail),
+            body: Body::Gz(encode(&self.tail)),
         });
         for b in self.blocks.iter().chain(tail.as_ref()) {
+            let gz = b.body.gz();
             out.extend_from_slice(&b.first.to_le_bytes());
             out.extend_from_slice(&b.last.to_le_bytes());
-            out.extend_from_slice(&(b.gz.len() as u64).to_le_bytes());
-            out.extend_from_slice(&b.gz);
+            out.extend_from_slice(&(gz.len() as u64).to_le_bytes());
+            out.extend_from_slice(&gz);
         }
         out
     }
@@ -196,7 +271,7 @@ impl LogCache {
             blocks.push(Block {
                 first,
                 last,
-                gz: gz.to_vec(),
+                body: Body::Gz(gz.to_vec()),
             });
             prev = last;
             at += len;
@@ -207,9 +282,13 @@ impl LogCache {
         })
     }
 
-    /// Compressed bytes held, for the memory gauge.
+    /// Bytes held, for the memory gauge.
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.iter().map(|b| b.gz.len()).sum::<usize>() + self.tail.len() * 256
+        self.blocks
+            .iter()
+            .map(|b| b.body.heap_bytes())
+            .sum::<usize>()
+            + self.tail.len() * 256
     }
 }
 
