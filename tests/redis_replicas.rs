@@ -153,6 +153,7 @@ async fn replicas_wait_for_redis_then_share_every_write() {
     let d = check(&a_ch, "2025550100", Ch::Voice, P::Security).await;
     assert_eq!(d.verdict, pb::Verdict::Block as i32);
     assert!(reasons(&d).contains(&R::IndexStale), "{d:?}");
+    assert_eq!(d.index_age_ms, u64::MAX, "not loaded yet: {d:?}");
     let err = consent(&a_ch)
         .record_consent(withdraw("2025550100"))
         .await
@@ -193,6 +194,10 @@ async fn replicas_wait_for_redis_then_share_every_write() {
     // Read-your-writes on the writer; the others follow.
     let d = check(&b_ch, "2025550102", Ch::Voice, P::Marketing).await;
     assert!(reasons(&d).contains(&R::DncCorporate), "{d:?}");
+    assert!(
+        d.index_age_ms < 1_000,
+        "heartbeats keep the index fresh: {d:?}"
+    );
 
     // One idempotency key across replicas: the retry on another replica gets the first answer.
     let mut req = grant("2025550103", &[Ch::Sms], &[P::Marketing]);
@@ -252,7 +257,9 @@ async fn redis_restarted_with_persistence_loses_nothing() {
         let ch = b_ch.clone();
         async move {
             let d = check(&ch, "2025550777", Ch::Voice, P::Security).await;
-            d.verdict == pb::Verdict::Block as i32 && reasons(&d).contains(&R::IndexStale)
+            d.verdict == pb::Verdict::Block as i32
+                && reasons(&d).contains(&R::IndexStale)
+                && d.index_age_ms > 1_500
         }
     })
     .await;

@@ -30,6 +30,9 @@ pub struct CheckOutcome<'a> {
     pub policy: &'a str,
     /// Why the request itself was faulty (invalid contact, or a bad item of a batch).
     pub problem: Option<String>,
+    /// How long since the index last heard from its store (0 on the embedded store);
+    /// None while a replica has not finished its first load.
+    pub index_age_ms: Option<Millis>,
 }
 
 impl Engine {
@@ -53,6 +56,8 @@ impl Engine {
         now: crate::model::Millis,
         phone: Option<u64>,
     ) -> Result<CheckOutcome<'a>> {
+        // Before a replica's first full load its index may be missing anything: never allow.
+        let index_age_ms = self.index.ready().then(|| self.index.age_ms(now));
         let channel = req.channel.require("channel")?;
         let purpose = req.purpose.or("purpose", Purpose::Marketing)?;
         let direction = req.direction.or("direction", Direction::Outbound)?;
@@ -81,15 +86,11 @@ impl Engine {
                         "contact: `{}` is not a valid contact: {e}",
                         req.contact
                     )),
+                    index_age_ms,
                 });
             }
         };
-        // Before a replica's first full load its index may be missing anything: never allow.
-        let age = if self.index.ready() {
-            self.index.age_ms(now)
-        } else {
-            Millis::MAX
-        };
+        let age = index_age_ms.unwrap_or(Millis::MAX);
         let mut hits = [RegistryHit::EMPTY; MAX_HITS];
         let n = match contact {
             ContactRef::Phone(p) => self.registries.hits(p, &mut hits),
@@ -104,6 +105,7 @@ impl Engine {
             contact: Some(contact),
             policy: &policy.name,
             problem: None,
+            index_age_ms,
         })
     }
 
@@ -153,6 +155,7 @@ impl Engine {
                             }))
                             .to_string(),
                         ),
+                        index_age_ms: self.index.ready().then(|| self.index.age_ms(now)),
                     },
                 });
             }

@@ -125,6 +125,7 @@ pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckRe
         matched_ids,
         detail,
         policy: o.policy.to_string(),
+        index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64).unwrap_or(u64::MAX),
     }
 }
 

@@ -82,6 +82,9 @@ pub struct CheckResult {
     pub matched_ids: Vec<String>,
     pub policy: String,
     pub index_seq: u64,
+    /// Milliseconds since the index last heard from its store; null while a replica has not
+    /// finished its first load (every check then blocks with INDEX_STALE).
+    pub index_age_ms: Option<u64>,
     /// What was wrong with the request (invalid contact, a bad batch item).
     pub detail: String,
     pub correlation_id: String,
@@ -104,6 +107,7 @@ impl CheckResult {
             matched_ids: d.matched.as_slice().iter().map(|m| m.to_string()).collect(),
             policy: o.policy.to_string(),
             index_seq: d.index_seq,
+            index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64),
             detail: o.problem.clone().unwrap_or_default(),
             correlation_id: correlation_id.to_string(),
         }
@@ -120,6 +124,7 @@ impl CheckResult {
             matched_ids: vec![],
             policy: String::new(),
             index_seq: seq,
+            index_age_ms: None,
             detail: e.within(&format!("checks[{index}]")).to_string(),
             correlation_id: correlation_id.to_string(),
         }
