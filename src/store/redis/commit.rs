@@ -23,6 +23,9 @@ pub enum Job {
 }
 
 const MAX_GROUP: usize = 512;
+/// Events one round carries at most (beyond one request's own): bounds the time Redis
+/// spends in one script and the size of one notice.
+const MAX_GROUP_EVENTS: usize = 20_000;
 /// Rounds lost to other writers before a group is failed as unavailable.
 const MAX_ATTEMPTS: usize = 64;
 
@@ -220,13 +223,21 @@ impl Committer {
                 };
                 if let Some(first) = first {
                     let mut group = Vec::new();
+                    let mut events = 0;
                     match first {
-                        Job::Append(a, r) => group.push((a, r)),
+                        Job::Append(a, r) => {
+                            events += a.events.len();
+                            group.push((a, r))
+                        }
                         Job::Erase(e, r) => erasure = Some((e, r)),
                     }
-                    while erasure.is_none() && group.len() < MAX_GROUP {
+                    while erasure.is_none() && group.len() < MAX_GROUP && events < MAX_GROUP_EVENTS
+                    {
                         match rx.try_recv() {
-                            Ok(Job::Append(a, r)) => group.push((a, r)),
+                            Ok(Job::Append(a, r)) => {
+                                events += a.events.len();
+                                group.push((a, r))
+                            }
                             Ok(Job::Erase(e, r)) => erasure = Some((e, r)),
                             Err(_) => break,
                         }

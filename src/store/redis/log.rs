@@ -45,7 +45,8 @@ struct Block {
 /// never waits for gzip; until then readers use its entries as they are.
 #[derive(Clone)]
 enum Body {
-    Gz(Vec<u8>),
+    /// Shared, so that copies of the cache (watchers, the snapshot writer) cost no memcpy.
+    Gz(Arc<Vec<u8>>),
     Pending {
         entries: Arc<Vec<LogEntry>>,
         gz: Arc<OnceLock<Vec<u8>>>,
@@ -65,7 +66,7 @@ impl Body {
         if let Body::Pending { gz, .. } = self
             && let Some(bytes) = gz.get()
         {
-            *self = Body::Gz(bytes.clone());
+            *self = Body::Gz(Arc::new(bytes.clone()));
         }
     }
 
@@ -76,10 +77,13 @@ impl Body {
         }
     }
 
-    fn gz(&self) -> Vec<u8> {
+    fn gz(&self) -> std::borrow::Cow<'_, [u8]> {
         match self {
-            Body::Gz(gz) => gz.clone(),
-            Body::Pending { entries, gz } => gz.get().cloned().unwrap_or_else(|| encode(entries)),
+            Body::Gz(gz) => std::borrow::Cow::Borrowed(gz.as_slice()),
+            Body::Pending { entries, gz } => match gz.get() {
+                Some(b) => std::borrow::Cow::Borrowed(b.as_slice()),
+                None => std::borrow::Cow::Owned(encode(entries)),
+            },
         }
     }
 
@@ -232,7 +236,7 @@ impl LogCache {
         let tail = (!self.tail.is_empty()).then(|| Block {
             first: self.tail[0].seq(),
             last: self.tail[self.tail.len() - 1].seq(),
-            body: Body::Gz(encode(&self.tail)),
+            body: Body::Gz(Arc::new(encode(&self.tail))),
         });
         for b in self.blocks.iter().chain(tail.as_ref()) {
             let gz = b.body.gz();
@@ -271,7 +275,7 @@ impl LogCache {
             blocks.push(Block {
                 first,
                 last,
-                body: Body::Gz(gz.to_vec()),
+                body: Body::Gz(Arc::new(gz.to_vec())),
             });
             prev = last;
             at += len;

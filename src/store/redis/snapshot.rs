@@ -56,10 +56,13 @@ async fn take_lease(shared: &Shared) -> Result<bool, StoreError> {
     Ok(shared.redis.invoke::<i64>(&inv).await? == 1)
 }
 
-/// This replica's log copy, as snapshot bytes, and the seq it ends at.
-fn capture(shared: &Shared) -> (u64, Vec<u8>) {
+/// This replica's log copy, as snapshot bytes, and the seq it ends at; the copy is cheap
+/// (blocks are shared) and the encoding runs off the async workers.
+async fn capture(shared: &Shared) -> Result<(u64, Vec<u8>), StoreError> {
     let cache = shared.lock().cache.clone();
-    (cache.last_seq(), cache.to_bytes())
+    tokio::task::spawn_blocking(move || (cache.last_seq(), cache.to_bytes()))
+        .await
+        .map_err(|e| unavailable(e.to_string()))
 }
 
 /// Writes the chunks of a snapshot; returns its id and chunk count.
@@ -95,7 +98,7 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
     if !take_lease(shared).await? {
         return Ok(());
     }
-    let (seq, bytes) = capture(shared);
+    let (seq, bytes) = capture(shared).await?;
     if seq == 0 || seq <= shared.snap_seq.load(Ordering::Relaxed) && !scrub {
         return Ok(());
     }
@@ -142,7 +145,7 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
     let Some(epoch) = shared.epoch() else {
         return Ok(false);
     };
-    let (seq, bytes) = capture(shared);
+    let (seq, bytes) = capture(shared).await?;
     if seq == 0 || seq != shared.projection.index.seq() {
         return Ok(false);
     }
