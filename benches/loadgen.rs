@@ -23,12 +23,7 @@ use std::time::{Duration, Instant};
 #[path = "procs.rs"]
 mod procs;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use procs::env_or;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

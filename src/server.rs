@@ -168,15 +168,26 @@ pub fn open_redis(
         registries.clone(),
         clock.clone(),
     )?;
-    Ok(Arc::new(Engine::new(
+    let parts = (policies, region, settings);
+    Ok(engine(
         &projection,
         registries,
         Arc::new(store),
-        policies,
+        parts,
         clock,
-        region,
-        settings,
-    )))
+    ))
+}
+
+fn engine(
+    projection: &Projection,
+    registries: Arc<Registries>,
+    store: Arc<dyn crate::store::Store>,
+    (policies, region, settings): (Policies, Region, EngineSettings),
+    clock: SharedClock,
+) -> Arc<Engine> {
+    Arc::new(Engine::new(
+        projection, registries, store, policies, clock, region, settings,
+    ))
 }
 
 /// Opens the embedded store in `config.data_dir`, rebuilds the index from it, and
@@ -219,15 +230,14 @@ pub fn open_embedded(
     for l in registries.list() {
         tracing::info!(list = %l.name, version = l.version, count = l.count, "registry loaded");
     }
-    Ok(Arc::new(Engine::new(
+    let parts = (policies, region, settings);
+    Ok(engine(
         &projection,
         registries,
         Arc::new(store),
-        policies,
+        parts,
         clock,
-        region,
-        settings,
-    )))
+    ))
 }
 
 /// What a started service does besides answering: records the policies it enforces, picks

@@ -151,6 +151,23 @@ async fn sync_now(shared: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Sets `key` unless it is set; returns what it holds afterwards.
+async fn set_if_absent(shared: &Shared, key: &str, value: &str) -> Result<String, StoreError> {
+    let (_, now): (Option<String>, Option<String>) = shared
+        .redis
+        .pipe(
+            redis::pipe()
+                .cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .cmd("GET")
+                .arg(key),
+        )
+        .await?;
+    now.ok_or_else(|| unavailable(format!("{key} vanished right after it was set")))
+}
+
 /// A fingerprint of the privacy key (a token of a fixed name), safe to store.
 pub(super) fn key_id(shared: &Shared) -> String {
     hex::encode(
@@ -166,22 +183,7 @@ async fn first_load(shared: &Shared) -> Result<(), StoreError> {
     // Every replica must hash erased identifiers with the same key, or an erased person's
     // opt-out would not be found on some of them.
     let key_id = key_id(shared);
-    let (_, stored): (bool, String) = shared
-        .redis
-        .pipe(
-            redis::pipe()
-                .cmd("SET")
-                .arg(k.key_id())
-                .arg(&key_id)
-                .arg("NX")
-                .cmd("GET")
-                .arg(k.key_id()),
-        )
-        .await
-        .or_else(|_| Ok::<_, StoreError>((false, String::new())))?;
-    if stored.is_empty() {
-        return Err(unavailable("cannot read the privacy key fingerprint"));
-    }
+    let stored = set_if_absent(shared, &k.key_id(), &key_id).await?;
     if stored != key_id {
         crate::telemetry::sync_error("privacy_key");
         return Err(StoreError::Corrupt(
@@ -196,23 +198,7 @@ async fn first_load(shared: &Shared) -> Result<(), StoreError> {
         None if pos.seq == 0 && pos.snap_seq == 0 => {
             // A new store: whoever comes first names its lineage.
             let fresh = hex::encode(rand::random::<[u8; 12]>());
-            let (_, e): (bool, String) = shared
-                .redis
-                .pipe(
-                    redis::pipe()
-                        .cmd("SET")
-                        .arg(k.epoch())
-                        .arg(&fresh)
-                        .arg("NX")
-                        .cmd("GET")
-                        .arg(k.epoch()),
-                )
-                .await
-                .or_else(|_| Ok::<_, StoreError>((false, String::new())))?;
-            if e.is_empty() {
-                return Err(unavailable("cannot read the store epoch"));
-            }
-            e
+            set_if_absent(shared, &k.epoch(), &fresh).await?
         }
         None => {
             return Err(StoreError::Corrupt(format!(
