@@ -418,6 +418,20 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
     converged(&c, &[&a, &b, &late]).await;
     let d = check(&late_ch, secret, Ch::Voice, P::Marketing).await;
     assert!(reasons(&d).contains(&R::ConsentWithdrawn), "{d:?}");
+    // Its history for watchers reaches back to seq 1 (from the snapshot it loaded).
+    let mut w = events(&late_ch)
+        .watch(pb::WatchRequest {
+            after_seq: 0,
+            kinds: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in 1..=62 {
+        let ev = w.message().await.unwrap().unwrap();
+        assert_eq!(ev.seq, want);
+    }
+    drop(w);
 
     // A DELETE on one replica: every replica moves the person's records under tokens, keeps
     // the opt-out enforced, and Redis keeps no copy of the number in clear.
@@ -471,6 +485,30 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
         let shown = format!("{view:?}").replace(&view.normalized_contact, "");
         assert!(!shown.contains(secret), "{shown}");
     }
+    // The audit trail, read from Redis by another replica: intact, and the person's personal
+    // parts gone.
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(late_ch.clone());
+    let v = audit
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok && v.erased > 0, "{v:?}");
+    let mut records = audit
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(r) = records.message().await.unwrap() {
+        assert!(
+            !format!("{r:?}").contains(secret),
+            "audit record {} names the person",
+            r.seq
+        );
+        n += 1;
+    }
+    assert!(n > 60, "{n} audit records");
     let mut conn = c.redis.conn();
     until("the stream and snapshot to be scrubbed", || {
         let text = raw_store_text(&mut conn);
