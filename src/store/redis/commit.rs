@@ -513,16 +513,6 @@ impl Committer {
     async fn erase(&mut self, req: Erasure) -> Result<ErasureOutcome, StoreError> {
         let shared = self.shared.clone();
         let k = &shared.keys;
-        // The events the index holds about the subjects, rewritten under tokens: they ride
-        // on the erasure event so every replica moves its entries the same way.
-        let history = shared.projection.index.history_of(&req.contacts);
-        let rider: Vec<StoredEvent> = history
-            .into_iter()
-            .map(|ev| match (req.redact)(&ev.event) {
-                Some(event) => StoredEvent { event, ..ev },
-                None => ev,
-            })
-            .collect();
         let mut audit_seqs = std::collections::BTreeSet::new();
         for t in &req.tokens {
             let seqs: Vec<u64> = shared
@@ -543,10 +533,23 @@ impl Committer {
             held.iter().filter(|h| h.is_some()).count()
         };
         for _ in 0..MAX_ATTEMPTS {
-            let head = match self.head.take() {
-                Some(h) => h,
-                None => self.fetch_head().await?,
-            };
+            // The rewritten history rides on the erasure: it must hold every event about the
+            // subjects up to the erasure's own seq. So the index catches up first, and the
+            // commit goes only at the head it caught up to (the script's check refuses it if
+            // anyone wrote in between, and the round starts over).
+            super::follow::catch_up(&shared).await?;
+            let head = self.fetch_head().await?;
+            if head.seq != shared.projection.index.seq() {
+                continue;
+            }
+            let history = shared.projection.index.history_of(&req.contacts);
+            let rider: Vec<StoredEvent> = history
+                .into_iter()
+                .map(|ev| match (req.redact)(&ev.event) {
+                    Some(event) => StoredEvent { event, ..ev },
+                    None => ev,
+                })
+                .collect();
             let now = shared.clock.now_ms();
             let mut next = head.clone();
             let mut round = Round::default();
