@@ -290,6 +290,7 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
             "redis is empty; another replica is re-seeding it",
         ));
     }
+    shared.projection.index.set_loaded(false);
     Err(StoreError::Corrupt(format!(
         "redis holds another lineage (epoch {:?} at seq {}) than this replica loaded ({mine:?}); \
          restart this replica to load it",
