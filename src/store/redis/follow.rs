@@ -141,7 +141,8 @@ async fn position(shared: &Shared) -> Result<Position, StoreError> {
     })
 }
 
-/// The first load, or a reload after the pub/sub connection came back.
+/// The first load (until one has finished), or a catch-up after the pub/sub connection
+/// came back.
 async fn sync_now(shared: &Shared) -> Result<(), StoreError> {
     if shared.epoch().is_none() {
         first_load(shared).await?;
@@ -207,13 +208,15 @@ async fn first_load(shared: &Shared) -> Result<(), StoreError> {
             )));
         }
     };
-    shared.lock().epoch = Some(epoch.clone());
     let started = std::time::Instant::now();
     if pos.snap_seq > shared.projection.index.seq() {
         load_snapshot(shared).await?;
     }
     catch_up(shared).await?;
     registry::fetch_newer(shared).await?;
+    // The epoch marks the first load as done: a load that fails before here is started
+    // over (sync_now), not taken for finished.
+    shared.lock().epoch = Some(epoch.clone());
     shared.projection.index.set_loaded(true);
     tracing::info!(
         seq = shared.projection.index.seq(),
