@@ -397,16 +397,12 @@ pub(super) async fn fetch_snapshot(shared: &Shared) -> Result<Option<(u64, LogCa
         let chunks: usize = chunks
             .parse()
             .map_err(|_| StoreError::Corrupt("snapshot chunks".into()))?;
-        let mut cmd = redis::cmd("MGET");
-        for i in 0..chunks {
-            cmd.arg(format!("{}{id}:{i}", shared.keys.snap_chunk_prefix()));
-        }
-        let parts: Vec<Option<Vec<u8>>> = shared.redis.query(&cmd).await?;
-        if parts.iter().any(|p| p.is_none()) {
+        let Some(bytes) =
+            super::chunks::get(&shared.redis, chunks, |i| shared.keys.snap_chunk(id, i)).await?
+        else {
             // Replaced while reading: read the new one.
             continue;
-        }
-        let bytes: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+        };
         let cache = tokio::task::spawn_blocking(move || LogCache::from_bytes(&bytes))
             .await
             .map_err(|e| unavailable(e.to_string()))?

@@ -3,6 +3,7 @@
 //! registry versions as chunked blobs.
 //!
 //! Keys all carry one hash tag (`{prefix}`), so the layout also fits one Redis Cluster slot.
+mod chunks;
 mod commit;
 pub mod conn;
 mod follow;
@@ -107,6 +108,9 @@ impl Keys {
     pub fn snap_chunk_prefix(&self) -> String {
         self.k("snap:")
     }
+    pub fn snap_chunk(&self, id: &str, i: usize) -> String {
+        format!("{}{id}:{i}", self.snap_chunk_prefix())
+    }
     pub fn lease(&self) -> String {
         self.k("lease")
     }
@@ -117,8 +121,9 @@ impl Keys {
     pub fn registries(&self) -> String {
         self.k("registries")
     }
-    pub fn registry_chunk(&self, list: &str, version: u64, i: usize) -> String {
-        self.k(&format!("registry:{list}:{version}:{i}"))
+    /// Chunk `i` of one upload (`blob`) of a list version.
+    pub fn registry_chunk(&self, list: &str, version: u64, blob: &str, i: usize) -> String {
+        self.k(&format!("registry:{list}:{version}:{blob}:{i}"))
     }
     pub fn channel(&self) -> String {
         self.k("changes")

@@ -1,7 +1,7 @@
 //! Registry versions through Redis: the importing replica uploads the binary set in chunks
 //! (hundreds of megabytes, not 258 million set members); the others download and swap it in.
-use super::Shared;
 use super::conn::unavailable;
+use super::{Shared, chunks};
 use crate::registry::{ListInfo, RegistrySet};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,16 @@ const CHUNK: usize = 8 << 20;
 #[derive(Serialize, Deserialize)]
 struct Published {
     info: ListInfo,
+    /// The upload the chunks belong to: two replicas publishing one version number never
+    /// write (or drop) each other's chunks.
+    blob: String,
     chunks: usize,
+}
+
+impl Published {
+    fn chunk(&self, k: &super::Keys, i: usize) -> String {
+        k.registry_chunk(&self.info.name, self.info.version, &self.blob, i)
+    }
 }
 
 /// Only a newer version replaces the published one.
@@ -38,20 +47,13 @@ pub(super) async fn publish(shared: &Shared, set: Arc<RegistrySet>) -> Result<()
     .map_err(|e| unavailable(e.to_string()))?
     .map_err(|e| StoreError::Corrupt(format!("registry {}: {e}", info.name)))?;
     let k = &shared.keys;
-    let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-    for (i, group) in chunks.chunks(4).enumerate() {
-        let mut p = redis::pipe();
-        for (j, c) in group.iter().enumerate() {
-            p.set(k.registry_chunk(&info.name, info.version, i * 4 + j), *c)
-                .ignore();
-        }
-        shared.redis.pipe::<()>(&p).await?;
-    }
-    let meta = serde_json::to_string(&Published {
+    let mut mine = Published {
         info: info.clone(),
-        chunks: chunks.len(),
-    })
-    .expect("registry info serializes");
+        blob: chunks::blob_id(),
+        chunks: 0,
+    };
+    mine.chunks = chunks::put(&shared.redis, &bytes, CHUNK, |i| mine.chunk(k, i)).await?;
+    let meta = serde_json::to_string(&mine).expect("registry info serializes");
     let script = redis::Script::new(PUBLISH);
     let mut inv = script.prepare_invoke();
     inv.key(k.registries())
@@ -63,27 +65,17 @@ pub(super) async fn publish(shared: &Shared, set: Arc<RegistrySet>) -> Result<()
     if !previous.is_empty() {
         let prev: Published = serde_json::from_str(&previous)
             .map_err(|e| StoreError::Corrupt(format!("published registry info: {e}")))?;
-        let drop_version = if prev.info.version >= info.version {
-            // Someone published this version number (or a later one) first: keep theirs.
-            Some((info.version, chunks.len()))
-        } else {
-            Some((prev.info.version, prev.chunks))
-        };
-        if let Some((v, n)) = drop_version {
-            let mut p = redis::pipe();
-            for i in 0..n {
-                p.del(k.registry_chunk(&info.name, v, i)).ignore();
-            }
-            shared.redis.pipe::<()>(&p).await?;
-        }
         if prev.info.version >= info.version {
+            // Someone published this version number (or a later one) first: keep theirs.
+            chunks::drop(&shared.redis, mine.chunks, |i| mine.chunk(k, i)).await?;
             return Err(StoreError::Unavailable(format!(
                 "list {} version {} was already published by another replica; import again",
                 info.name, prev.info.version
             )));
         }
+        chunks::drop(&shared.redis, prev.chunks, |i| prev.chunk(k, i)).await?;
     }
-    tracing::info!(list = %info.name, version = info.version, count = info.count, chunks = chunks.len(), "registry version published to redis");
+    tracing::info!(list = %info.name, version = info.version, count = info.count, chunks = mine.chunks, "registry version published to redis");
     Ok(())
 }
 
@@ -105,18 +97,10 @@ pub(super) async fn fetch_newer(shared: &Shared) -> Result<(), StoreError> {
         if p.info.version <= local {
             continue;
         }
-        let mut bytes = Vec::new();
-        for i in 0..p.chunks {
-            let part: Option<Vec<u8>> = shared
-                .redis
-                .query(redis::cmd("GET").arg(k.registry_chunk(&list, p.info.version, i)))
-                .await?;
-            match part {
-                Some(b) => bytes.extend_from_slice(&b),
-                // Replaced by a newer version while reading: the next round gets that one.
-                None => return Ok(()),
-            }
-        }
+        let Some(bytes) = chunks::get(&shared.redis, p.chunks, |i| p.chunk(k, i)).await? else {
+            // Replaced by a newer version while reading: the next round gets that one.
+            return Ok(());
+        };
         let registries = shared.registries.clone();
         let info = p.info.clone();
         tokio::task::spawn_blocking(move || {

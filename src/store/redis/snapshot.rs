@@ -1,8 +1,8 @@
 //! Snapshots: one replica at a time (a lease in Redis) writes its copy of the log as
 //! chunked blobs and trims the stream behind it; after an erasure the trim reaches past
 //! the erasure, so no copy of the subjects in clear is left in Redis.
-use super::Shared;
 use super::conn::unavailable;
+use super::{Shared, chunks};
 use crate::store::StoreError;
 use std::sync::atomic::Ordering;
 
@@ -67,26 +67,16 @@ async fn capture(shared: &Shared) -> Result<(u64, Vec<u8>), StoreError> {
 
 /// Writes the chunks of a snapshot; returns its id and chunk count.
 async fn upload(shared: &Shared, seq: u64, bytes: &[u8]) -> Result<(String, usize), StoreError> {
-    let id = format!("{seq}-{}", hex::encode(rand::random::<[u8; 4]>()));
-    let prefix = shared.keys.snap_chunk_prefix();
-    let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-    for (i, group) in chunks.chunks(4).enumerate() {
-        let mut p = redis::pipe();
-        for (j, c) in group.iter().enumerate() {
-            p.set(format!("{prefix}{id}:{}", i * 4 + j), *c).ignore();
-        }
-        shared.redis.pipe::<()>(&p).await?;
-    }
-    Ok((id, chunks.len()))
+    let id = format!("{seq}-{}", chunks::blob_id());
+    let n = chunks::put(&shared.redis, bytes, CHUNK, |i| {
+        shared.keys.snap_chunk(&id, i)
+    })
+    .await?;
+    Ok((id, n))
 }
 
 async fn drop_chunks(shared: &Shared, id: &str, n: usize) {
-    let prefix = shared.keys.snap_chunk_prefix();
-    let mut p = redis::pipe();
-    for i in 0..n {
-        p.del(format!("{prefix}{id}:{i}")).ignore();
-    }
-    let _ = shared.redis.pipe::<()>(&p).await;
+    let _ = chunks::drop(&shared.redis, n, |i| shared.keys.snap_chunk(id, i)).await;
 }
 
 /// Writes a snapshot if this replica holds (or gets) the lease; `scrub` trims the stream
