@@ -3,7 +3,7 @@
 //!
 //! Seqs and audit hashes are computed here, since the chain is SHA-256 and Lua has only
 //! SHA-1; the script commits only if the store is still where this replica last saw it,
-//! else it answers with where the store is and the round is rebuilt. Everything a commit
+//! else it writes nothing and the round is rebuilt from a fresh read. Everything a commit
 //! writes happens inside the one script call, so a failure leaves nothing half-written.
 use super::Shared;
 use super::conn::unavailable;
@@ -34,7 +34,7 @@ local seq = redis.call('GET', KEYS[1]) or '0'
 local head = redis.call('GET', KEYS[2]) or ''
 local epoch = redis.call('GET', KEYS[3]) or ''
 if epoch ~= ARGV[3] then return {'epoch', epoch} end
-if seq ~= ARGV[1] or head ~= ARGV[2] then return {'retry', seq, head} end
+if seq ~= ARGV[1] or head ~= ARGV[2] then return {'retry'} end
 for i = 9, #ARGV, 4 do
   if ARGV[i] == 'C' and redis.call('EXISTS', ARGV[i + 1]) == 1 then return {'idem', ARGV[i + 1]} end
 end
@@ -173,10 +173,10 @@ enum Fate {
 /// The script's answer.
 enum Answer {
     Committed,
-    /// The store moved on (another writer, or an earlier round of this one failed).
-    Moved(Head),
-    /// An idempotency key was taken since it was looked up.
-    KeyTaken,
+    /// Not written: the store moved on (another writer, or an earlier round of this one
+    /// failed), or an idempotency key was taken since it was looked up. The round is
+    /// rebuilt from a freshly read head.
+    Lost,
 }
 
 /// A group sent to Redis whose answer has not come back yet.
@@ -277,11 +277,7 @@ impl Committer {
                 self.shared.applied_own(f.entries).await;
                 reply_all(f.fates, f.replies);
             }
-            Ok(moved) => {
-                self.head = match moved {
-                    Answer::Moved(h) => Some(h),
-                    _ => None,
-                };
+            Ok(Answer::Lost) => {
                 let mut again = vec![(f.reqs, f.replies, f.attempts + 1)];
                 // Rounds built on this one fail their seq check; wait them out, keeping
                 // any that did commit (none can, but never drop an answer).
@@ -297,12 +293,7 @@ impl Committer {
                 self.head = None;
                 for (reqs, replies, attempts) in again {
                     if attempts >= MAX_ATTEMPTS {
-                        let e = StoreError::Unavailable(format!(
-                            "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
-                        ));
-                        for r in replies {
-                            let _ = r.send(Err(e.clone()));
-                        }
+                        fail_all(replies, &gave_up());
                         continue;
                     }
                     if let Some(g) = self.send(reqs, replies, attempts).await {
@@ -312,9 +303,7 @@ impl Committer {
             }
             Err(e) => {
                 self.head = None;
-                for r in f.replies {
-                    let _ = r.send(Err(e.clone()));
-                }
+                fail_all(f.replies, &e);
             }
         }
     }
@@ -367,9 +356,7 @@ impl Committer {
             }
             Err(e) => {
                 self.head = None;
-                for r in replies {
-                    let _ = r.send(Err(e.clone()));
-                }
+                fail_all(replies, &e);
                 None
             }
         }
@@ -493,10 +480,7 @@ impl Committer {
             let answer: Vec<String> = shared.redis.query(&cmd).await?;
             match answer.first().map(String::as_str) {
                 Some("ok") => Ok(Answer::Committed),
-                Some("retry") if answer.len() == 3 => {
-                    Ok(Answer::Moved(parse_head(&answer[1], &answer[2])?))
-                }
-                Some("idem") => Ok(Answer::KeyTaken),
+                Some("retry" | "idem") => Ok(Answer::Lost),
                 Some("epoch") => {
                     crate::telemetry::sync_error("store_reset");
                     Err(StoreError::Unavailable(format!(
@@ -577,17 +561,26 @@ impl Committer {
                         audit_stripped: stripped,
                     });
                 }
-                Ok(Answer::Moved(h)) => self.head = Some(h),
-                Ok(Answer::KeyTaken) => self.head = None,
+                Ok(Answer::Lost) => {}
                 Err(e) => {
                     self.head = None;
                     return Err(e);
                 }
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
-        )))
+        Err(gave_up())
+    }
+}
+
+fn gave_up() -> StoreError {
+    StoreError::Unavailable(format!(
+        "gave up after {MAX_ATTEMPTS} rounds lost to other writers"
+    ))
+}
+
+fn fail_all(replies: Vec<Reply>, e: &StoreError) {
+    for r in replies {
+        let _ = r.send(Err(e.clone()));
     }
 }
 

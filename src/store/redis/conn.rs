@@ -66,8 +66,12 @@ impl Redis {
         Ok(c)
     }
 
-    /// Forgets a connection that failed, so the next call dials a fresh one.
-    async fn broken(&self, e: &redis::RedisError) {
+    /// A call's answer; a connection that failed is forgotten, so the next call dials anew.
+    async fn checked<T>(&self, answer: redis::RedisResult<T>) -> Result<T, StoreError> {
+        let e = match answer {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
@@ -75,28 +79,19 @@ impl Redis {
         {
             *self.conn.lock().await = None;
         }
+        Err(unavailable(e))
     }
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
-        match cmd.query_async(&mut c).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.broken(&e).await;
-                Err(unavailable(e))
-            }
-        }
+        let answer = cmd.query_async(&mut c).await;
+        self.checked(answer).await
     }
 
     pub async fn pipe<T: FromRedisValue>(&self, p: &redis::Pipeline) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
-        match p.query_async(&mut c).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.broken(&e).await;
-                Err(unavailable(e))
-            }
-        }
+        let answer = p.query_async(&mut c).await;
+        self.checked(answer).await
     }
 
     pub async fn invoke<T: FromRedisValue>(
@@ -104,13 +99,8 @@ impl Redis {
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut c = self.conn().await?;
-        match inv.invoke_async(&mut c).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.broken(&e).await;
-                Err(unavailable(e))
-            }
-        }
+        let answer = inv.invoke_async(&mut c).await;
+        self.checked(answer).await
     }
 
     /// A blocking query for the store's synchronous readers (audit and history reads);

@@ -92,13 +92,9 @@ async fn on_message(shared: &Shared, msg: redis::Msg) {
         }
         return;
     }
-    let gap = {
-        let mut st = shared.lock();
-        apply_entries(shared, &mut st, &notice.entries).err()
-    };
-    match gap {
-        None => shared.heard(),
-        Some(expected) => {
+    match shared.apply(&notice.entries) {
+        Ok(()) => shared.heard(),
+        Err(expected) => {
             tracing::warn!(
                 expected,
                 got = notice.entries.first().map(|e| e.seq()),
@@ -249,11 +245,7 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
             pos.seq
         )));
     }
-    if pos.seq > index.seq() {
-        catch_up(shared).await?;
-    } else {
-        shared.heard();
-    }
+    catch_up_to(shared, pos.seq).await?;
     let due = index.seq().saturating_sub(pos.snap_seq) >= shared.opts.snapshot_every;
     if due || pos.scrub > pos.snap_seq {
         snapshot::maybe_write(shared, pos.scrub > pos.snap_seq).await?;
@@ -272,7 +264,7 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
     if shared.projection.index.seq() == 0 && pos.epoch.is_some() {
         // Nothing applied yet: this replica simply follows the lineage the store holds.
         shared.lock().epoch = pos.epoch.clone();
-        return catch_up(shared).await;
+        return catch_up_to(shared, pos.seq).await;
     }
     crate::telemetry::sync_error("store_reset");
     tracing::error!(store_epoch = ?pos.epoch, replica_epoch = ?mine, store_seq = pos.seq, "redis lost its data");
@@ -304,13 +296,17 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
 /// Fetches and applies everything after the index's seq, up to the store's seq; from the
 /// snapshot when the stream no longer reaches back that far.
 pub(super) async fn catch_up(shared: &Shared) -> Result<(), StoreError> {
-    let k = &shared.keys;
-    let index = &shared.projection.index;
     let target: u64 = shared
         .redis
-        .query::<Option<u64>>(redis::cmd("GET").arg(k.seq()))
+        .query::<Option<u64>>(redis::cmd("GET").arg(shared.keys.seq()))
         .await?
         .unwrap_or(0);
+    catch_up_to(shared, target).await
+}
+
+/// `catch_up` when the store's seq is already known.
+async fn catch_up_to(shared: &Shared, target: u64) -> Result<(), StoreError> {
+    let index = &shared.projection.index;
     while index.seq() < target {
         let cur = index.seq();
         let page = read_stream(shared, cur + 1, PAGE).await?;
@@ -325,11 +321,7 @@ pub(super) async fn catch_up(shared: &Shared) -> Result<(), StoreError> {
             }
             continue;
         }
-        let gap = {
-            let mut st = shared.lock();
-            apply_entries(shared, &mut st, &page).err()
-        };
-        if let Some(expected) = gap {
+        if let Err(expected) = shared.apply(&page) {
             return Err(StoreError::Corrupt(format!(
                 "the stream skips seq {expected}"
             )));

@@ -157,7 +157,7 @@ struct ReplicaState {
     cache: LogCache,
 }
 
-#[derive(Default, Clone, serde::Serialize)]
+#[derive(Default, Clone)]
 struct Status {
     connected: bool,
     last_error: Option<String>,
@@ -183,6 +183,11 @@ impl Shared {
         let mut s = self.status();
         s.connected = false;
         s.last_error = Some(format!("{kind}: {e}"));
+    }
+
+    /// Applies `entries` under the state lock; see `apply_entries`.
+    fn apply(&self, entries: &[LogEntry]) -> Result<(), u64> {
+        apply_entries(self, &mut self.lock(), entries)
     }
 
     fn heard(&self) {
@@ -412,11 +417,7 @@ fn erase_locally(
 impl Shared {
     /// After this replica's own commit: apply, fetching anything other writers put before it.
     async fn applied_own(&self, entries: Vec<LogEntry>) {
-        let gap = {
-            let mut st = self.lock();
-            apply_entries(self, &mut st, &entries).err()
-        };
-        if gap.is_some()
+        if self.apply(&entries).is_err()
             && let Err(e) = follow::catch_up(self).await
         {
             self.failed("catch_up", &e);
