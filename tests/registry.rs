@@ -261,16 +261,35 @@ async fn registries_import_decide_persist_and_swap() {
             seen
         })
     };
+    // Version 3 is part b given twice (repeats are dropped, not counted) and one new number.
+    let b_twice = files.join("part-b-twice.txt");
+    let plain = std::fs::read_to_string(&b_plain).unwrap();
+    std::fs::write(&b_twice, format!("{plain}{plain}2025550111\n")).unwrap();
     let r = n
         .import_registry(futures::stream::iter(chunks(
             "FEDERAL",
             pb::ImportMode::Full,
-            &[&b],
+            &[&b_twice],
         )))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.registry.unwrap().version, 3);
+    let v3 = r.registry.unwrap();
+    let mut v2_set: std::collections::HashSet<String> =
+        distinct.iter().map(|s| s.to_string()).collect();
+    v2_set.extend(["2025550197".to_string(), "2025550198".to_string()]);
+    v2_set.remove(&listed_a[8]);
+    let mut v3_set: std::collections::HashSet<String> = listed_b.iter().cloned().collect();
+    v3_set.insert("2025550111".into());
+    assert_eq!(
+        (v3.version, v3.count, v3.added, v3.removed),
+        (
+            3,
+            v3_set.len() as u64,
+            v3_set.difference(&v2_set).count() as u64,
+            v2_set.difference(&v3_set).count() as u64
+        )
+    );
     let seen = checker.await.unwrap();
     assert!(
         seen.iter()

@@ -91,14 +91,17 @@ impl Engine {
             }
         };
         let age = index_age_ms.unwrap_or(Millis::MAX);
-        let mut hits = [RegistryHit::EMPTY; MAX_HITS];
-        let n = match contact {
-            ContactRef::Phone(p) => self.registries.hits(p, &mut hits),
-            _ => 0,
-        };
-        let registry = &hits[..n];
+        // The registry loads start now and arrive while the index is read.
+        if let (ContactRef::Phone(p), None) = (&contact, phone) {
+            self.registries.prefetch(&[*p]);
+        }
         let decision = self.index.with_facts(&contact, |facts, seq| {
-            evaluate(policy, &input, facts, registry, age, seq)
+            let mut hits = [RegistryHit::EMPTY; MAX_HITS];
+            let n = match &contact {
+                ContactRef::Phone(p) => self.registries.hits(*p, &mut hits),
+                _ => 0,
+            };
+            evaluate(policy, &input, facts, &hits[..n], age, seq)
         });
         Ok(CheckOutcome {
             decision,

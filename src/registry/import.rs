@@ -1,6 +1,6 @@
 //! Building a new version of a list from registry files: parse, reject, sort, merge, swap.
-use super::ef::EliasFano;
 use super::parse::{self, Line};
+use super::set::NumberSet;
 use super::{ListInfo, Registries, RegistryError, SourceFile, list_type};
 use crate::model::Millis;
 use sha2::{Digest, Sha256};
@@ -140,20 +140,31 @@ impl Registries {
                 rejects: rejects_path.unwrap_or_default(),
             });
         }
-        adds.sort_unstable();
-        adds.dedup();
-        dels.sort_unstable();
-        dels.dedup();
-        let old: Box<dyn Iterator<Item = u64>> = match &current {
-            Some(c) => Box::new(c.numbers()),
-            None => Box::new(std::iter::empty()),
+        let empty = NumberSet::default();
+        let old = current.as_ref().map_or(&empty, |c| &c.set);
+        let (set, added, removed) = match mode {
+            // A full file goes to the build as read: the build drops repeats (no sort of
+            // hundreds of millions of numbers first), and reports them so the count of
+            // additions stays exact.
+            ImportMode::Full => {
+                let mut added = count_new(old, &adds);
+                let set = NumberSet::build_with(adds, |repeat| {
+                    if !old.contains(repeat) {
+                        added -= 1;
+                    }
+                });
+                let removed = old.len() - (set.len() - added);
+                (set, added, removed)
+            }
+            ImportMode::Changes => {
+                adds.sort_unstable();
+                adds.dedup();
+                dels.sort_unstable();
+                dels.dedup();
+                let (values, added, removed) = apply_changes(old, adds, &dels);
+                (NumberSet::build(values), added, removed)
+            }
         };
-        let (values, added, removed) = match mode {
-            ImportMode::Full => diff_full(old, adds),
-            ImportMode::Changes => apply_changes(old, &adds, &dels),
-        };
-        let set = EliasFano::from_sorted(&values);
-        drop(values);
         let info = ListInfo {
             name: name.clone(),
             dnc_type,
@@ -253,68 +264,48 @@ fn read_file(
     ))
 }
 
-/// The new full list, and how many numbers it adds and removes against the old one.
-fn diff_full(old: impl Iterator<Item = u64>, new: Vec<u64>) -> (Vec<u64>, u64, u64) {
-    let (mut added, mut removed) = (0u64, 0u64);
-    let mut old = old.peekable();
-    for v in &new {
-        while let Some(o) = old.next_if(|o| o < v) {
-            let _ = o;
-            removed += 1;
-        }
-        if old.next_if_eq(v).is_none() {
-            added += 1;
-        }
+/// How many of `new` (repeats counted each time) `old` lacks. Lookups in batches with
+/// their loads overlapped, on both cores: a national list re-imported in full asks the old
+/// version about every number.
+fn count_new(old: &NumberSet, new: &[u64]) -> u64 {
+    if old.is_empty() {
+        return new.len() as u64;
     }
-    removed += old.count() as u64;
-    (new, added, removed)
+    let count = |part: &[u64]| -> u64 {
+        let mut found = [false; 4096];
+        part.chunks(found.len())
+            .map(|c| {
+                old.contains_many(c, &mut found[..c.len()]);
+                found[..c.len()].iter().filter(|f| !**f).count() as u64
+            })
+            .sum()
+    };
+    let (a, b) = new.split_at(new.len() / 2);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| count(b));
+        count(a) + other.join().expect("a lookup thread panicked")
+    })
 }
 
-/// The old list with additions merged in and deletions taken out.
-fn apply_changes(
-    old: impl Iterator<Item = u64>,
-    adds: &[u64],
-    dels: &[u64],
-) -> (Vec<u64>, u64, u64) {
-    let mut out = Vec::new();
-    let (mut added, mut removed) = (0u64, 0u64);
-    let mut old = old.peekable();
-    let mut adds = adds.iter().copied().peekable();
-    let mut dels = dels.iter().copied().peekable();
-    loop {
-        let next = match (old.peek().copied(), adds.peek().copied()) {
-            (None, None) => break,
-            (Some(o), Some(a)) if a < o => {
-                adds.next();
-                (a, true)
-            }
-            (Some(o), Some(a)) if a == o => {
-                adds.next();
-                old.next();
-                (o, false)
-            }
-            (Some(o), _) => {
-                old.next();
-                (o, false)
-            }
-            (None, Some(a)) => {
-                adds.next();
-                (a, true)
-            }
-        };
-        let (v, is_new) = next;
-        while dels.next_if(|d| *d < v).is_some() {}
-        if dels.next_if_eq(&v).is_some() {
-            if !is_new {
-                removed += 1;
-            }
-            continue;
+/// The old list with additions merged in and deletions taken out (a number both added and
+/// deleted in one import ends up deleted). `dels` is sorted.
+fn apply_changes(old: &NumberSet, adds: Vec<u64>, dels: &[u64]) -> (Vec<u64>, u64, u64) {
+    let deleted = |v: &u64| dels.binary_search(v).is_ok();
+    let mut out = Vec::with_capacity(old.len() as usize + adds.len());
+    let mut removed = 0u64;
+    old.for_each(|v| {
+        if deleted(&v) {
+            removed += 1;
+        } else {
+            out.push(v);
         }
-        if is_new {
-            added += 1;
-        }
-        out.push(v);
-    }
+    });
+    let before = out.len();
+    out.extend(
+        adds.into_iter()
+            .filter(|a| !old.contains(*a) && !deleted(a)),
+    );
+    let added = (out.len() - before) as u64;
     (out, added, removed)
 }
 
@@ -324,9 +315,12 @@ mod tests {
 
     #[test]
     fn merges() {
-        let (v, a, r) = apply_changes([1, 3, 5, 7].into_iter(), &[2, 3, 8], &[5, 8, 9]);
+        let old = NumberSet::build(vec![1, 3, 5, 7]);
+        let (mut v, a, r) = apply_changes(&old, vec![2, 3, 8], &[5, 8, 9]);
+        v.sort_unstable();
         assert_eq!((v, a, r), (vec![1, 2, 3, 7], 1, 1));
-        let (v, a, r) = diff_full([1, 2, 3].into_iter(), vec![2, 3, 4, 5]);
-        assert_eq!((v, a, r), (vec![2, 3, 4, 5], 2, 1));
+        let old = NumberSet::build(vec![1, 2, 3]);
+        assert_eq!(count_new(&old, &[2, 3, 4, 5, 5, 9]), 4);
+        assert_eq!(count_new(&NumberSet::default(), &[2, 3]), 2);
     }
 }

@@ -1,18 +1,19 @@
 //! National and state Do-Not-Call registries: compact immutable sets per list, swapped in
 //! atomically, persisted as binary snapshots, imported from the registry's file formats.
-pub mod ef;
-pub use ef::PREFETCH_WINDOW;
 pub mod generate;
 mod import;
+mod legacy;
 pub mod parse;
+pub mod set;
 mod snapshot;
+pub use set::PREFETCH_WINDOW;
 
 pub use import::{ImportMode, ImportOptions, ImportReport};
 
 use crate::model::{DncType, Millis};
 use arc_swap::ArcSwap;
-use ef::EliasFano;
 use serde::{Deserialize, Serialize};
+use set::NumberSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +72,7 @@ pub struct RegistrySet {
     pub info: ListInfo,
     /// Interned so hits can name the list without allocating.
     pub name: &'static str,
-    set: EliasFano,
+    set: NumberSet,
 }
 
 impl RegistrySet {
@@ -89,8 +90,15 @@ impl RegistrySet {
     pub fn contains_many(&self, e164: &[u64], out: &mut [bool]) {
         self.set.contains_many(e164, out)
     }
-    pub fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
-        self.set.iter()
+    pub fn len(&self) -> u64 {
+        self.set.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+    /// Calls `f` with every number, in no particular order.
+    pub fn for_each_number(&self, f: impl FnMut(u64)) {
+        self.set.for_each(f)
     }
 }
 
@@ -256,7 +264,7 @@ impl Registries {
 
     /// Installs a version built elsewhere (the Redis store's replicas); persists it when
     /// this registry has a directory.
-    pub fn install(&self, info: ListInfo, set: EliasFano) -> Result<(), RegistryError> {
+    pub fn install(&self, info: ListInfo, set: NumberSet) -> Result<(), RegistryError> {
         if let Some(dir) = &self.dir {
             snapshot::save(dir, &info, &set)?;
         }

@@ -1,6 +1,6 @@
-//! Versions on disk: `<dir>/<LIST>/v<N>.snap` (the Elias-Fano set), `v<N>.json` (its info)
+//! Versions on disk: `<dir>/<LIST>/v<N>.snap` (the number set), `v<N>.json` (its info)
 //! and `CURRENT` (the version in force), written and fsynced before they are switched to.
-use super::ef::EliasFano;
+use super::set::NumberSet;
 use super::{ListInfo, RegistryError, RegistrySet, intern};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
@@ -20,7 +20,7 @@ fn dir_name(list: &str) -> String {
 /// Keeps this many versions per list on disk.
 const KEEP: u64 = 2;
 
-pub(super) fn save(dir: &Path, info: &ListInfo, set: &EliasFano) -> Result<(), RegistryError> {
+pub(super) fn save(dir: &Path, info: &ListInfo, set: &NumberSet) -> Result<(), RegistryError> {
     let list_dir = dir.join(dir_name(&info.name));
     std::fs::create_dir_all(&list_dir).map_err(|e| io_err(&list_dir, e))?;
     let snap = list_dir.join(format!("v{}.snap", info.version));
@@ -68,7 +68,7 @@ pub(super) fn load_all(dir: &Path) -> Result<Vec<Arc<RegistrySet>>, RegistryErro
                 .map_err(|e| io_err(&meta, e))?;
         let snap = list_dir.join(format!("v{v}.snap"));
         let file = std::fs::File::open(&snap).map_err(|e| io_err(&snap, e))?;
-        let set = EliasFano::read_from(&mut BufReader::with_capacity(8 << 20, file))
+        let set = NumberSet::read_from(&mut BufReader::with_capacity(8 << 20, file))
             .map_err(|e| io_err(&snap, e))?;
         if set.len() != info.count {
             return Err(io_err(

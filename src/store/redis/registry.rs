@@ -104,7 +104,7 @@ pub(super) async fn fetch_newer(shared: &Shared) -> Result<(), StoreError> {
         let registries = shared.registries.clone();
         let info = p.info.clone();
         tokio::task::spawn_blocking(move || {
-            let set = crate::registry::ef::EliasFano::read_from(&mut bytes.as_slice())
+            let set = crate::registry::set::NumberSet::read_from(&mut bytes.as_slice())
                 .map_err(|e| format!("decoding: {e}"))?;
             if set.len() != info.count {
                 return Err(format!(
