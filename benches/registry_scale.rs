@@ -9,7 +9,8 @@ use preflight::config::Config;
 use preflight::engine::{Arg, CheckRequest};
 use preflight::model::{Channel, Purpose, Reason};
 use preflight::registry::generate::{Generator, SplitMix};
-use preflight::registry::{ImportMode, ImportOptions, Registries};
+use preflight::registry::{ImportMode, ImportOptions, ImportReport, Registries};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +34,22 @@ fn peak_rss_bytes() -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Imports one file into FEDERAL, failing the run on any error.
+fn import(reg: &Registries, mode: ImportMode, name: &str, file: &Path, now: i64) -> ImportReport {
+    let opts = ImportOptions {
+        max_reject_fraction: 0.001,
+        now,
+    };
+    reg.import(
+        "FEDERAL",
+        mode,
+        &[(name.into(), file.to_path_buf())],
+        &opts,
+        &|_| {},
+    )
+    .unwrap()
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -76,19 +93,7 @@ fn main() {
     let t = Instant::now();
     {
         let reg = Registries::open(&registries_dir).unwrap();
-        let opts = ImportOptions {
-            max_reject_fraction: 0.001,
-            now: 0,
-        };
-        let r = reg
-            .import(
-                "FEDERAL",
-                ImportMode::Full,
-                &[("federal.txt".into(), text.clone())],
-                &opts,
-                &|_| {},
-            )
-            .unwrap();
+        let r = import(&reg, ImportMode::Full, "federal.txt", &text, 0);
         assert_eq!(r.info.count, n);
     }
     println!(
@@ -264,20 +269,13 @@ fn main() {
     let (swap, swap_fail, import_time) = std::thread::scope(|s| {
         let h = s.spawn(|| measure(&stop));
         let t = Instant::now();
-        let opts = ImportOptions {
-            max_reject_fraction: 0.001,
-            now: 1,
-        };
-        let r = engine
-            .registries()
-            .import(
-                "FEDERAL",
-                ImportMode::Changes,
-                &[("changes.txt".into(), changes.clone())],
-                &opts,
-                &|_| {},
-            )
-            .unwrap();
+        let r = import(
+            engine.registries(),
+            ImportMode::Changes,
+            "changes.txt",
+            &changes,
+            1,
+        );
         assert_eq!(r.info.version, 2);
         let took = t.elapsed();
         stop.store(true, Ordering::Relaxed);
@@ -299,20 +297,13 @@ fn main() {
 
     // The monthly case: the whole file again, as a new version, against the current one.
     let t = Instant::now();
-    let opts = ImportOptions {
-        max_reject_fraction: 0.001,
-        now: 2,
-    };
-    let r = engine
-        .registries()
-        .import(
-            "FEDERAL",
-            ImportMode::Full,
-            &[("federal.txt".into(), text.clone())],
-            &opts,
-            &|_| {},
-        )
-        .unwrap();
+    let r = import(
+        engine.registries(),
+        ImportMode::Full,
+        "federal.txt",
+        &text,
+        2,
+    );
     // The change file's two additions are the only numbers it lacks.
     assert_eq!((r.info.count, r.info.added), (n, 0));
     assert!(r.info.removed <= 2);

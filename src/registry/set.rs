@@ -640,6 +640,7 @@ impl NumberSet {
         }
         false
     }
+
     /// Starts loading the buckets of `values`, so the misses of many lookups overlap.
     pub fn prefetch(&self, values: &[u64]) {
         let words = self.words();
