@@ -70,10 +70,15 @@ pub fn start_redis() -> (Proc, u16) {
 
 /// Resident memory of a process, from /proc.
 pub fn rss_kb(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// A kB figure of /proc/<pid>/status, such as `VmRSS:` or `VmHWM:` (the peak).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

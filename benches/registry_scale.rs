@@ -4,6 +4,9 @@
 //!     PREFLIGHT_REGISTRY_NUMBERS=258000000 cargo bench --bench registry_scale
 //!
 //! Default 10,000,000 numbers; `cargo test` runs it with 200,000 as a smoke test.
+#[path = "procs.rs"]
+mod procs;
+
 use preflight::clock::SystemClock;
 use preflight::config::Config;
 use preflight::engine::{Arg, CheckRequest};
@@ -16,24 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    procs::rss_kb(std::process::id()).map_or(0, |kb| kb * 1024)
 }
 
 /// The process's peak resident memory so far.
 fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    procs::status_kb(std::process::id(), "VmHWM:").map_or(0, |kb| kb * 1024)
 }
 
 /// Imports one file into FEDERAL, failing the run on any error.

@@ -90,16 +90,6 @@ impl RegistrySet {
     pub fn contains_many(&self, e164: &[u64], out: &mut [bool]) {
         self.set.contains_many(e164, out)
     }
-    pub fn len(&self) -> u64 {
-        self.set.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-    /// Calls `f` with every number, in no particular order.
-    pub fn for_each_number(&self, f: impl FnMut(u64)) {
-        self.set.for_each(f)
-    }
 }
 
 /// A registry membership found by a check.

@@ -338,31 +338,17 @@ fn group_by_bucket(hashes: &mut [u64], u: u32, span: u64) {
 
 fn group_by_bucket_in(hashes: &mut [u64], u: u32, span: u64, piece_limit: usize) {
     let mut scratch = Vec::new();
-    let mut counts = Vec::new();
+    let mut parts_at = Vec::new();
+    let mut buckets_at = Vec::new();
     split(hashes, u, piece_limit, &mut |piece, bits| {
         // `bits` low bits of h vary within the piece.
         let shift = bits - bits.min(11);
         let parts = 1usize << (bits - shift);
         let part_of = |h: u64| ((h >> shift) as usize) & (parts - 1);
-        counts.clear();
-        counts.resize(parts + 1, 0usize);
-        for h in piece.iter() {
-            counts[part_of(*h) + 1] += 1;
-        }
-        for i in 0..parts {
-            counts[i + 1] += counts[i];
-        }
-        let starts = counts.clone();
-        scratch.clear();
-        scratch.resize(piece.len(), 0u64);
-        for h in piece.iter() {
-            let p = part_of(*h);
-            scratch[counts[p]] = *h;
-            counts[p] += 1;
-        }
-        piece.copy_from_slice(&scratch);
+        scatter_by(piece, parts, part_of, &mut parts_at, &mut scratch);
         for p in 0..parts {
-            by_bucket(&mut piece[starts[p]..starts[p + 1]], span, &mut scratch);
+            let part = &mut piece[parts_at[p]..parts_at[p + 1]];
+            by_bucket(part, span, &mut buckets_at, &mut scratch);
         }
     });
 }
@@ -390,29 +376,45 @@ fn split(hashes: &mut [u64], bits: u32, limit: usize, f: &mut impl FnMut(&mut [u
 }
 
 /// A short run of hashes into bucket order (a counting sort over the buckets it spans).
-fn by_bucket(part: &mut [u64], span: u64, scratch: &mut Vec<u64>) {
+fn by_bucket(part: &mut [u64], span: u64, starts: &mut Vec<usize>, scratch: &mut Vec<u64>) {
     let (Some(first), Some(last)) = (part.iter().min(), part.iter().max()) else {
         return;
     };
     let (first, last) = (first / span, last / span);
-    if first == last {
-        return;
+    if first != last {
+        let keys = (last - first) as usize + 1;
+        scatter_by(part, keys, |h| (h / span - first) as usize, starts, scratch);
     }
-    let mut counts = vec![0usize; (last - first) as usize + 2];
-    for h in part.iter() {
-        counts[(h / span - first) as usize + 1] += 1;
+}
+
+/// A stable counting sort of `values` by `key` (below `keys`) through `scratch`; afterwards
+/// key k's values are at `starts[k]..starts[k + 1]`.
+fn scatter_by(
+    values: &mut [u64],
+    keys: usize,
+    key: impl Fn(u64) -> usize,
+    starts: &mut Vec<usize>,
+    scratch: &mut Vec<u64>,
+) {
+    starts.clear();
+    starts.resize(keys + 1, 0);
+    for h in values.iter() {
+        starts[key(*h) + 1] += 1;
     }
-    for i in 1..counts.len() {
-        counts[i] += counts[i - 1];
+    for k in 0..keys {
+        starts[k + 1] += starts[k];
     }
     scratch.clear();
-    scratch.resize(part.len(), 0);
-    for h in part.iter() {
-        let b = (h / span - first) as usize;
-        scratch[counts[b]] = *h;
-        counts[b] += 1;
+    scratch.resize(values.len(), 0);
+    for h in values.iter() {
+        let k = key(*h);
+        scratch[starts[k]] = *h;
+        starts[k] += 1;
     }
-    part.copy_from_slice(scratch);
+    values.copy_from_slice(scratch);
+    // Each key's slot has moved to where the next key starts: move the offsets back.
+    starts.copy_within(0..keys, 1);
+    starts[0] = 0;
 }
 
 impl NumberSet {
