@@ -24,7 +24,8 @@ fn get_bits(words: &[u64], pos: u64, width: u32) -> io::Result<u64> {
     Ok(((pair >> b) as u64) & (((1u128 << width) - 1) as u64))
 }
 
-fn u(r: &mut impl Read) -> io::Result<u64> {
+/// One little-endian u64.
+pub(super) fn u(r: &mut impl Read) -> io::Result<u64> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b)?;
     Ok(u64::from_le_bytes(b))

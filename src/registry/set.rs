@@ -764,9 +764,7 @@ impl NumberSet {
         }
         let mut head = [0u64; 7];
         for v in head.iter_mut() {
-            let mut b = [0u8; 8];
-            r.read_exact(&mut b)?;
-            *v = u64::from_le_bytes(b);
+            *v = super::legacy::u(r)?;
         }
         let [n, offset, u, span, l, bucket_count, overflow_len] = head;
         if n == 0 {
@@ -817,9 +815,7 @@ impl NumberSet {
         }
         set.buckets = buckets;
         for _ in 0..overflow_len {
-            let mut b = [0u8; 8];
-            r.read_exact(&mut b)?;
-            set.overflow.push(u64::from_le_bytes(b));
+            set.overflow.push(super::legacy::u(r)?);
         }
         if held + overflow_len != n || !set.overflow.windows(2).all(|p| p[0] < p[1]) {
             return Err(bad(format!(
