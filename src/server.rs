@@ -1,5 +1,7 @@
 //! Assembles a running service: config to engine (store, index, policies), then the gRPC listener.
+use crate::api::grpc::dispatch::{Dispatch, Opaque, Services};
 use crate::api::grpc::gate::GateLayer;
+use crate::api::grpc::lanes;
 use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
 use crate::audit::{Caller, Tokenizer};
 use crate::auth::Auth;
@@ -301,6 +303,15 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
         .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
+/// The gRPC name of a service whose type cannot be written out.
+fn health_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
+fn reflection_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
 /// Serves gRPC (preflight.v1, health, reflection) until `shutdown` resolves.
 pub async fn serve_grpc(
     engine: Arc<Engine>,
@@ -355,14 +366,24 @@ pub async fn serve_grpc(
         .build_v1()
         .map_err(|e| StartError::Transport(e.to_string()))?;
 
-    let decision = DecisionServiceServer::new(DecisionApi::new(engine.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let consent = ConsentServiceServer::new(ConsentApi::new(engine.clone()))
-        .max_decoding_message_size(MAX_MESSAGE);
-    let dnc = DncServiceServer::new(DncApi::new(engine.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let services = Services {
+        decision: DecisionServiceServer::new(DecisionApi::new(engine.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        consent: ConsentServiceServer::new(ConsentApi::new(engine.clone()))
+            .max_decoding_message_size(MAX_MESSAGE),
+        dnc: DncServiceServer::new(DncApi::new(engine.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        events: EventServiceServer::new(EventApi::new(engine.clone())),
+        audit: AuditServiceServer::new(AuditApi::new(engine.clone())),
+        privacy: PrivacyServiceServer::new(PrivacyApi::new(engine.clone())),
+        other: vec![
+            (health_name(&health_service), Opaque::new(health_service)),
+            (reflection_name(&reflection), Opaque::new(reflection)),
+        ],
+    };
+    let dispatch = Dispatch::new(services);
 
     let addr = listener
         .local_addr()
@@ -376,24 +397,30 @@ pub async fn serve_grpc(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| StartError::Tls(e.to_string()))?;
     }
-    builder
+    let server = builder
         .layer(GateLayer::new(security.auth.clone()))
         .tcp_nodelay(true)
         // Batches of 10,000 are hundreds of kilobytes: HTTP/2's default 64 KB window would
         // stall each one on flow-control round trips.
         .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(decision)
-        .add_service(consent)
-        .add_service(dnc)
-        .add_service(EventServiceServer::new(EventApi::new(engine.clone())))
-        .add_service(AuditServiceServer::new(AuditApi::new(engine.clone())))
-        .add_service(PrivacyServiceServer::new(PrivacyApi::new(engine.clone())))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .initial_connection_window_size(Some(CONNECTION_WINDOW));
+    // One lane per worker of the runtime this runs on (PREFLIGHT_WORKER_THREADS, else one
+    // per core).
+    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let serve = |_lane: usize| -> lanes::Serve {
+        let (server, dispatch) = (server.clone(), dispatch.clone());
+        Box::new(move |conns, signal| {
+            Box::pin(async move {
+                server
+                    .serve_with_incoming_shutdown(dispatch, conns, signal)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    };
+    lanes::run(lanes, incoming(listener), serve, shutdown)
         .await
-        .map_err(|e| StartError::Transport(e.to_string()))
+        .map_err(StartError::Transport)
 }
 
 /// Serves the REST facade, /metrics and the HTTP probes until `shutdown` resolves.

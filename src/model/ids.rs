@@ -88,6 +88,36 @@ impl fmt::Display for ContactKey {
     }
 }
 
+/// `+` and the E.164 digits, written without the formatting machinery: every check answer
+/// carries one, and `format!` was a third of turning a decision into a response.
+pub fn phone_text(p: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = p;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(1 + digits.len() - i);
+    s.push('+');
+    s.extend(digits[i..].iter().map(|d| char::from(*d)));
+    s
+}
+
+impl ContactRef<'_> {
+    /// The canonical text (as `Display` writes it).
+    pub fn text(&self) -> String {
+        match self {
+            ContactRef::Phone(p) => phone_text(*p),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ContactRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -155,5 +185,26 @@ mod tests {
         }
         assert!(ContactKey::from_canonical("2025551234").is_none());
         assert!(ContactKey::from_canonical("+12a").is_none());
+    }
+
+    #[test]
+    fn phone_text_matches_display() {
+        for p in [
+            0,
+            7,
+            10,
+            12025551234,
+            447911123456,
+            999_999_999_999_999,
+            u64::MAX,
+        ] {
+            assert_eq!(phone_text(p), format!("+{p}"));
+            assert_eq!(
+                ContactRef::Phone(p).text(),
+                ContactRef::Phone(p).to_string()
+            );
+        }
+        let e = ContactRef::Email("jo@example.com".into());
+        assert_eq!(e.text(), "jo@example.com");
     }
 }

@@ -115,11 +115,7 @@ pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckRe
             pb::Verdict::Block
         } as i32,
         reasons: d.reasons.iter().map(|r| reason_pb(r) as i32).collect(),
-        normalized_contact: o
-            .contact
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
+        normalized_contact: o.contact.as_ref().map(|c| c.text()).unwrap_or_default(),
         index_seq: d.index_seq,
         correlation_id: correlation_id.to_string(),
         matched_ids,

@@ -38,8 +38,8 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, R> tower::Service<http::Request<B>> for Gate<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
+    S::Future: Send + 'static,
     S::Error: Send,
     R: Default + Send + 'static,
     B: Send + 'static,
@@ -64,17 +64,15 @@ where
                 if let Some(p) = principal {
                     req.extensions_mut().insert(p);
                 }
-                // The clone serves the next call; this one uses the service polled ready.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                let span = tracing::info_span!("grpc", method = %method);
+                let call = self.inner.call(req);
+                let span = tracing::info_span!("grpc", method);
                 Box::pin(tracing::Instrument::instrument(
                     async move {
-                        let out = inner.call(req).await;
+                        let out = call.await;
                         if let Ok(resp) = &out {
                             crate::telemetry::request(
                                 "grpc",
-                                &method,
+                                method,
                                 code_label(resp),
                                 started.elapsed().as_secs_f64(),
                             );
@@ -100,7 +98,7 @@ where
 
 /// `Service/Method` for methods the API defines; anything else is one label, so a scanner
 /// cannot create unbounded metric series.
-fn method_label(path: &str) -> String {
+fn method_label(path: &str) -> &'static str {
     static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
         std::sync::OnceLock::new();
     let known = KNOWN.get_or_init(|| {
@@ -119,11 +117,7 @@ fn method_label(path: &str) -> String {
     });
     let p = path.trim_start_matches('/');
     let short = p.rsplit_once('.').map_or(p, |(_, m)| m);
-    if known.contains(short) {
-        short.to_string()
-    } else {
-        "other".to_string()
-    }
+    known.get(short).map_or("other", |s| s.as_str())
 }
 
 /// The grpc-status a unary handler put in the headers; streams and successes report OK.

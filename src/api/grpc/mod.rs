@@ -2,9 +2,11 @@
 mod consent;
 pub mod convert;
 mod decision;
+pub mod dispatch;
 mod dnc;
 mod events;
 pub mod gate;
+pub mod lanes;
 pub mod status;
 
 pub use consent::ConsentApi;

@@ -99,11 +99,7 @@ impl CheckResult {
             allowed: d.allowed(),
             reason: reasons.first().cloned().unwrap_or_default(),
             reasons,
-            normalized_contact: o
-                .contact
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
+            normalized_contact: o.contact.as_ref().map(|c| c.text()).unwrap_or_default(),
             matched_ids: d.matched.as_slice().iter().map(|m| m.to_string()).collect(),
             policy: o.policy.to_string(),
             index_seq: d.index_seq,
