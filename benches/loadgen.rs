@@ -7,9 +7,12 @@
 //!     cargo bench --bench loadgen                                  # N = 1,000,000, 10 s a phase
 //!     PREFLIGHT_LOADGEN_NUMBERS=258000000 PREFLIGHT_LOADGEN_SECS=20 cargo bench --bench loadgen
 //!
-//! Knobs: PREFLIGHT_LOADGEN_CONCURRENCY (16), PREFLIGHT_LOADGEN_THREADS (the generator's
-//! workers, 2), PREFLIGHT_SERVER_THREADS (the service's, default one per core),
-//! PREFLIGHT_LOADGEN_ONLY (pipe, get, unary, batch or stream: one phase, for profiling).
+//! Knobs: PREFLIGHT_LOADGEN_CONCURRENCY (unary calls and GETs in flight, a list: 1,4,16,64),
+//! PREFLIGHT_LOADGEN_INFLIGHT (pipelines and stream messages in flight, 16),
+//! PREFLIGHT_LOADGEN_THREADS (the generator's workers, 1), PREFLIGHT_SERVER_THREADS (the
+//! service's, default one per core), PREFLIGHT_LOADGEN_ONLY (pipe, get, unary, batch,
+//! stream; comma-separated: only those phases, for profiling), PREFLIGHT_BENCH_WRAP (run
+//! the service under a profiler).
 //! Needs `redis-server` on PATH (scripts/test.sh installs it from Debian's packages).
 use preflight::proto as pb;
 use preflight::registry::generate::Generator;
@@ -20,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "h2grpc.rs"]
+mod h2grpc;
 #[path = "procs.rs"]
 mod procs;
 
@@ -36,8 +41,8 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-#[derive(Clone)]
 struct Latency {
+    ops: u64,
     ops_per_sec: f64,
     p50: Duration,
     p99: Duration,
@@ -47,7 +52,7 @@ struct Latency {
 /// Runs `concurrency` tasks issuing `op` back to back for `secs`; latency of each call.
 async fn closed_loop<F, Fut>(concurrency: usize, secs: f64, op: F) -> Latency
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
@@ -62,7 +67,7 @@ where
                 let mut i = t as u64 * 1_000_003;
                 while !stop.load(Ordering::Relaxed) {
                     let s = Instant::now();
-                    op(i).await;
+                    op(t, i).await;
                     lat.push(s.elapsed());
                     i += 1;
                 }
@@ -79,6 +84,7 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
     Latency {
+        ops: all.len() as u64,
         ops_per_sec: all.len() as f64 / elapsed,
         p50: pct(&all, 0.5),
         p99: pct(&all, 0.99),
@@ -86,17 +92,45 @@ where
     }
 }
 
-/// Items per second when `concurrency` tasks each run `op` (which handles `items` items).
-async fn throughput<F, Fut>(concurrency: usize, secs: f64, items: u64, op: F) -> f64
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let l = closed_loop(concurrency, secs, op).await;
-    l.ops_per_sec * items as f64
+/// CPU microseconds per operation of each process, from their CPU seconds before and after.
+fn per_op(before: [f64; 3], after: [f64; 3], ops: u64) -> [f64; 3] {
+    [0, 1, 2].map(|k| (after[k] - before[k]) / ops.max(1) as f64 * 1e6)
+}
+
+/// A tonic channel (one HTTP/2 connection) to the service, waiting up to 30 s for it.
+async fn channel(url: &str) -> tonic::transport::Channel {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(preflight::server::STREAM_WINDOW)
+            .initial_connection_window_size(preflight::server::CONNECTION_WINDOW)
+            .connect()
+            .await
+        {
+            return ch;
+        }
+        assert!(Instant::now() < deadline, "preflight did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn decision_client(
+    ch: tonic::transport::Channel,
+) -> pb::decision_service_client::DecisionServiceClient<tonic::transport::Channel> {
+    pb::decision_service_client::DecisionServiceClient::new(ch)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
 }
 
 fn main() {
+    // With no subscriber, every span h2 opens is offered to the `log` crate: a fifth of
+    // the client's CPU a call. A subscriber that wants only warnings turns them off.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let smoke = !std::env::args().any(|a| a == "--bench");
     let n = if smoke {
         20_000
@@ -108,7 +142,19 @@ fn main() {
     } else {
         env_or("PREFLIGHT_LOADGEN_SECS", 10) as f64
     };
-    let concurrency = env_or("PREFLIGHT_LOADGEN_CONCURRENCY", 16) as usize;
+    // Unary calls and GETs run at each of these concurrencies.
+    let sweep: Vec<usize> = std::env::var("PREFLIGHT_LOADGEN_CONCURRENCY")
+        .unwrap_or_else(|_| "1,4,16,64".into())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("PREFLIGHT_LOADGEN_CONCURRENCY: numbers")
+        })
+        .collect();
+    // Pipelines, and stream messages, in flight.
+    let concurrency = env_or("PREFLIGHT_LOADGEN_INFLIGHT", 16).max(1) as usize;
+    let gen_threads = env_or("PREFLIGHT_LOADGEN_THREADS", 1) as usize;
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_preflight");
 
@@ -135,11 +181,11 @@ fn main() {
             .collect(),
     );
 
-    // The generator's own workers (PREFLIGHT_LOADGEN_THREADS, default 2): one is too few
-    // to build and decode batches fast enough; on a 2-core machine more only fight the
-    // service and Redis for the cores being measured.
+    // The generator's own workers (PREFLIGHT_LOADGEN_THREADS, default 1): Redis answers
+    // from one thread and preflight serves one connection on one core, so on two cores the
+    // generator gets the other one; a second worker only takes turns with the server.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(env_or("PREFLIGHT_LOADGEN_THREADS", 2) as usize)
+        .worker_threads(gen_threads)
         .enable_all()
         .build()
         .unwrap();
@@ -186,23 +232,7 @@ fn main() {
         )],
     );
     let url = format!("http://127.0.0.1:{gport}");
-    let channel = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(ch) = tonic::transport::Endpoint::from_shared(url.clone())
-                .unwrap()
-                .tcp_nodelay(true)
-                .initial_stream_window_size(preflight::server::STREAM_WINDOW)
-                .initial_connection_window_size(preflight::server::CONNECTION_WINDOW)
-                .connect()
-                .await
-            {
-                break ch;
-            }
-            assert!(Instant::now() < deadline, "preflight did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let ch = rt.block_on(channel(&url));
     let t = Instant::now();
     let import = Command::new(bin)
         .args(["dnc", "import", "--list", "FEDERAL", "--full"])
@@ -214,9 +244,7 @@ fn main() {
     assert!(import.status.success(), "{:?}", import);
     let preflight_load = t.elapsed();
 
-    let client = pb::decision_service_client::DecisionServiceClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let client = decision_client(ch);
     let req = |q: u64| pb::CheckRequest {
         contact: format!("+1{q}"),
         channel: pb::Channel::Voice as i32,
@@ -235,135 +263,188 @@ fn main() {
         }
     });
 
-    const BATCH: u64 = 1_000;
-    const PIPE: u64 = 1_000;
-    let hits = Arc::new(AtomicU64::new(0));
+    let lean = rt
+        .block_on(h2grpc::H2Grpc::connect(
+            &format!("127.0.0.1:{gport}"),
+            preflight::server::STREAM_WINDOW,
+        ))
+        .unwrap();
 
-    // PREFLIGHT_LOADGEN_ONLY=unary (or pipe, get, batch, stream) runs one phase, for profiling.
+    const BATCH: usize = 1_000;
+    const PIPE: usize = 1_000;
+    let hits = Arc::new(AtomicU64::new(0));
+    // Both sides send requests built before the clock starts (the same numbers, in the
+    // same groups of 1,000) and decode every answer: what is timed is the servers.
+    let groups: Vec<&[u64]> = queries.chunks(BATCH).collect();
+    let pipes: Arc<Vec<redis::Pipeline>> = Arc::new(
+        groups
+            .iter()
+            .map(|g| {
+                let mut p = redis::pipe();
+                for q in *g {
+                    p.sismember("dnc:federal", q);
+                }
+                p
+            })
+            .collect(),
+    );
+    let batches: Arc<Vec<pb::CheckBatchRequest>> = Arc::new(
+        groups
+            .iter()
+            .map(|g| pb::CheckBatchRequest {
+                checks: g.iter().map(|q| req(*q)).collect(),
+            })
+            .collect(),
+    );
+    let singles: Arc<Vec<pb::CheckRequest>> = Arc::new(queries.iter().map(|q| req(*q)).collect());
+    // Each CheckBatch and CheckStream caller on its own connection: the service serves a
+    // connection on one core, and a dialer that wants more opens more.
+    let callers = concurrency.clamp(1, 4);
+    let clients: Arc<Vec<_>> = Arc::new(
+        (0..callers)
+            .map(|_| decision_client(rt.block_on(channel(&url))))
+            .collect(),
+    );
+
+    // PREFLIGHT_LOADGEN_ONLY=unary (or pipe, get, batch, stream; comma-separated) runs
+    // only those phases, for profiling.
     let only = std::env::var("PREFLIGHT_LOADGEN_ONLY").unwrap_or_default();
-    let run = |phase: &str| only.is_empty() || only == phase;
-    let skipped = Latency {
-        ops_per_sec: 0.0,
-        p50: Duration::ZERO,
-        p99: Duration::ZERO,
-        p999: Duration::ZERO,
-    };
-    let (redis_pipe, redis_get, grpc_unary, grpc_batch, grpc_stream) = rt.block_on(async {
-        // Redis pipelined SISMEMBER: PIPE commands per round trip, `concurrency` pipelines.
-        let (c, q) = (rconn.clone(), queries.clone());
-        let redis_pipe = if !run("pipe") {
-            0.0
-        } else {
-            throughput(concurrency, secs, PIPE, move |i| {
-                let (mut c, q) = (c.clone(), q.clone());
+    let run = |phase: &str| only.is_empty() || only.split(',').any(|p| p == phase);
+    let pids = [_redis.0.id(), _server.0.id(), std::process::id()];
+    let mut cpu = Vec::new();
+
+    // Redis pipelined SISMEMBER: `concurrency` pipelines of PIPE in flight.
+    let mut redis_pipe = 0.0;
+    if run("pipe") {
+        let (c, p) = (rconn.clone(), pipes.clone());
+        let before = pids.map(procs::cpu_secs);
+        let l = rt.block_on(closed_loop(concurrency, secs, move |_, i| {
+            let (mut c, p) = (c.clone(), p.clone());
+            async move {
+                let _: Vec<bool> = p[i as usize % p.len()].query_async(&mut c).await.unwrap();
+            }
+        }));
+        redis_pipe = l.ops_per_sec * PIPE as f64;
+        cpu.push((
+            "pipe",
+            per_op(before, pids.map(procs::cpu_secs), l.ops * PIPE as u64),
+        ));
+    }
+
+    // Redis GET and unary Check, one call per task, at each concurrency.
+    let mut rows = Vec::new();
+    for &c in &sweep {
+        let mut get = None;
+        if run("get") {
+            let r = rconn.clone();
+            let before = pids.map(procs::cpu_secs);
+            let l = rt.block_on(closed_loop(c, secs, move |_, _| {
+                let mut r = r.clone();
                 async move {
-                    let mut p = redis::pipe();
-                    for k in 0..PIPE {
-                        p.sismember("dnc:federal", q[((i * PIPE + k) % q.len() as u64) as usize]);
-                    }
-                    let _: Vec<bool> = p.query_async(&mut c).await.unwrap();
+                    let _: Option<String> = r.get("contact:probe").await.unwrap();
                 }
-            })
-            .await
-        };
-        // Redis GET round trip at the same concurrency as unary Check.
-        let c = rconn.clone();
-        let redis_get = if !run("get") {
-            skipped.clone()
-        } else {
-            closed_loop(concurrency, secs, move |_| {
-                let mut c = c.clone();
+            }));
+            cpu.push(("get", per_op(before, pids.map(procs::cpu_secs), l.ops)));
+            get = Some(l);
+        }
+        let mut unary = None;
+        if run("unary") {
+            let uri = lean.uri("/preflight.v1.DecisionService/Check");
+            let (cl, one, h) = (lean.clone(), singles.clone(), hits.clone());
+            let before = pids.map(procs::cpu_secs);
+            let l = rt.block_on(closed_loop(c, secs, move |_, i| {
+                let (cl, one, h, uri) = (cl.clone(), one.clone(), h.clone(), uri.clone());
                 async move {
-                    let _: Option<String> = c.get("contact:probe").await.unwrap();
-                }
-            })
-            .await
-        };
-        let (cl, q, h) = (client.clone(), queries.clone(), hits.clone());
-        let grpc_unary = if !run("unary") {
-            skipped.clone()
-        } else {
-            closed_loop(concurrency, secs, move |i| {
-                let (mut cl, q, h) = (cl.clone(), q.clone(), h.clone());
-                async move {
-                    let r = cl
-                        .check(req(q[(i % q.len() as u64) as usize]))
-                        .await
-                        .unwrap()
-                        .into_inner();
+                    let r: pb::CheckResponse =
+                        cl.unary(&uri, &one[i as usize % one.len()]).await.unwrap();
                     if r.verdict == pb::Verdict::Block as i32 {
                         h.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            })
-            .await
-        };
-        let (cl, q) = (client.clone(), queries.clone());
-        let grpc_batch = if !run("batch") {
-            0.0
-        } else {
-            throughput(concurrency.min(4), secs, BATCH, move |i| {
-                let (mut cl, q) = (cl.clone(), q.clone());
-                async move {
-                    let checks = (0..BATCH)
-                        .map(|k| req(q[((i * BATCH + k) % q.len() as u64) as usize]))
-                        .collect();
-                    let r = cl
-                        .check_batch(pb::CheckBatchRequest { checks })
-                        .await
-                        .unwrap();
-                    assert_eq!(r.into_inner().results.len() as u64, BATCH);
-                }
-            })
-            .await
-        };
-        // CheckStream with as many batches in flight as Redis had pipelines: up to two
-        // streams sharing `concurrency` between them.
-        let streams = if run("stream") { concurrency.min(2) } else { 0 };
-        let per_stream = (concurrency / streams.max(1)).max(1);
+            }));
+            cpu.push(("unary", per_op(before, pids.map(procs::cpu_secs), l.ops)));
+            unary = Some(l);
+        }
+        rows.push((c, get, unary));
+    }
+
+    // CheckBatch: up to four callers, each on its own connection, one call at a time.
+    let mut grpc_batch = 0.0;
+    if run("batch") {
+        let (cl, b) = (clients.clone(), batches.clone());
+        let before = pids.map(procs::cpu_secs);
+        let l = rt.block_on(closed_loop(callers, secs, move |t, i| {
+            let (mut cl, b) = (cl[t].clone(), b.clone());
+            async move {
+                let r = cl
+                    .check_batch(b[i as usize % b.len()].clone())
+                    .await
+                    .unwrap();
+                assert_eq!(r.into_inner().results.len(), BATCH.min(b[0].checks.len()));
+            }
+        }));
+        grpc_batch = l.ops_per_sec * BATCH as f64;
+        cpu.push((
+            "batch",
+            per_op(before, pids.map(procs::cpu_secs), l.ops * BATCH as u64),
+        ));
+    }
+
+    // CheckStream with as many messages in flight as Redis had pipelines: up to two
+    // streams, each on its own connection, sharing `concurrency` between them.
+    let mut grpc_stream = 0.0;
+    if run("stream") {
+        let streams = concurrency.min(2);
+        let per_stream = (concurrency / streams).max(1);
+        let before = pids.map(procs::cpu_secs);
         let stop_at = Instant::now() + Duration::from_secs_f64(secs);
         let started = Instant::now();
-        let tasks: Vec<_> = (0..streams)
-            .map(|s| {
-                let (mut cl, q) = (client.clone(), queries.clone());
-                tokio::spawn(async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<pb::CheckBatchRequest>(per_stream);
-                    let feeder = tokio::spawn(async move {
-                        let mut i = s as u64 * 7_919;
-                        while Instant::now() < stop_at {
-                            let checks = (0..BATCH)
-                                .map(|k| req(q[((i * BATCH + k) % q.len() as u64) as usize]))
-                                .collect();
-                            if tx.send(pb::CheckBatchRequest { checks }).await.is_err() {
-                                break;
+        let total: u64 = rt.block_on(async {
+            let tasks: Vec<_> = (0..streams)
+                .map(|s| {
+                    let (mut cl, b) = (clients[s % clients.len()].clone(), batches.clone());
+                    tokio::spawn(async move {
+                        let (tx, rx) = tokio::sync::mpsc::channel(per_stream);
+                        let feeder = tokio::spawn(async move {
+                            let mut i = s * 7_919;
+                            while Instant::now() < stop_at {
+                                if tx.send(b[i % b.len()].clone()).await.is_err() {
+                                    break;
+                                }
+                                i += 1;
                             }
-                            i += 1;
+                        });
+                        let mut out = cl
+                            .check_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                            .await
+                            .unwrap()
+                            .into_inner();
+                        let mut n = 0u64;
+                        while let Some(r) = out.message().await.unwrap() {
+                            n += r.results.len() as u64;
                         }
-                    });
-                    let mut out = cl
-                        .check_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    let mut n = 0u64;
-                    while let Some(r) = out.message().await.unwrap() {
-                        n += r.results.len() as u64;
-                    }
-                    feeder.await.unwrap();
-                    n
+                        feeder.await.unwrap();
+                        n
+                    })
                 })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.unwrap();
-        }
-        let grpc_stream = total as f64 / started.elapsed().as_secs_f64();
-        (redis_pipe, redis_get, grpc_unary, grpc_batch, grpc_stream)
-    });
+                .collect();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap();
+            }
+            total
+        });
+        grpc_stream = total as f64 / started.elapsed().as_secs_f64();
+        cpu.push(("stream", per_op(before, pids.map(procs::cpu_secs), total)));
+    }
 
     println!(
-        "loadgen: N = {n} registry numbers, {secs} s a phase, concurrency {concurrency}{}",
+        "loadgen: N = {n} registry numbers, {secs} s a phase, {} generator thread(s), service threads {}{}",
+        gen_threads,
+        std::env::var("PREFLIGHT_SERVER_THREADS")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "default (one per core)".into()),
         if smoke { " (smoke run)" } else { "" }
     );
     println!(
@@ -372,36 +453,45 @@ fn main() {
         preflight_load.as_secs_f64()
     );
     println!(
-        "redis  SISMEMBER pipelined x{PIPE}        {:>12.0} lookups/s",
-        redis_pipe
+        "redis  SISMEMBER pipelined x{PIPE}, {concurrency} in flight     {redis_pipe:>10.0} lookups/s"
     );
     println!(
-        "redis  GET                    {:>10.0} ops/s   p50 {:>7.1} us  p99 {:>7.1} us  p99.9 {:>7.1} us",
-        redis_get.ops_per_sec,
-        us(redis_get.p50),
-        us(redis_get.p99),
-        us(redis_get.p999)
+        "grpc   CheckBatch x{BATCH}, {callers} callers              {grpc_batch:>10.0} checks/s"
     );
     println!(
-        "grpc   Check (unary)          {:>10.0} ops/s   p50 {:>7.1} us  p99 {:>7.1} us  p99.9 {:>7.1} us",
-        grpc_unary.ops_per_sec,
-        us(grpc_unary.p50),
-        us(grpc_unary.p99),
-        us(grpc_unary.p999)
+        "grpc   CheckStream x{BATCH}, {concurrency} in flight          {grpc_stream:>10.0} checks/s"
     );
     println!(
-        "grpc   CheckBatch x{BATCH}         {:>12.0} checks/s",
-        grpc_batch
+        "target: CheckStream / Redis pipelined SISMEMBER = {:.2}x (>= 2x)",
+        grpc_stream / redis_pipe
     );
-    println!(
-        "grpc   CheckStream x{BATCH}        {:>12.0} checks/s",
-        grpc_stream
-    );
-    println!(
-        "targets: CheckStream / Redis pipelined SISMEMBER = {:.2}x (>= 2x); unary p99 / Redis GET p99 = {:.2}x (<= 2x)",
-        grpc_stream / redis_pipe,
-        grpc_unary.p99.as_secs_f64() / redis_get.p99.as_secs_f64().max(1e-9)
-    );
+    let line = |name: &str, c: usize, l: &Latency| {
+        println!(
+            "{name:<22} c={c:<3} {:>8.0} ops/s   p50 {:>7.1} us  p99 {:>7.1} us  p99.9 {:>7.1} us",
+            l.ops_per_sec,
+            us(l.p50),
+            us(l.p99),
+            us(l.p999)
+        )
+    };
+    for (c, get, unary) in &rows {
+        if let Some(g) = get {
+            line("redis  GET", *c, g);
+        }
+        if let Some(u) = unary {
+            line("grpc   Check (unary)", *c, u);
+        }
+        if let (Some(g), Some(u)) = (get, unary) {
+            println!(
+                "target: c={c}: unary p99 / Redis GET p99 = {:.2}x (<= 2x)",
+                u.p99.as_secs_f64() / g.p99.as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    println!("cpu per lookup/call (us):  redis-server  preflight  generator");
+    for (phase, [r, p, g]) in &cpu {
+        println!("  {phase:<8} {r:>22.2} {p:>10.2} {g:>10.2}");
+    }
     if run("unary") {
         assert!(
             hits.load(Ordering::Relaxed) > 0,

@@ -27,7 +27,19 @@ pub fn free_port() -> u16 {
 /// `envs`; returns once the gRPC port accepts connections.
 pub fn start_preflight(data_dir: &std::path::Path, envs: &[(&str, String)]) -> (Proc, u16) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_preflight"))
+    // PREFLIGHT_BENCH_WRAP runs the service under another program, for profiling:
+    // PREFLIGHT_BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out".
+    let wrap = std::env::var("PREFLIGHT_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_preflight"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_preflight")),
+    };
+    let child = cmd
         .args(["serve", "--data-dir"])
         .arg(data_dir)
         .args([
@@ -42,7 +54,7 @@ pub fn start_preflight(data_dir: &std::path::Path, envs: &[(&str, String)]) -> (
         .spawn()
         .expect("start preflight");
     let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "preflight did not start");
         std::thread::sleep(Duration::from_millis(50));

@@ -88,12 +88,12 @@ impl fmt::Display for ContactKey {
     }
 }
 
-/// `+` and the E.164 digits, written without the formatting machinery: every check answer
-/// carries one, and `format!` was a third of turning a decision into a response.
-pub fn phone_text(p: u64) -> String {
+/// Appends `n` in decimal. Check answers write a phone number and often a record id each,
+/// and `format!` was a third of turning a decision into a response.
+pub fn push_decimal(s: &mut String, n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    let mut n = p;
+    let mut n = n;
     loop {
         i -= 1;
         digits[i] = b'0' + (n % 10) as u8;
@@ -102,9 +102,15 @@ pub fn phone_text(p: u64) -> String {
             break;
         }
     }
-    let mut s = String::with_capacity(1 + digits.len() - i);
+    // ASCII digits: always valid UTF-8.
+    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
+/// `+` and the E.164 digits.
+pub fn phone_text(p: u64) -> String {
+    let mut s = String::with_capacity(21);
     s.push('+');
-    s.extend(digits[i..].iter().map(|d| char::from(*d)));
+    push_decimal(&mut s, p);
     s
 }
 

@@ -29,6 +29,29 @@ pub enum RecordId {
     },
 }
 
+impl RecordId {
+    /// The public id (as `Display` writes it), without the formatting machinery.
+    pub fn text(&self) -> String {
+        use crate::model::ids::push_decimal;
+        let (prefix, n) = match self {
+            RecordId::Consent(s) => ("cn-", *s),
+            RecordId::Dnc(s) => ("dnc-", *s),
+            RecordId::Registry { list, version } => {
+                let mut t = String::with_capacity(16 + list.len());
+                t.push_str("registry:");
+                t.push_str(list);
+                t.push_str("@v");
+                push_decimal(&mut t, *version);
+                return t;
+            }
+        };
+        let mut t = String::with_capacity(24);
+        t.push_str(prefix);
+        push_decimal(&mut t, n);
+        t
+    }
+}
+
 impl std::fmt::Display for RecordId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

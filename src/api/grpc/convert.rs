@@ -105,7 +105,7 @@ pub fn reason_pb(r: Reason) -> pb::Reason {
 
 pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckResponse {
     let d = &o.decision;
-    let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.to_string()).collect();
+    let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.text()).collect();
     // Reasons speak for ordinary decisions; detail explains what was wrong with the request.
     let detail = o.problem.clone().unwrap_or_default();
     pb::CheckResponse {

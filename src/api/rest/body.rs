@@ -100,7 +100,7 @@ impl CheckResult {
             reason: reasons.first().cloned().unwrap_or_default(),
             reasons,
             normalized_contact: o.contact.as_ref().map(|c| c.text()).unwrap_or_default(),
-            matched_ids: d.matched.as_slice().iter().map(|m| m.to_string()).collect(),
+            matched_ids: d.matched.as_slice().iter().map(|m| m.text()).collect(),
             policy: o.policy.to_string(),
             index_seq: d.index_seq,
             index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64),

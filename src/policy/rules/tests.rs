@@ -604,6 +604,8 @@ fn registry_hits_follow_rule_2() {
         ]
     );
     let ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.to_string()).collect();
+    let texts: Vec<String> = d.matched.as_slice().iter().map(|m| m.text()).collect();
+    assert_eq!(texts, ids);
     assert_eq!(
         ids,
         vec![
@@ -654,4 +656,19 @@ fn registry_hits_follow_rule_2() {
         !reasons(&evaluate(&policy(), &inbound, &[&none], &[federal], 0, 1))
             .contains(&Reason::DncFederal)
     );
+}
+
+#[test]
+fn record_id_text_matches_display() {
+    for id in [
+        RecordId::Consent(0),
+        RecordId::Consent(u64::MAX),
+        RecordId::Dnc(42),
+        RecordId::Registry {
+            list: "STATE:TX",
+            version: 12,
+        },
+    ] {
+        assert_eq!(id.text(), id.to_string());
+    }
 }
