@@ -296,15 +296,18 @@ fn main() {
             })
             .collect(),
     );
+    let encoded: Arc<Vec<bytes::Bytes>> = Arc::new(
+        batches
+            .iter()
+            .map(|b| prost::Message::encode_to_vec(b).into())
+            .collect(),
+    );
     let singles: Arc<Vec<pb::CheckRequest>> = Arc::new(queries.iter().map(|q| req(*q)).collect());
     // Each CheckBatch and CheckStream caller on its own connection: the service serves a
     // connection on one core, and a dialer that wants more opens more.
     let callers = concurrency.clamp(1, 4);
-    let clients: Arc<Vec<_>> = Arc::new(
-        (0..callers)
-            .map(|_| decision_client(rt.block_on(channel(&url))))
-            .collect(),
-    );
+    let channels: Vec<_> = (0..callers).map(|_| rt.block_on(channel(&url))).collect();
+    let clients: Arc<Vec<_>> = Arc::new(channels.iter().cloned().map(decision_client).collect());
 
     // PREFLIGHT_LOADGEN_ONLY=unary (or pipe, get, batch, stream; comma-separated) runs
     // only those phases, for profiling.
@@ -402,7 +405,7 @@ fn main() {
         let total: u64 = rt.block_on(async {
             let tasks: Vec<_> = (0..streams)
                 .map(|s| {
-                    let (mut cl, b) = (clients[s % clients.len()].clone(), batches.clone());
+                    let (ch, b) = (channels[s % channels.len()].clone(), encoded.clone());
                     tokio::spawn(async move {
                         let (tx, rx) = tokio::sync::mpsc::channel(per_stream);
                         let feeder = tokio::spawn(async move {
@@ -414,8 +417,19 @@ fn main() {
                                 i += 1;
                             }
                         });
-                        let mut out = cl
-                            .check_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        let mut grpc =
+                            tonic::client::Grpc::new(ch).max_decoding_message_size(64 << 20);
+                        grpc.ready().await.unwrap();
+                        let mut out = grpc
+                            .streaming(
+                                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(
+                                    rx,
+                                )),
+                                http::uri::PathAndQuery::from_static(
+                                    "/preflight.v1.DecisionService/CheckStream",
+                                ),
+                                h2grpc::PreEncoded::<pb::CheckBatchResponse>::default(),
+                            )
                             .await
                             .unwrap()
                             .into_inner();
