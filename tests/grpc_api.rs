@@ -429,6 +429,19 @@ async fn health_and_reflection_are_served() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
+    // A service this listener does not have: UNIMPLEMENTED, not a hang or a reset.
+    let mut raw = tonic::client::Grpc::new(ch.clone());
+    raw.ready().await.unwrap();
+    let err = raw
+        .unary::<pb::CheckRequest, pb::CheckResponse, _>(
+            tonic::Request::new(pb::CheckRequest::default()),
+            http::uri::PathAndQuery::from_static("/nope.v1.Nothing/Call"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+
     let mut refl = ServerReflectionClient::new(ch);
     let req = ServerReflectionRequest {
         host: String::new(),

@@ -187,3 +187,82 @@ pub async fn run(
     }
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    /// A lane that tells each client its lane and thread, then holds the connection open
+    /// until the client closes it.
+    fn echo_lane(lane: usize) -> Serve {
+        Box::new(move |mut conns, mut signal| {
+            Box::pin(async move {
+                loop {
+                    tokio::select! {
+                        c = conns.next() => match c {
+                            Some(Ok(mut c)) => {
+                                let thread = std::thread::current().name().unwrap_or("").to_string();
+                                tokio::spawn(async move {
+                                    let hello = format!("{lane} {thread}\n");
+                                    let _ = c.write_all(hello.as_bytes()).await;
+                                    let _ = c.read(&mut [0u8; 1]).await;
+                                });
+                            }
+                            Some(Err(e)) => return Err(e.to_string()),
+                            None => return Ok(()),
+                        },
+                        _ = &mut signal => return Ok(()),
+                    }
+                }
+            })
+        })
+    }
+
+    async fn hello(addr: std::net::SocketAddr) -> (BufReader<TcpStream>, String) {
+        let mut s = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let mut line = String::new();
+        s.read_line(&mut line).await.unwrap();
+        (s, line.trim().to_string())
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_lane_with_fewest_and_lanes_stop_on_shutdown() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(run(2, TcpIncoming::from(listener), echo_lane, async {
+            let _ = stopped.await;
+        }));
+
+        let mut open = Vec::new();
+        for expected in [
+            "0 grpc-lane-0",
+            "1 grpc-lane-1",
+            "0 grpc-lane-0",
+            "1 grpc-lane-1",
+        ] {
+            let (conn, said) = hello(addr).await;
+            assert_eq!(said, expected);
+            open.push(conn);
+        }
+        // Both of lane 0's connections close: the next two go there, not round-robin.
+        drop(open.remove(2));
+        drop(open.remove(0));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for _ in 0..2 {
+            let (conn, said) = hello(addr).await;
+            assert_eq!(said, "0 grpc-lane-0");
+            open.push(conn);
+        }
+
+        stop.send(()).unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("lanes stop once told to")
+            .unwrap();
+        assert_eq!(outcome, Ok(()));
+        // The listener is gone with the acceptor.
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+}
