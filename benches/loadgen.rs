@@ -329,7 +329,7 @@ fn main() {
         }));
         redis_pipe = l.ops_per_sec * PIPE as f64;
         cpu.push((
-            "pipe",
+            "pipe".to_string(),
             per_op(before, pids.map(procs::cpu_secs), l.ops * PIPE as u64),
         ));
     }
@@ -347,7 +347,10 @@ fn main() {
                     let _: Option<String> = r.get("contact:probe").await.unwrap();
                 }
             }));
-            cpu.push(("get", per_op(before, pids.map(procs::cpu_secs), l.ops)));
+            cpu.push((
+                format!("get c={c}"),
+                per_op(before, pids.map(procs::cpu_secs), l.ops),
+            ));
             get = Some(l);
         }
         let mut unary = None;
@@ -365,7 +368,10 @@ fn main() {
                     }
                 }
             }));
-            cpu.push(("unary", per_op(before, pids.map(procs::cpu_secs), l.ops)));
+            cpu.push((
+                format!("unary c={c}"),
+                per_op(before, pids.map(procs::cpu_secs), l.ops),
+            ));
             unary = Some(l);
         }
         rows.push((c, get, unary));
@@ -388,7 +394,7 @@ fn main() {
         }));
         grpc_batch = l.ops_per_sec * BATCH as f64;
         cpu.push((
-            "batch",
+            "batch".to_string(),
             per_op(before, pids.map(procs::cpu_secs), l.ops * BATCH as u64),
         ));
     }
@@ -449,7 +455,10 @@ fn main() {
             total
         });
         grpc_stream = total as f64 / started.elapsed().as_secs_f64();
-        cpu.push(("stream", per_op(before, pids.map(procs::cpu_secs), total)));
+        cpu.push((
+            "stream".to_string(),
+            per_op(before, pids.map(procs::cpu_secs), total),
+        ));
     }
 
     println!(
@@ -504,7 +513,7 @@ fn main() {
     }
     println!("cpu per lookup/call (us):  redis-server  preflight  generator");
     for (phase, [r, p, g]) in &cpu {
-        println!("  {phase:<8} {r:>22.2} {p:>10.2} {g:>10.2}");
+        println!("  {phase:<12} {r:>18.2} {p:>10.2} {g:>10.2}");
     }
     if run("unary") {
         assert!(
