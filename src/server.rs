@@ -367,9 +367,12 @@ pub async fn serve_grpc(
         .map_err(|e| StartError::Transport(e.to_string()))?;
 
     let services = Services {
-        decision: DecisionServiceServer::new(DecisionApi::new(engine.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
+        decision: DecisionServiceServer::new(DecisionApi::new(
+            engine.clone(),
+            tokio::runtime::Handle::current(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
         consent: ConsentServiceServer::new(ConsentApi::new(engine.clone()))
             .max_decoding_message_size(MAX_MESSAGE),
         dnc: DncServiceServer::new(DncApi::new(engine.clone()))

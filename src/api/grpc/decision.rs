@@ -10,12 +10,36 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct DecisionApi {
     engine: Arc<Engine>,
+    /// Where batches are decided: the process's work-stealing runtime, not the connection's
+    /// lane, so one connection's batches use every core and a 10,000-item batch does not
+    /// hold up the unary checks of the other connections on its lane.
+    pool: tokio::runtime::Handle,
 }
 
+/// Batches this small are decided on the lane: the hop to the pool would cost more.
+const INLINE_MAX: usize = 32;
+
 impl DecisionApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        DecisionApi { engine }
+    pub fn new(engine: Arc<Engine>, pool: tokio::runtime::Handle) -> Self {
+        DecisionApi { engine, pool }
     }
+}
+
+/// Decides `b` on the pool (or inline when small).
+async fn decide(
+    engine: Arc<Engine>,
+    pool: tokio::runtime::Handle,
+    b: pb::CheckBatchRequest,
+) -> Result<pb::CheckBatchResponse, Status> {
+    if b.checks.len() <= INLINE_MAX {
+        return batch(&engine, &b);
+    }
+    pool.spawn(async move { batch(&engine, &b) })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a check batch did not finish");
+            Err(Status::internal("the batch could not be decided"))
+        })
 }
 
 fn request(r: &pb::CheckRequest) -> CheckRequest<'_> {
@@ -64,7 +88,9 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
         &self,
         req: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
-        batch(&self.engine, req.get_ref()).map(Response::new)
+        decide(self.engine.clone(), self.pool.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type CheckStreamStream = CheckStreamOut;
@@ -73,10 +99,21 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
         &self,
         req: Request<Streaming<pb::CheckBatchRequest>>,
     ) -> Result<Response<Self::CheckStreamStream>, Status> {
-        let engine = self.engine.clone();
+        let (engine, pool) = (self.engine.clone(), self.pool.clone());
+        // Two messages of a stream decided at once, answered in order: a single stream
+        // (`preflight scrub`) keeps two cores busy.
         let out = req
             .into_inner()
-            .map(move |msg| msg.and_then(|b| batch(&engine, &b)));
+            .map(move |msg| {
+                let (engine, pool) = (engine.clone(), pool.clone());
+                async move {
+                    match msg {
+                        Ok(b) => decide(engine, pool, b).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(2);
         Ok(Response::new(Box::pin(out)))
     }
 }
