@@ -122,10 +122,16 @@ pub async fn run(
                             move |s| {
                                 // Registered with this lane's reactor, so its readiness
                                 // wakes this thread and no other.
-                                TcpStream::from_std(s).map(|io| LaneConn {
-                                    io,
-                                    open: lane_open.clone(),
-                                })
+                                match TcpStream::from_std(s) {
+                                    Ok(io) => Ok(LaneConn {
+                                        io,
+                                        open: lane_open.clone(),
+                                    }),
+                                    Err(e) => {
+                                        lane_open.fetch_sub(1, Ordering::Relaxed);
+                                        Err(e)
+                                    }
+                                }
                             },
                         );
                         let signal = async move {
