@@ -303,12 +303,8 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
         .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
-/// The gRPC name of a service whose type cannot be written out.
-fn health_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
-    S::NAME
-}
-
-fn reflection_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+/// The gRPC name of a service whose type cannot be written out (health, reflection).
+fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
     S::NAME
 }
 
@@ -382,8 +378,8 @@ pub async fn serve_grpc(
         audit: AuditServiceServer::new(AuditApi::new(engine.clone())),
         privacy: PrivacyServiceServer::new(PrivacyApi::new(engine.clone())),
         other: vec![
-            (health_name(&health_service), Opaque::new(health_service)),
-            (reflection_name(&reflection), Opaque::new(reflection)),
+            (service_name(&health_service), Opaque::new(health_service)),
+            (service_name(&reflection), Opaque::new(reflection)),
         ],
     };
     let dispatch = Dispatch::new(services);
