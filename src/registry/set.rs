@@ -273,6 +273,11 @@ fn lower_width(span: u64, per_bucket: f64) -> u32 {
     }
 }
 
+/// Distinct high parts of local values below `span` with lower width `l`.
+fn high_parts(span: u64, l: u32) -> u64 {
+    ((span - 1) >> l) + 1
+}
+
 /// The layout of `n` numbers in `[0, 2^u)`: span, lower width and high parts, for the
 /// widest span (fewest buckets) whose expected count stays within FILL of capacity.
 fn layout(n: u64, u: u32) -> (u64, u32, u64) {
@@ -280,7 +285,7 @@ fn layout(n: u64, u: u32) -> (u64, u32, u64) {
     let at = |span: u64| {
         let per_bucket = n as f64 * span as f64 / universe;
         let l = lower_width(span, per_bucket);
-        let highs = ((span - 1) >> l) + 1;
+        let highs = high_parts(span, l);
         let fits = highs <= MAX_HIGHS && per_bucket <= FILL * capacity(highs, l) as f64;
         (fits, l, highs)
     };
@@ -440,20 +445,7 @@ impl NumberSet {
             *v = mix(*v - min, mask, s);
         }
         group_by_bucket(&mut values, u, span);
-        let mut set = NumberSet {
-            n,
-            offset: min,
-            u,
-            span,
-            l,
-            highs: highs as u32,
-            group_bits: group_bits(highs),
-            field_low: fields(l).0,
-            field_high: fields(l).1,
-            bmi2: has_bmi2(),
-            buckets: zeroed_buckets(bucket_count),
-            overflow: Vec::new(),
-        };
+        let mut set = NumberSet::with_layout(n, min, u, span, l, bucket_count);
         let mut rest = values.as_mut_slice();
         for b in 0..bucket_count {
             let end = (b as u64 + 1).saturating_mul(span);
@@ -480,6 +472,27 @@ impl NumberSet {
         }
         set.overflow.sort_unstable();
         set
+    }
+
+    /// An empty set of `bucket_count` zeroed buckets laid out by `span` and `l`, with the
+    /// fields a lookup derives from them.
+    fn with_layout(n: u64, offset: u64, u: u32, span: u64, l: u32, bucket_count: usize) -> Self {
+        let highs = high_parts(span, l);
+        let (field_low, field_high) = fields(l);
+        NumberSet {
+            n,
+            offset,
+            u,
+            span,
+            l,
+            highs: highs as u32,
+            group_bits: group_bits(highs),
+            field_low,
+            field_high,
+            bmi2: has_bmi2(),
+            buckets: zeroed_buckets(bucket_count),
+            overflow: Vec::new(),
+        }
     }
 
     fn encode(&mut self, b: usize, hashes: &[u64], overflowed: bool) {
@@ -610,7 +623,7 @@ impl NumberSet {
         };
         let found = if (at + run >= 64) | (run > UNROLLED) {
             // A group wider than the window, or a long run: walk the upper bits one by one.
-            self.walk(w, hi, lo, count)
+            self.walk(w, hi, lo)
         } else {
             found
         };
@@ -624,23 +637,26 @@ impl NumberSet {
 
     /// The slow, plain reading of a bucket's code.
     #[cold]
-    fn walk(&self, w: &[u64], hi: u32, lo: u64, count: u32) -> bool {
+    fn walk(&self, w: &[u64], hi: u32, lo: u64) -> bool {
+        self.entries(w)
+            .take_while(|(high, _)| *high <= hi)
+            .any(|e| e == (hi, lo))
+    }
+
+    /// The (high part, lower bits) of each number in bucket `w`, in order.
+    fn entries<'a>(&self, w: &'a [u64]) -> impl Iterator<Item = (u32, u64)> + 'a {
+        let count = (w[0] >> 56) as u32;
+        let l = self.l;
         let lower = UPPER + count + self.highs;
         let mut p = UPPER;
-        for j in 0..count {
+        (0..count).map(move |j| {
             while p < FLAG_BIT && get_bits(w, p, 1) == 0 {
                 p += 1;
             }
             let high = p - UPPER - j;
             p += 1;
-            if high == hi && get_bits(w, lower + j * self.l, self.l) == lo {
-                return true;
-            }
-            if high > hi {
-                return false;
-            }
-        }
-        false
+            (high, get_bits(w, lower + j * l, l))
+        })
     }
 
     /// Starts loading the buckets of `values`, so the misses of many lookups overlap.
@@ -672,17 +688,8 @@ impl NumberSet {
         let words = self.words();
         for b in 0..self.bucket_count() {
             let w = &words[b * WORDS..(b + 1) * WORDS + 1];
-            let count = (w[0] >> 56) as u32;
-            let lower = UPPER + count + self.highs;
-            let mut p = UPPER;
-            for j in 0..count {
-                while get_bits(w, p, 1) == 0 {
-                    p += 1;
-                }
-                let high = (p - UPPER - j) as u64;
-                p += 1;
-                let local = high << self.l | get_bits(w, lower + j * self.l, self.l);
-                let h = b as u64 * self.span + local;
+            for (high, low) in self.entries(w) {
+                let h = b as u64 * self.span + ((high as u64) << self.l | low);
                 f(unmix(h, self.u, mask).wrapping_add(self.offset));
             }
         }
@@ -777,26 +784,14 @@ impl NumberSet {
             && bucket_count as u128 == (1u128 << u).div_ceil(span as u128)
             && bucket_count < (1 << 34)
             && overflow_len <= n;
-        let highs = if layout_ok { ((span - 1) >> l) + 1 } else { 0 };
-        if !layout_ok || highs > MAX_HIGHS {
+        if !layout_ok || high_parts(span, l as u32) > MAX_HIGHS {
             return Err(bad(format!(
                 "snapshot layout out of range (u {u}, span {span}, l {l}, buckets {bucket_count})"
             )));
         }
-        let mut set = NumberSet {
-            n,
-            offset,
-            u: u as u32,
-            span,
-            l: l as u32,
-            highs: highs as u32,
-            group_bits: group_bits(highs),
-            field_low: fields(l as u32).0,
-            field_high: fields(l as u32).1,
-            bmi2: has_bmi2(),
-            buckets: zeroed_buckets(bucket_count as usize),
-            overflow: Vec::with_capacity(overflow_len as usize),
-        };
+        let mut set =
+            NumberSet::with_layout(n, offset, u as u32, span, l as u32, bucket_count as usize);
+        set.overflow.reserve_exact(overflow_len as usize);
         let mut buf = vec![0u8; WORDS * 8 * 4096];
         let mut held = 0u64;
         let mut buckets = std::mem::take(&mut set.buckets);
