@@ -80,7 +80,7 @@ impl ContactKey {
 impl fmt::Display for ContactKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ContactKey::Phone(p) => write!(f, "+{p}"),
+            ContactKey::Phone(p) => f.write_str(&phone_text(*p)),
             ContactKey::Email(e) => f.write_str(e),
             ContactKey::External(x) => write!(f, "ext:{x}"),
             ContactKey::Erased(t) => write!(f, "erased:{}", hex::encode(t)),
@@ -115,7 +115,8 @@ pub fn phone_text(p: u64) -> String {
 }
 
 impl ContactRef<'_> {
-    /// The canonical text (as `Display` writes it).
+    /// The canonical text (what `Display` writes), for phones without the formatting
+    /// machinery.
     pub fn text(&self) -> String {
         match self {
             ContactRef::Phone(p) => phone_text(*p),
@@ -127,7 +128,7 @@ impl ContactRef<'_> {
 impl fmt::Display for ContactRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ContactRef::Phone(p) => write!(f, "+{p}"),
+            ContactRef::Phone(p) => f.write_str(&phone_text(*p)),
             ContactRef::Email(e) => f.write_str(e),
             ContactRef::External(x) => write!(f, "ext:{x}"),
             ContactRef::Erased(t) => write!(f, "erased:{}", hex::encode(t)),
@@ -194,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn phone_text_matches_display() {
+    fn phone_text_is_plus_and_digits() {
         for p in [
             0,
             7,
@@ -205,11 +206,9 @@ mod tests {
             u64::MAX,
         ] {
             assert_eq!(phone_text(p), format!("+{p}"));
-            assert_eq!(
-                ContactRef::Phone(p).text(),
-                ContactRef::Phone(p).to_string()
-            );
         }
+        assert_eq!(ContactRef::Phone(12025551234).text(), "+12025551234");
+        assert_eq!(ContactRef::Phone(12025551234).to_string(), "+12025551234");
         let e = ContactRef::Email("jo@example.com".into());
         assert_eq!(e.text(), "jo@example.com");
     }

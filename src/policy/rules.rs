@@ -30,7 +30,8 @@ pub enum RecordId {
 }
 
 impl RecordId {
-    /// The public id (as `Display` writes it), without the formatting machinery.
+    /// The public id (what `Display` writes), without the formatting machinery: check
+    /// answers carry one per reason.
     pub fn text(&self) -> String {
         use crate::model::ids::push_decimal;
         let (prefix, n) = match self {
@@ -54,11 +55,7 @@ impl RecordId {
 
 impl std::fmt::Display for RecordId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RecordId::Consent(s) => write!(f, "cn-{s}"),
-            RecordId::Dnc(s) => write!(f, "dnc-{s}"),
-            RecordId::Registry { list, version } => write!(f, "registry:{list}@v{version}"),
-        }
+        f.write_str(&self.text())
     }
 }
 
