@@ -54,9 +54,10 @@ impl H2Grpc {
         req: &Req,
     ) -> Result<Resp, CallError> {
         let path = uri.path();
-        let mut body = BytesMut::with_capacity(5 + req.encoded_len());
+        let len = req.encoded_len();
+        let mut body = BytesMut::with_capacity(5 + len);
         body.put_u8(0);
-        body.put_u32(req.encoded_len() as u32);
+        body.put_u32(len as u32);
         req.encode(&mut body).map_err(err)?;
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;

@@ -92,8 +92,9 @@ where
     }
 }
 
-/// CPU microseconds per operation of each process, from their CPU seconds before and after.
-fn per_op(before: [f64; 3], after: [f64; 3], ops: u64) -> [f64; 3] {
+/// CPU microseconds per operation of each process since `before` (their CPU seconds then).
+fn per_op(pids: [u32; 3], before: [f64; 3], ops: u64) -> [f64; 3] {
+    let after = pids.map(procs::cpu_secs);
     [0, 1, 2].map(|k| (after[k] - before[k]) / ops.max(1) as f64 * 1e6)
 }
 
@@ -330,7 +331,7 @@ fn main() {
         redis_pipe = l.ops_per_sec * PIPE as f64;
         cpu.push((
             "pipe".to_string(),
-            per_op(before, pids.map(procs::cpu_secs), l.ops * PIPE as u64),
+            per_op(pids, before, l.ops * PIPE as u64),
         ));
     }
 
@@ -347,10 +348,7 @@ fn main() {
                     let _: Option<String> = r.get("contact:probe").await.unwrap();
                 }
             }));
-            cpu.push((
-                format!("get c={c}"),
-                per_op(before, pids.map(procs::cpu_secs), l.ops),
-            ));
+            cpu.push((format!("get c={c}"), per_op(pids, before, l.ops)));
             get = Some(l);
         }
         let mut unary = None;
@@ -368,10 +366,7 @@ fn main() {
                     }
                 }
             }));
-            cpu.push((
-                format!("unary c={c}"),
-                per_op(before, pids.map(procs::cpu_secs), l.ops),
-            ));
+            cpu.push((format!("unary c={c}"), per_op(pids, before, l.ops)));
             unary = Some(l);
         }
         rows.push((c, get, unary));
@@ -385,17 +380,15 @@ fn main() {
         let l = rt.block_on(closed_loop(callers, secs, move |t, i| {
             let (mut cl, b) = (cl[t].clone(), b.clone());
             async move {
-                let r = cl
-                    .check_batch(b[i as usize % b.len()].clone())
-                    .await
-                    .unwrap();
-                assert_eq!(r.into_inner().results.len(), BATCH.min(b[0].checks.len()));
+                let sent = &b[i as usize % b.len()];
+                let r = cl.check_batch(sent.clone()).await.unwrap();
+                assert_eq!(r.into_inner().results.len(), sent.checks.len());
             }
         }));
         grpc_batch = l.ops_per_sec * BATCH as f64;
         cpu.push((
             "batch".to_string(),
-            per_op(before, pids.map(procs::cpu_secs), l.ops * BATCH as u64),
+            per_op(pids, before, l.ops * BATCH as u64),
         ));
     }
 
@@ -455,10 +448,7 @@ fn main() {
             total
         });
         grpc_stream = total as f64 / started.elapsed().as_secs_f64();
-        cpu.push((
-            "stream".to_string(),
-            per_op(before, pids.map(procs::cpu_secs), total),
-        ));
+        cpu.push(("stream".to_string(), per_op(pids, before, total)));
     }
 
     println!(

@@ -362,13 +362,13 @@ pub async fn serve_grpc(
         .build_v1()
         .map_err(|e| StartError::Transport(e.to_string()))?;
 
+    // The runtime this runs on: batches are decided on it, and it has one lane per worker
+    // (PREFLIGHT_WORKER_THREADS, else one per core).
+    let runtime = tokio::runtime::Handle::current();
     let services = Services {
-        decision: DecisionServiceServer::new(DecisionApi::new(
-            engine.clone(),
-            tokio::runtime::Handle::current(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE),
+        decision: DecisionServiceServer::new(DecisionApi::new(engine.clone(), runtime.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
         consent: ConsentServiceServer::new(ConsentApi::new(engine.clone()))
             .max_decoding_message_size(MAX_MESSAGE),
         dnc: DncServiceServer::new(DncApi::new(engine.clone()))
@@ -403,9 +403,7 @@ pub async fn serve_grpc(
         // stall each one on flow-control round trips.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW));
-    // One lane per worker of the runtime this runs on (PREFLIGHT_WORKER_THREADS, else one
-    // per core).
-    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let lanes = runtime.metrics().num_workers();
     let serve = |_lane: usize| -> lanes::Serve {
         let (server, dispatch) = (server.clone(), dispatch.clone());
         Box::new(move |conns, signal| {
