@@ -157,17 +157,22 @@ impl Auth {
 
     /// Decides a call needing `needs` (None: open to anyone, such as health) given the
     /// `authorization` header value. Ok(None) means an anonymous call that is allowed.
+    ///
+    /// `allow_basic` admits `Basic base64(name:token)`, which only the provider webhook
+    /// routes take (SMS providers can put credentials only in the URL); elsewhere only
+    /// `Bearer` (any case, RFC 7235).
     pub fn authorize(
         &self,
         needs: Option<Role>,
         authorization: Option<&[u8]>,
+        allow_basic: bool,
     ) -> Result<Option<Principal>, Denied> {
         if !self.enabled() {
             return Ok(None);
         }
         let presented = match authorization {
             None => None,
-            Some(h) => Some(credential(h)?),
+            Some(h) => Some(credential(h, allow_basic)?),
         };
         let Some(needs) = needs else {
             return Ok(presented.and_then(|t| self.by_digest.get(&digest(&t)).cloned()));
@@ -185,13 +190,29 @@ impl Auth {
     }
 }
 
+/// Like `authorize`, from a request's headers: a request carrying two `authorization`
+/// headers is refused (which one a proxy or a framework reads is anyone's guess).
+pub fn authorize_headers(
+    auth: &Auth,
+    needs: Option<Role>,
+    headers: &http::HeaderMap,
+    allow_basic: bool,
+) -> Result<Option<Principal>, Denied> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() && auth.enabled() {
+        return Err(Denied::Malformed("more than one authorization header"));
+    }
+    auth.authorize(needs, first.map(|v| v.as_bytes()), allow_basic)
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// The secret in `Bearer <token>`, or the password of `Basic base64(name:token)` (for SMS
 /// providers that can only put credentials in the webhook URL).
-fn credential(header: &[u8]) -> Result<String, Denied> {
+fn credential(header: &[u8], allow_basic: bool) -> Result<String, Denied> {
     use base64::Engine as _;
     let h = std::str::from_utf8(header).map_err(|_| Denied::Malformed("not UTF-8"))?;
     let (scheme, rest) = h
@@ -203,6 +224,11 @@ fn credential(header: &[u8]) -> Result<String, Denied> {
         return Ok(rest.to_string());
     }
     if scheme.eq_ignore_ascii_case("basic") {
+        if !allow_basic {
+            return Err(Denied::Malformed(
+                "Basic credentials are taken only on the provider webhook routes; use Bearer",
+            ));
+        }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(rest)
             .map_err(|_| Denied::Malformed("Basic credentials are not base64"))?;
@@ -271,42 +297,84 @@ mod tests {
     fn roles_include_the_lesser_ones() {
         let a = auth();
         let w = a
-            .authorize(Some(Role::Check), Some(b"Bearer write-token-0123456789"))
+            .authorize(
+                Some(Role::Check),
+                Some(b"Bearer write-token-0123456789"),
+                false,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(w.name, "crm");
         let denied = a
-            .authorize(Some(Role::Write), Some(b"bearer check-token-0123456789"))
+            .authorize(
+                Some(Role::Write),
+                Some(b"bearer check-token-0123456789"),
+                false,
+            )
             .unwrap_err();
         assert!(denied.is_forbidden(), "{denied}");
         assert_eq!(
-            a.authorize(Some(Role::Check), None).unwrap_err(),
+            a.authorize(Some(Role::Check), None, false).unwrap_err(),
             Denied::Missing
         );
         let wrong = a
-            .authorize(Some(Role::Check), Some(b"Bearer check-token-0123456780"))
+            .authorize(
+                Some(Role::Check),
+                Some(b"Bearer check-token-0123456780"),
+                false,
+            )
             .unwrap_err();
         assert_eq!(wrong, Denied::Unknown);
         assert!(!wrong.to_string().contains("0123456780"));
-        assert_eq!(a.authorize(None, None).unwrap(), None);
+        assert_eq!(a.authorize(None, None, false).unwrap(), None);
     }
 
     #[test]
     fn basic_credentials_carry_the_token_as_password() {
         use base64::Engine as _;
         let b = base64::engine::general_purpose::STANDARD.encode("twilio:write-token-0123456789");
+        let header = format!("Basic {b}");
         let p = auth()
-            .authorize(Some(Role::Write), Some(format!("Basic {b}").as_bytes()))
+            .authorize(Some(Role::Write), Some(header.as_bytes()), true)
             .unwrap()
             .unwrap();
         assert_eq!(p.role, Role::Write);
+        // Off the webhook routes, Basic is refused even with a valid token inside.
+        let refused = auth()
+            .authorize(Some(Role::Write), Some(header.as_bytes()), false)
+            .unwrap_err();
+        assert_eq!(refused.kind(), "malformed");
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let a = auth();
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::AUTHORIZATION,
+            "Bearer write-token-0123456789".parse().unwrap(),
+        );
+        assert!(authorize_headers(&a, Some(Role::Write), &h, false).is_ok());
+        h.append(
+            http::header::AUTHORIZATION,
+            "Bearer check-token-0123456789".parse().unwrap(),
+        );
+        let e = authorize_headers(&a, Some(Role::Check), &h, false).unwrap_err();
+        assert_eq!(e.kind(), "malformed");
+        // Any case of the scheme and more than one space are RFC 7235 and accepted.
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::AUTHORIZATION,
+            "bEaReR   write-token-0123456789".parse().unwrap(),
+        );
+        assert!(authorize_headers(&a, Some(Role::Write), &h, false).is_ok());
     }
 
     #[test]
     fn without_tokens_everything_is_open() {
         let a = Auth::load(&[], |_| None).unwrap();
         assert!(!a.enabled());
-        assert_eq!(a.authorize(Some(Role::Admin), None).unwrap(), None);
+        assert_eq!(a.authorize(Some(Role::Admin), None, false).unwrap(), None);
     }
 
     #[test]

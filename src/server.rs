@@ -289,8 +289,25 @@ pub async fn bind(addr: &str) -> Result<TcpListener, StartError> {
         })
 }
 
-/// Largest message accepted: a full 10,000-item batch with generous text fields.
+/// Largest message a service answers with: a full 10,000-item batch of answers.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Largest check message accepted: 10,000 checks each at the limit of every field (contact,
+/// category, policy, correlation_id), with room for the enums, time and framing.
+const MAX_CHECKS_MESSAGE: usize = crate::engine::MAX_BATCH
+    * (crate::model::limits::MAX_CONTACT + 3 * crate::model::limits::MAX_LABEL + 128);
+
+/// Largest DNC message accepted: 10,000 entries each at the limit of every field (contact,
+/// list, source, note).
+const MAX_ENTRIES_MESSAGE: usize = crate::engine::MAX_BATCH
+    * (crate::model::limits::MAX_CONTACT
+        + 2 * crate::model::limits::MAX_LABEL
+        + crate::model::limits::MAX_TEXT
+        + 128);
+
+/// Largest single-record write (consent, link, inbound, privacy): one record at its limits,
+/// and LinkIdentifiers' most contacts.
+const MAX_WRITE_MESSAGE: usize = 1 << 20;
 
 pub const STREAM_WINDOW: u32 = 8 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
@@ -367,12 +384,12 @@ pub async fn serve_grpc(
     let runtime = tokio::runtime::Handle::current();
     let services = Services {
         decision: DecisionServiceServer::new(DecisionApi::new(engine.clone(), runtime.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
+            .max_decoding_message_size(MAX_CHECKS_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
         consent: ConsentServiceServer::new(ConsentApi::new(engine.clone()))
-            .max_decoding_message_size(MAX_MESSAGE),
+            .max_decoding_message_size(MAX_WRITE_MESSAGE),
         dnc: DncServiceServer::new(DncApi::new(engine.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
+            .max_decoding_message_size(MAX_ENTRIES_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
         events: EventServiceServer::new(EventApi::new(engine.clone())),
         audit: AuditServiceServer::new(AuditApi::new(engine.clone())),

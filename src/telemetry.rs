@@ -186,6 +186,71 @@ pub fn auth_failure(transport: &'static str, kind: &'static str) {
         .increment(1);
 }
 
+/// Refused-authentication log lines, at most one per caller address per second: a scanner
+/// or a misconfigured client cannot flood the log (the counter still counts every one).
+pub struct RefusalLog {
+    /// (transport, address) to (the second last logged, refusals suppressed since).
+    seen: std::sync::Mutex<std::collections::HashMap<Caller, (u64, u64)>>,
+}
+
+type Caller = (&'static str, Option<std::net::IpAddr>);
+
+/// Callers remembered at most; past this the table starts over (a line more, never fewer).
+const REFUSAL_CALLERS: usize = 4096;
+
+impl RefusalLog {
+    pub fn new() -> RefusalLog {
+        RefusalLog {
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Calls `log` with the count of refusals it did not log for this caller, unless this
+    /// caller was logged within the current second.
+    pub fn refused(
+        &self,
+        transport: &'static str,
+        peer: Option<std::net::SocketAddr>,
+        log: impl FnOnce(u64),
+    ) {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some(suppressed) = self.admit((transport, peer.map(|p| p.ip())), second) {
+            log(suppressed);
+        }
+    }
+
+    /// Some(suppressed since the last line) when a line may be written at `second`.
+    fn admit(&self, ip: Caller, second: u64) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= REFUSAL_CALLERS && !seen.contains_key(&ip) {
+            seen.clear();
+        }
+        let entry = seen.entry(ip).or_insert((u64::MAX, 0));
+        if entry.0 == second {
+            entry.1 += 1;
+            return None;
+        }
+        let suppressed = entry.1;
+        *entry = (second, 0);
+        Some(suppressed)
+    }
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The process's one refusal log.
+pub fn refusal_log() -> &'static RefusalLog {
+    static LOG: std::sync::OnceLock<RefusalLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(RefusalLog::new)
+}
+
 pub fn write_error(op: &'static str, code: &'static str) {
     metrics::counter!("preflight_write_errors_total", "op" => op, "code" => code).increment(1);
 }
@@ -200,6 +265,21 @@ pub fn sync_error(kind: &'static str) {
 mod tests {
     use super::*;
     use crate::model::ReasonSet;
+
+    #[test]
+    fn refusals_log_once_per_caller_per_second_with_the_count_suppressed() {
+        let log = RefusalLog::new();
+        let a = ("grpc", Some("192.0.2.1".parse().unwrap()));
+        let b = ("grpc", Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(log.admit(a, 10), Some(0));
+        for _ in 0..99 {
+            assert_eq!(log.admit(a, 10), None);
+        }
+        // Another caller in the same second still gets its line.
+        assert_eq!(log.admit(b, 10), Some(0));
+        assert_eq!(log.admit(a, 11), Some(99));
+        assert_eq!(log.admit(a, 12), Some(0));
+    }
 
     #[test]
     fn primary_reason_is_the_first_in_vocabulary_order() {

@@ -1,6 +1,14 @@
 //! Enum arguments as transports hand them over: unset, a known value, or something unknown.
 use crate::error::{Error, Result};
+use crate::model::Millis;
 use serde::Serialize;
+
+/// A caller's time, refused (naming `field`) outside the range every stored or checked time
+/// lies in, so no age or expiry arithmetic can overflow.
+pub fn time_arg(field: &str, v: Option<Millis>) -> Result<Option<Millis>> {
+    v.map(|ms| crate::model::time::in_range(ms).map_err(|e| Error::invalid(field, e)))
+        .transpose()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub enum Arg<T> {

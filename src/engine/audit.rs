@@ -155,6 +155,8 @@ impl Engine {
         until: Option<Millis>,
         limit: usize,
     ) -> Result<(Vec<AuditEntry>, Option<u64>)> {
+        super::time_arg("since", since)?;
+        super::time_arg("until", until)?;
         let raw = self.store.read_audit(after, limit.clamp(1, AUDIT_PAGE))?;
         let last = raw.last().map(|r| r.seq);
         let mut out = Vec::with_capacity(raw.len());

@@ -8,7 +8,7 @@ use crate::model::{
 };
 use serde::{Deserialize, Serialize};
 
-const MAX_TEXT: usize = 4096;
+use crate::model::limits::{MAX_LABEL, MAX_TEXT, text_problem};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConsentRequest {
@@ -52,25 +52,34 @@ pub struct ContactView {
     pub index_seq: u64,
 }
 
+/// Free text kept with a record (proof, note, reason), at most MAX_TEXT bytes.
 pub(super) fn text(field: &str, v: &str) -> Result<String> {
-    if v.len() > MAX_TEXT {
-        return Err(Error::invalid(
-            field,
-            format!("{} bytes, at most {MAX_TEXT}", v.len()),
-        ));
+    bounded(field, v, MAX_TEXT)
+}
+
+/// A short label (category, source, campaign_id), at most MAX_LABEL bytes.
+pub(super) fn label(field: &str, v: &str) -> Result<String> {
+    bounded(field, v, MAX_LABEL)
+}
+
+fn bounded(field: &str, v: &str, max: usize) -> Result<String> {
+    match text_problem(v, max) {
+        Some(p) => Err(Error::invalid(field, p)),
+        None => Ok(v.trim().to_string()),
     }
-    Ok(v.trim().to_string())
 }
 
 impl Engine {
-    #[tracing::instrument(name = "record_consent", skip_all, fields(contact = %crate::model::mask(&req.contact), actor = %caller.actor))]
+    #[tracing::instrument(name = "record_consent", skip_all, fields(contact = tracing::field::Empty, actor = %caller.actor))]
     pub async fn record_consent(
         &self,
         req: ConsentRequest,
         caller: &crate::audit::Caller,
     ) -> Result<ConsentOutcome> {
         let region = self.region("default_region", &req.default_region)?;
-        let contact = self.contact("contact", &req.contact, region)?.to_key();
+        let contact = self
+            .logged_contact("contact", &req.contact, region)?
+            .to_key();
         let status = req.status.require("status")?;
         let mut channels = ChannelSet::EMPTY;
         for (i, c) in req.channels.iter().enumerate() {
@@ -103,8 +112,8 @@ impl Engine {
             }
         }
         let now = self.clock.now_ms();
-        let effective_at = req.effective_at.unwrap_or(now);
-        if let Some(exp) = req.expires_at
+        let effective_at = super::time_arg("effective_at", req.effective_at)?.unwrap_or(now);
+        if let Some(exp) = super::time_arg("expires_at", req.expires_at)?
             && exp <= effective_at
         {
             return Err(Error::invalid(
@@ -112,18 +121,18 @@ impl Engine {
                 format!("{exp} ms is not after effective_at {effective_at} ms"),
             ));
         }
-        let category = text("category", &req.category)?;
+        let category = label("category", &req.category)?;
         let event = ConsentEvent {
             contact: contact.clone(),
             status,
             channels,
             purposes,
             category: (!category.is_empty()).then_some(category),
-            source: text("source", &req.source)?,
+            source: label("source", &req.source)?,
             proof: text("proof", &req.proof)?,
             effective_at,
             expires_at: req.expires_at,
-            campaign_id: text("campaign_id", &req.campaign_id)?,
+            campaign_id: label("campaign_id", &req.campaign_id)?,
         };
         let normalized = contact.to_string();
         let (mut out, duplicate) = self
@@ -151,9 +160,10 @@ impl Engine {
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
         let (mut facts, seq) = self.index.report(&key);
-        // What a DELETE kept of this identifier (opt-outs, DNC entries, under its token)
-        // explains why it is still blocked; none of it is personal.
-        if let Some(t) = self.index.erased_token(&key) {
+        // What a DELETE kept of this identifier and of the rest of its person (opt-outs,
+        // DNC entries, under their tokens) explains why it is still blocked; none of it is
+        // personal.
+        for t in self.index.erased_tokens(&key) {
             let (kept, _) = self.index.report(&crate::model::ContactRef::Erased(t));
             facts.consents.extend(kept.consents);
             facts.dnc.extend(kept.dnc);

@@ -170,7 +170,7 @@ impl Engine {
                 let contact = self.contact("contact", &e.contact, region)?.to_key();
                 let dnc_type = e.dnc_type.require("type")?;
                 let list = list_name(dnc_type, &e.list)?;
-                if let Some(exp) = e.expires_at
+                if let Some(exp) = super::time_arg("expires_at", e.expires_at)?
                     && exp <= now
                 {
                     return Err(Error::invalid(
@@ -183,7 +183,7 @@ impl Engine {
                     dnc_type,
                     list,
                     expires_at: e.expires_at,
-                    source: text("source", &e.source)?,
+                    source: super::consent::label("source", &e.source)?,
                     note: text("note", &e.note)?,
                     actor: actor.clone(),
                 })
@@ -258,9 +258,8 @@ impl Engine {
             ));
         }
         let now = self.clock.now_ms();
-        let retain_until = req
-            .retain_until
-            .unwrap_or(now + self.settings.archive_retention_ms);
+        let retain_until = super::time_arg("retain_until", req.retain_until)?
+            .unwrap_or(now.saturating_add(self.settings.archive_retention_ms));
         if retain_until <= now {
             return Err(Error::invalid(
                 "retain_until",

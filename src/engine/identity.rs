@@ -29,23 +29,37 @@ pub struct LinkOutcome {
 fn person_id(field: &str, s: &str) -> Result<String> {
     let id = s.trim();
     let id = id.strip_prefix("ext:").unwrap_or(id);
-    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    use crate::model::limits::MAX_EXTERNAL_ID;
+    if id.len() > MAX_EXTERNAL_ID {
         return Err(Error::invalid(
             field,
-            format!("`{s}` is not an external id (1 to 128 visible characters)"),
+            format!("{} bytes, at most {MAX_EXTERNAL_ID}", id.len()),
+        ));
+    }
+    if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "`{}` is not an external id (1 to {MAX_EXTERNAL_ID} visible characters)",
+                crate::model::ids::quote(s)
+            ),
         ));
     }
     Ok(id.to_string())
 }
 
 impl Engine {
-    #[tracing::instrument(name = "link_identifiers", skip_all, fields(external_id = %crate::model::mask(&req.external_id), contacts = req.contacts.len(), actor = %caller.actor))]
+    #[tracing::instrument(name = "link_identifiers", skip_all, fields(external_id = tracing::field::Empty, contacts = req.contacts.len(), actor = %caller.actor))]
     pub async fn link_identifiers(
         &self,
         req: LinkRequest,
         caller: &crate::audit::Caller,
     ) -> Result<LinkOutcome> {
         let person = person_id("external_id", &req.external_id)?;
+        tracing::Span::current().record(
+            "external_id",
+            tracing::field::display(crate::model::mask(&person)),
+        );
         if req.contacts.is_empty() {
             return Err(Error::invalid(
                 "contacts",
@@ -110,7 +124,7 @@ impl Engine {
 
     /// Takes one identifier out of its person. It keeps the records made against it;
     /// the person keeps theirs.
-    #[tracing::instrument(name = "unlink_identifier", skip_all, fields(contact = %crate::model::mask(contact), actor = %caller.actor))]
+    #[tracing::instrument(name = "unlink_identifier", skip_all, fields(contact = tracing::field::Empty, actor = %caller.actor))]
     pub async fn unlink_identifier(
         &self,
         contact: &str,
@@ -118,14 +132,15 @@ impl Engine {
         caller: &crate::audit::Caller,
     ) -> Result<(String, u64)> {
         let region = self.region("default_region", default_region)?;
-        let key = self.contact("contact", contact, region)?;
+        let key = self.logged_contact("contact", contact, region)?;
         let Some((person, _)) = self
             .index
             .person_of(&key)
             .filter(|_| !matches!(key, ContactRef::External(_)))
         else {
             return Err(Error::NotFound(format!(
-                "contact: `{contact}` is not linked to anyone"
+                "contact: `{}` is not linked to anyone",
+                key.to_key()
             )));
         };
         let ev = Event::IdentityUnlinked(UnlinkEvent {

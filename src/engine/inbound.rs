@@ -37,21 +37,24 @@ pub struct InboundOutcome {
 }
 
 impl Engine {
-    #[tracing::instrument(name = "process_inbound", skip_all, fields(from = %crate::model::mask(&req.from), actor = %caller.actor))]
+    #[tracing::instrument(name = "process_inbound", skip_all, fields(from = tracing::field::Empty, actor = %caller.actor))]
     pub async fn process_inbound(
         &self,
         req: InboundRequest,
         caller: &crate::audit::Caller,
     ) -> Result<InboundOutcome> {
         let region = self.region("default_region", &req.default_region)?;
-        let contact = self.contact("from", &req.from, region)?.to_key();
+        let contact = self.logged_contact("from", &req.from, region)?.to_key();
         let channel = req.channel.require("channel")?;
         let body = text("text", &req.text)?;
-        let message_id = text("message_id", &req.message_id)?;
-        if message_id.len() > 256 {
-            return Err(Error::invalid("message_id", "longer than 256 bytes"));
+        let message_id = req.message_id.trim().to_string();
+        if let Some(p) =
+            crate::model::limits::key_problem(&message_id, crate::model::limits::MAX_KEY)
+        {
+            return Err(Error::invalid("message_id", p));
         }
-        let received_at = req.received_at.unwrap_or_else(|| self.clock.now_ms());
+        let received_at =
+            super::time_arg("received_at", req.received_at)?.unwrap_or_else(|| self.clock.now_ms());
         let inbound = &self.settings.inbound;
         let classified = inbound.keywords.classify(&body);
         let program = inbound.programs.for_number(&req.to);

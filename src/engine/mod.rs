@@ -12,9 +12,9 @@ mod registry;
 mod watch;
 mod writes;
 
-pub use args::Arg;
+pub use args::{Arg, time_arg};
 pub use audit::AUDIT_PAGE;
-pub use check::{CheckOutcome, CheckRequest};
+pub use check::{CheckOutcome, CheckRequest, echoable};
 pub use consent::{ConsentOutcome, ConsentRequest, ContactView};
 pub use dnc::{
     AddEntriesRequest, DncEntryRequest, EntriesOutcome, EntryResult, EntryStatus,
@@ -95,7 +95,11 @@ impl Policies {
             names.sort();
             Error::invalid(
                 "policy",
-                format!("unknown policy `{name}`, configured: {}", names.join(", ")),
+                format!(
+                    "unknown policy `{}`, configured: {}",
+                    crate::model::ids::quote(name),
+                    names.join(", ")
+                ),
             )
         })
     }
@@ -214,6 +218,24 @@ impl Engine {
             .map_err(|e| Error::invalid(field, e.to_string()))
     }
 
+    /// Normalizes a contact for a write, naming the field on failure, and puts it into the
+    /// current span as the logs may show it: masked in its normalized form, or only its
+    /// length and kind when it does not parse (masking the raw input kept 9 of 10 digits).
+    fn logged_contact<'a>(
+        &self,
+        field: &'static str,
+        input: &'a str,
+        region: Option<Region>,
+    ) -> Result<ContactRef<'a>> {
+        let parsed = self.contact(field, input, region);
+        let shown = match &parsed {
+            Ok(c) => c.to_key().masked(),
+            Err(_) => crate::model::ids::describe_unparsed(input),
+        };
+        tracing::Span::current().record(field, tracing::field::display(shown));
+        parsed
+    }
+
     /// Normalizes a contact for a write or a lookup, naming the field on failure.
     fn contact<'a>(
         &self,
@@ -221,7 +243,15 @@ impl Engine {
         input: &'a str,
         region: Option<Region>,
     ) -> Result<ContactRef<'a>> {
-        normalize::contact(&self.phones, input, region)
-            .map_err(|e| Error::invalid(field, format!("`{input}` is not a valid contact: {e}")))
+        normalize::contact(&self.phones, input, region).map_err(|e| match e {
+            normalize::ContactError::TooLong(_) => Error::invalid(field, e.to_string()),
+            _ => Error::invalid(
+                field,
+                format!(
+                    "`{}` is not a valid contact: {e}",
+                    crate::model::ids::quote(input)
+                ),
+            ),
+        })
     }
 }

@@ -194,7 +194,7 @@ impl Engine {
             .jurisdiction
             .ok_or_else(|| Error::invalid("jurisdiction", "required: CCPA or GDPR"))?;
         let now = self.clock.now_ms();
-        let received_at = req.received_at.unwrap_or(now);
+        let received_at = super::time_arg("received_at", req.received_at)?.unwrap_or(now);
         // A request cannot arrive in the future; allow for clocks a minute apart.
         if received_at > now + 60_000 {
             return Err(Error::invalid(
@@ -517,6 +517,18 @@ impl Engine {
         consumer: &Consumer,
     ) -> Result<(RequestStatus, RequestResult)> {
         let keys = self.identifiers_of(consumer);
+        // The person's identifiers, and the people their opt-outs were copied to when they
+        // were linked elsewhere: the copies must keep suppressing once they name a token.
+        let mut group: Vec<ContactKey> = keys
+            .iter()
+            .map(|k| ContactKey::Erased(self.tokenizer.token_of(k)))
+            .collect();
+        for p in self.index.mirrored_to(&keys) {
+            let t = ContactKey::Erased(self.tokenizer.token_of(&ContactKey::External(p.into())));
+            if !group.contains(&t) {
+                group.push(t);
+            }
+        }
         let mut retained = Vec::new();
         let mut erase: Vec<ContactKey> = Vec::new();
         for k in keys {
@@ -555,6 +567,7 @@ impl Engine {
                 request_seq: r.seq,
                 consumer_seq: consumer.seq,
                 tokens: tokens.iter().map(|t| ContactKey::Erased(*t)).collect(),
+                group,
                 contacts: erase.clone(),
             });
             let caller = Caller::system("privacy");

@@ -7,7 +7,7 @@ use crate::store::{Append, AppendOutcome, IdempotencyClaim};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-const MAX_KEY_LEN: usize = 256;
+const MAX_KEY_LEN: usize = crate::model::limits::MAX_KEY;
 
 impl Engine {
     /// Commits `events` and answers with `build(first_seq)`; under an idempotency key the
@@ -28,11 +28,8 @@ impl Engine {
     {
         let out = async {
             let key = idempotency_key.trim();
-            if key.len() > MAX_KEY_LEN {
-                return Err(Error::invalid(
-                    "idempotency_key",
-                    format!("{} characters, at most {MAX_KEY_LEN}", key.len()),
-                ));
+            if let Some(p) = crate::model::limits::key_problem(key, MAX_KEY_LEN) {
+                return Err(Error::invalid("idempotency_key", p));
             }
             let audit = self.audit_drafts(&events, caller);
             if key.is_empty() {

@@ -87,6 +87,23 @@ impl ContactFacts {
             && self.last_inbound.is_none()
     }
 
+    /// Takes in the consent records and DNC entries of `other` (what an identifier's token
+    /// holds once it was erased), keeping seq order.
+    pub(crate) fn absorb(&mut self, other: ContactFacts) {
+        for c in other.consents {
+            if !self.consents.iter().any(|x| x.seq == c.seq) {
+                self.consents.push(c);
+            }
+        }
+        for d in other.dnc {
+            if !self.dnc.iter().any(|x| x.seq == d.seq) {
+                self.dnc.push(d);
+            }
+        }
+        self.consents.sort_by_key(|c| c.seq);
+        self.dnc.sort_by_key(|d| d.seq);
+    }
+
     pub fn last_inbound_on(&self, channel: Channel) -> Option<Millis> {
         let t = self.last_inbound.as_ref()?[channel_slot(channel)];
         (t != 0).then_some(t)

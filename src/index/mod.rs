@@ -40,6 +40,9 @@ pub struct Index {
     externals: FastMap<Box<str>, ContactFacts>,
     /// Erased identifiers by token: what keeps an erased person's opt-outs enforced.
     erased: FastMap<Token, ContactFacts>,
+    /// Each token of an erased person to every token of that person: the identity links
+    /// are gone, so this is what carries one identifier's opt-out to the others.
+    erased_groups: FastMap<Token, Arc<[Token]>>,
     /// Set once anything is kept under a token: checks hash their identifier only then.
     /// (`DashMap::is_empty` would read-lock every shard on every check.)
     any_erased: AtomicBool,
@@ -49,7 +52,7 @@ pub struct Index {
     members: FastMap<Box<str>, Vec<ContactKey>>,
     /// Full records by the seq that created them (reports, removals).
     details: FastMap<u64, Detail>,
-    /// DNC entry seq to the person its fact was mirrored to.
+    /// Withdrawal, refusal or company DNC entry seq to the person its fact was mirrored to.
     mirrors: FastMap<u64, Box<str>>,
     seq: AtomicU64,
     /// When the index last heard from its store (an event or a heartbeat).
@@ -68,6 +71,7 @@ impl Default for Index {
             emails: FastMap::default(),
             externals: FastMap::default(),
             erased: FastMap::default(),
+            erased_groups: FastMap::default(),
             any_erased: AtomicBool::new(false),
             tokenizer: OnceLock::new(),
             members: FastMap::default(),
@@ -125,12 +129,6 @@ impl Index {
         }
     }
 
-    /// The facts kept for an identifier that a privacy request erased, if any.
-    fn erased_facts(&self, key: &ContactRef<'_>) -> Option<ContactFacts> {
-        let token = self.erased_key(key)?;
-        self.erased.get(&token).map(|g| g.clone())
-    }
-
     /// Whether the index holds a full load: it is the store's own (embedded) or it has
     /// finished loading from a shared store.
     pub fn ready(&self) -> bool {
@@ -165,13 +163,75 @@ impl Index {
         self.changes.subscribe()
     }
 
+    /// Whether anything is kept under `token`: its own facts or a place in an erased person.
+    fn token_known(&self, token: &Token) -> bool {
+        self.erased.contains_key(token) || self.erased_groups.contains_key(token)
+    }
+
+    /// The tokens of the erased person `token` belongs to (itself included), in order.
+    fn group_of(&self, token: &Token) -> Arc<[Token]> {
+        self.erased_groups
+            .get(token)
+            .map(|g| g.clone())
+            .unwrap_or_else(|| Arc::from([*token]))
+    }
+
+    /// The tokens whose kept facts speak for `key`: its own (`token`), those of the erased
+    /// person it belonged to, and those of an erased person whose external id `person` is
+    /// (an identifier linked to that id after the erasure is that person's too). Each once,
+    /// `key`'s own first.
+    fn kept_tokens(
+        &self,
+        key: &ContactRef<'_>,
+        token: Option<Token>,
+        person: Option<&str>,
+    ) -> Vec<Token> {
+        let mut roots: Vec<Token> = token.into_iter().collect();
+        if let ContactRef::Erased(t) = key {
+            roots.push(*t);
+        }
+        if let Some(p) = person
+            && let Some(pt) = self
+                .erased_key(&ContactRef::External(p))
+                .filter(|t| self.token_known(t))
+        {
+            roots.push(pt);
+        }
+        let mut out: Vec<Token> = Vec::new();
+        for r in roots {
+            for t in self.group_of(&r).iter() {
+                if !out.contains(t) && !matches!(key, ContactRef::Erased(k) if k == t) {
+                    out.push(*t);
+                }
+            }
+        }
+        if let Some(t) = token {
+            out.retain(|x| *x != t);
+            out.insert(0, t);
+        }
+        out
+    }
+
+    /// What erasures kept that speaks for `key` (see `kept_tokens`): the tokens to report on.
+    pub fn erased_tokens(&self, key: &ContactRef<'_>) -> Vec<Token> {
+        let token = self.erased_key(key).filter(|t| self.token_known(t));
+        let person = self.person_of(key).map(|(p, _)| p);
+        self.kept_tokens(key, token, person.as_deref())
+    }
+
+    fn token_facts(&self, token: &Token) -> Option<ContactFacts> {
+        self.erased.get(token).map(|g| g.clone())
+    }
+
     /// Runs `f` over the facts that decide for `key` and the seq they were read at.
     ///
-    /// `facts[0]` is the identifier's own; for an identifier linked to a person, the
-    /// person's facts and those of the person's other identifiers follow. The common,
-    /// unlinked case runs under one shard read lock and allocates nothing; the linked case
-    /// copies each identifier's facts out one lock at a time, since holding two dashmap
-    /// guards at once can deadlock against writers.
+    /// `facts[0]` is the identifier's own (with what is kept under its token once erased);
+    /// the facts of every other identifier of the same person follow: those linked in
+    /// clear, and those of an erased person whose tokens include this identifier's or its
+    /// person's. The common case (not linked, nothing erased under its token) runs under
+    /// one shard read lock and allocates nothing; the other cases copy each identifier's
+    /// facts out one lock at a time, since holding two dashmap guards at once can deadlock
+    /// against writers.
     pub fn with_facts<R>(
         &self,
         key: &ContactRef<'_>,
@@ -179,7 +239,7 @@ impl Index {
     ) -> R {
         let seq = self.seq();
         let mut f = Some(f);
-        let erased = self.erased_facts(key);
+        let token = self.erased_key(key).filter(|t| self.token_known(t));
         let person: Option<Box<str>> = {
             let guard = self.get(key);
             let own = guard.as_ref().map(|g| g.facts()).unwrap_or(&NO_FACTS);
@@ -187,42 +247,51 @@ impl Index {
                 ContactRef::External(x) if self.members.contains_key(*x) => Some((*x).into()),
                 _ => own.person.clone(),
             };
-            if person.is_none() {
+            if person.is_none() && token.is_none() {
                 let f = f.take().expect("called once");
-                return match &erased {
-                    None => f(&[own], seq),
-                    Some(e) => f(&[own, e], seq),
-                };
+                return f(&[own], seq);
             }
             person
         };
-        let person = person.expect("checked above");
-        let mut owned: Vec<ContactFacts> =
-            vec![self.get(key).map(|g| g.facts().clone()).unwrap_or_default()];
-        owned.extend(erased);
-        if !matches!(key, ContactRef::External(x) if **x == *person) {
-            owned.push(
-                self.externals
-                    .get(&*person)
-                    .map(|g| g.clone())
-                    .unwrap_or_default(),
-            );
-        }
-        let members: Vec<ContactKey> = self
-            .members
-            .get(&*person)
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        for m in members {
-            if key_ref(&m) != *key {
+        let mut own: ContactFacts = self.get(key).map(|g| g.facts().clone()).unwrap_or_default();
+        let mut owned: Vec<ContactFacts> = Vec::new();
+        if let Some(person) = &person {
+            if !matches!(key, ContactRef::External(x) if **x == **person) {
                 owned.push(
-                    self.get(&key_ref(&m))
-                        .map(|g| g.facts().clone())
+                    self.externals
+                        .get(&**person)
+                        .map(|g| g.clone())
                         .unwrap_or_default(),
                 );
             }
+            let members: Vec<ContactKey> = self
+                .members
+                .get(&**person)
+                .map(|m| m.clone())
+                .unwrap_or_default();
+            for m in members {
+                if key_ref(&m) != *key {
+                    owned.push(
+                        self.get(&key_ref(&m))
+                            .map(|g| g.facts().clone())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
         }
-        let refs: Vec<&ContactFacts> = owned.iter().collect();
+        for t in self.kept_tokens(key, token, person.as_deref()) {
+            let Some(kept) = self.token_facts(&t) else {
+                continue;
+            };
+            if Some(t) == token {
+                own.absorb(kept);
+            } else {
+                owned.push(kept);
+            }
+        }
+        let mut refs: Vec<&ContactFacts> = Vec::with_capacity(owned.len() + 1);
+        refs.push(&own);
+        refs.extend(owned.iter());
         let f = f.take().expect("called once");
         f(&refs, seq)
     }
@@ -252,11 +321,16 @@ impl Index {
 
     /// The full records of `key` and the seq they were read at, for reports (not the hot path).
     pub fn report(&self, key: &ContactRef<'_>) -> (ContactReport, u64) {
-        let (consent_seqs, dnc_seqs, seq) = self.with_facts(key, |f, seq| {
-            let c: Vec<u64> = f[0].consents.iter().map(|c| c.seq).collect();
-            let d: Vec<u64> = f[0].dnc.iter().map(|d| d.seq).collect();
-            (c, d, seq)
-        });
+        let seq = self.seq();
+        let (consent_seqs, dnc_seqs) = match self.get(key) {
+            Some(g) => {
+                let f = g.facts();
+                let c: Vec<u64> = f.consents.iter().map(|c| c.seq).collect();
+                let d: Vec<u64> = f.dnc.iter().map(|d| d.seq).collect();
+                (c, d)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         let mut report = ContactReport::default();
         for s in consent_seqs {
             if let Some(Detail::Consent(c)) = self.details.get(&s).map(|d| d.clone()) {
@@ -328,8 +402,9 @@ impl Index {
                         f.consents.push(fact);
                     }
                 };
-                if let Some(p) = &mirror_to {
-                    self.update_person(p, |f| add(f, fact.clone()));
+                if let Some(p) = mirror_to {
+                    self.update_person(&p, |f| add(f, fact.clone()));
+                    self.mirrors.insert(ev.seq, p);
                 }
                 self.update(&c.contact, |f| add(f, fact));
             }
@@ -418,9 +493,40 @@ impl Index {
             | Event::PrivacyRequestSubmitted(_)
             | Event::PrivacyRequestUpdated(_)
             | Event::LegalHoldPlaced(_)
-            | Event::LegalHoldReleased(_)
-            | Event::SubjectsErased(_) => {}
+            | Event::LegalHoldReleased(_) => {}
+            Event::SubjectsErased(e) => self.group_erased(e),
         }
+    }
+
+    /// Joins the tokens of one erased person (with any erased person they already belong
+    /// to) so that each speaks for all.
+    fn group_erased(&self, e: &crate::model::ErasureEvent) {
+        let named = if e.group.is_empty() {
+            &e.tokens
+        } else {
+            &e.group
+        };
+        let mut all: Vec<Token> = named
+            .iter()
+            .filter_map(|k| match k {
+                ContactKey::Erased(t) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        for t in all.clone() {
+            let earlier = self.erased_groups.get(&t).map(|g| g.clone());
+            all.extend(earlier.iter().flat_map(|g| g.iter().copied()));
+        }
+        all.sort_unstable();
+        all.dedup();
+        if all.len() < 2 {
+            return;
+        }
+        let group: Arc<[Token]> = all.into();
+        for t in group.iter() {
+            self.erased_groups.insert(*t, group.clone());
+        }
+        self.any_erased.store(true, Ordering::Release);
     }
 
     fn person_for_mirror(&self, contact: &ContactKey) -> Option<Box<str>> {
@@ -502,6 +608,30 @@ impl Index {
                 _ => {}
             }
         }
+    }
+
+    /// The people holding a copy of a withdrawal, refusal or company DNC entry of
+    /// `contacts`: those they were linked to when it was recorded. An erasure groups those
+    /// people's external ids with the erased tokens, so the copy keeps speaking for them
+    /// once the rewritten record names only a token.
+    pub fn mirrored_to(&self, contacts: &[ContactKey]) -> Vec<String> {
+        let mut seqs: Vec<u64> = Vec::new();
+        for c in contacts {
+            if let Some(g) = self.get(&c.as_ref()) {
+                let f = g.facts();
+                seqs.extend(f.consents.iter().map(|x| x.seq));
+                seqs.extend(f.dnc.iter().map(|x| x.seq));
+            }
+        }
+        let mut out: Vec<String> = Vec::new();
+        for s in seqs {
+            if let Some(p) = self.mirrors.get(&s).map(|p| p.to_string())
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// The identifiers held in clear whose tokens are in `tokens`: what another replica's
@@ -606,6 +736,9 @@ impl Index {
         for (k, v) in sorted(&self.erased) {
             h.update(format!("t{}={v}\n", hex::encode(k)));
         }
+        for (k, v) in sorted(&self.erased_groups) {
+            h.update(format!("g{}={v}\n", hex::encode(k)));
+        }
         for (k, v) in sorted(&self.members) {
             h.update(format!("m{k}={v}\n"));
         }
@@ -621,11 +754,6 @@ impl Index {
             Some(Detail::Dnc(v)) => Some(v.clone()),
             _ => None,
         }
-    }
-
-    /// The token under which erased records of `key` are kept, if there are any.
-    pub fn erased_token(&self, key: &ContactRef<'_>) -> Option<Token> {
-        self.erased_key(key).filter(|t| self.erased.contains_key(t))
     }
 
     fn update_person(&self, person: &str, f: impl FnOnce(&mut ContactFacts)) {

@@ -157,6 +157,12 @@ pub struct ErasureEvent {
     pub consumer_seq: u64,
     /// The erased identifiers, as tokens only.
     pub tokens: Vec<ContactKey>,
+    /// Tokens of every identifier of the person, erased or kept under a legal hold: an
+    /// opt-out or company DNC entry of any of them keeps suppressing all of them, as the
+    /// identity links that said so are gone. Empty in erasures written before this field
+    /// existed, which then group their `tokens`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<ContactKey>,
     /// The same identifiers in clear, in memory only: they let this process move its own
     /// index entries; they are never written.
     #[serde(skip)]

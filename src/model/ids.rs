@@ -151,6 +151,43 @@ impl<'de> Deserialize<'de> for ContactKey {
     }
 }
 
+/// Most bytes of a caller's value an error message quotes.
+pub const QUOTE_MAX: usize = 64;
+
+/// A caller's value as an error message may show it: at most QUOTE_MAX bytes, control
+/// characters escaped (`\u{0}`), and the full length said when it was cut.
+pub fn quote(s: &str) -> String {
+    let mut end = s.len().min(QUOTE_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 24);
+    for c in s[..end].chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if end < s.len() {
+        out.push_str(&format!("... ({} bytes)", s.len()));
+    }
+    out
+}
+
+/// What a log may say of an input that did not parse: its length and kind, never its text
+/// (masking the raw input kept nine of ten digits of `2025550143`).
+pub fn describe_unparsed(s: &str) -> String {
+    let kind = if s.contains('@') {
+        "email-like"
+    } else if s.bytes().any(|b| b.is_ascii_digit()) {
+        "with digits"
+    } else {
+        "text"
+    };
+    format!("<unparsed, {} bytes, {kind}>", s.len())
+}
+
 /// Masks a phone, email or other identifier for logs and metrics: `+1202***1234`, `j***@example.com`.
 pub fn mask(s: &str) -> String {
     if let Some((local, domain)) = s.split_once('@') {
@@ -171,6 +208,19 @@ pub fn mask(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_are_short_and_escaped() {
+        assert_eq!(quote("abc"), "abc");
+        assert_eq!(quote("a\0b\n"), "a\\u{0}b\\n");
+        let long = "x".repeat(1 << 20);
+        let q = quote(&long);
+        assert!(q.len() < 100, "{q}");
+        assert!(q.ends_with("(1048576 bytes)"), "{q}");
+        // Never cut inside a character.
+        assert!(quote(&"é".repeat(40)).starts_with("éé"));
+        assert!(!describe_unparsed("2025550143").contains("2025"));
+    }
 
     #[test]
     fn masks_phones_and_emails() {

@@ -2,6 +2,7 @@
 pub mod event;
 pub mod ids;
 pub mod kinds;
+pub mod limits;
 pub mod privacy;
 pub mod time;
 

@@ -13,8 +13,12 @@ pub enum ContactError {
     Phone(#[from] PhoneError),
     #[error("email: {0}")]
     Email(#[from] email::EmailError),
-    #[error("external id must be `ext:` followed by 1 to 128 visible characters")]
+    #[error("external id must be `ext:` followed by 1 to 256 visible characters")]
     External,
+    #[error("{0} bytes, at most {max}", max = crate::model::limits::MAX_CONTACT)]
+    TooLong(usize),
+    #[error("holds a control character")]
+    Control,
 }
 
 /// Normalizes any contact: `ext:<id>`, an email (anything with `@`), else a phone.
@@ -23,13 +27,19 @@ pub fn contact<'a>(
     input: &'a str,
     region: Option<Region>,
 ) -> Result<ContactRef<'a>, ContactError> {
+    if input.len() > crate::model::limits::MAX_CONTACT {
+        return Err(ContactError::TooLong(input.len()));
+    }
     let t = input.trim();
     if t.is_empty() {
         return Err(ContactError::Empty);
     }
+    if t.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(ContactError::Control);
+    }
     if let Some(id) = t.strip_prefix("ext:") {
         if id.is_empty()
-            || id.len() > 128
+            || id.len() > crate::model::limits::MAX_EXTERNAL_ID
             || id.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(ContactError::External);

@@ -155,7 +155,7 @@ fn in_whatsapp_window(facts: &[&ContactFacts], input: &CheckInput<'_>) -> bool {
         && input.purpose == Purpose::Service
         && facts[0]
             .last_inbound_on(Channel::Whatsapp)
-            .is_some_and(|t| t <= input.at && input.at - t < WHATSAPP_WINDOW_MS)
+            .is_some_and(|t| t <= input.at && input.at.saturating_sub(t) < WHATSAPP_WINDOW_MS)
 }
 
 enum ExpressConsent<'f> {
@@ -180,7 +180,7 @@ fn express_consent<'f>(
                 let past_expiry = c.expires_at.is_some_and(|e| e <= input.at);
                 let past_ttl = policy
                     .consent_ttl_ms
-                    .is_some_and(|ttl| input.at - c.effective_at > ttl);
+                    .is_some_and(|ttl| input.at.saturating_sub(c.effective_at) > ttl);
                 if past_expiry || past_ttl {
                     ExpressConsent::Expired(c)
                 } else {

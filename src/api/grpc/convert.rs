@@ -9,7 +9,10 @@ use crate::proto as pb;
 use prost_types::Timestamp;
 
 pub fn ts_to_ms(t: &Timestamp) -> Millis {
-    t.seconds.saturating_mul(1000) + Millis::from(t.nanos) / 1_000_000
+    // Saturates: the engine refuses what lies outside its time range, naming the field.
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(Millis::from(t.nanos) / 1_000_000)
 }
 
 pub fn ms_to_ts(ms: Millis) -> Timestamp {
@@ -103,7 +106,7 @@ pub fn reason_pb(r: Reason) -> pb::Reason {
     }
 }
 
-pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckResponse {
+pub fn check_response(o: &CheckOutcome<'_>) -> pb::CheckResponse {
     let d = &o.decision;
     let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.text()).collect();
     // Reasons speak for ordinary decisions; detail explains what was wrong with the request.
@@ -117,7 +120,7 @@ pub fn check_response(o: &CheckOutcome<'_>, correlation_id: &str) -> pb::CheckRe
         reasons: d.reasons.iter().map(|r| reason_pb(r) as i32).collect(),
         normalized_contact: o.contact.as_ref().map(|c| c.text()).unwrap_or_default(),
         index_seq: d.index_seq,
-        correlation_id: correlation_id.to_string(),
+        correlation_id: o.correlation_id.to_string(),
         matched_ids,
         detail,
         policy: o.policy.to_string(),

@@ -52,17 +52,14 @@ fn request(r: &pb::CheckRequest) -> CheckRequest<'_> {
         policy: &r.policy,
         default_region: &r.default_region,
         at: r.at.as_ref().map(ts_to_ms),
+        correlation_id: &r.correlation_id,
     }
 }
 
 fn batch(engine: &Engine, b: &pb::CheckBatchRequest) -> Result<pb::CheckBatchResponse, Status> {
     let reqs: Vec<CheckRequest<'_>> = b.checks.iter().map(request).collect();
     let outcomes = engine.check_batch(&reqs).map_err(to_status)?;
-    let results: Vec<pb::CheckResponse> = outcomes
-        .iter()
-        .zip(&b.checks)
-        .map(|(o, r)| check_response(o, &r.correlation_id))
-        .collect();
+    let results: Vec<pb::CheckResponse> = outcomes.iter().map(check_response).collect();
     let index_seq = results
         .iter()
         .map(|r| r.index_seq)
@@ -81,7 +78,7 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let r = req.into_inner();
         let outcome = self.engine.check(&request(&r)).map_err(to_status)?;
-        Ok(Response::new(check_response(&outcome, &r.correlation_id)))
+        Ok(Response::new(check_response(&outcome)))
     }
 
     async fn check_batch(

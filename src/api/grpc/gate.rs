@@ -55,11 +55,12 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let method = method_label(req.uri().path());
-        let header = req.headers().get(http::header::AUTHORIZATION);
-        match self
-            .auth
-            .authorize(grpc_role(req.uri().path()), header.map(|h| h.as_bytes()))
-        {
+        match crate::auth::authorize_headers(
+            &self.auth,
+            grpc_role(req.uri().path()),
+            req.headers(),
+            false,
+        ) {
             Ok(principal) => {
                 if let Some(p) = principal {
                     req.extensions_mut().insert(p);
@@ -84,7 +85,13 @@ where
             }
             Err(denied) => {
                 crate::telemetry::auth_failure("grpc", denied.kind());
-                tracing::warn!(method = %method, reason = denied.kind(), "call refused: {denied}");
+                let peer = req
+                    .extensions()
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .and_then(|i| i.remote_addr());
+                crate::telemetry::refusal_log().refused("grpc", peer, |suppressed| {
+                    tracing::warn!(method = %method, reason = denied.kind(), suppressed, "call refused: {denied}");
+                });
                 let status = if denied.is_forbidden() {
                     Status::permission_denied(denied.to_string())
                 } else {

@@ -64,6 +64,7 @@ impl CheckBody {
             policy: &self.policy,
             default_region: &self.default_region,
             at: time(&self.at, "at")?,
+            correlation_id: &self.correlation_id,
         })
     }
 }
@@ -91,7 +92,7 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    pub fn from_outcome(o: &CheckOutcome<'_>, correlation_id: &str) -> CheckResult {
+    pub fn from_outcome(o: &CheckOutcome<'_>) -> CheckResult {
         let d = &o.decision;
         let reasons: Vec<String> = d.reasons.iter().map(|r| r.as_str().to_string()).collect();
         CheckResult {
@@ -105,7 +106,7 @@ impl CheckResult {
             index_seq: d.index_seq,
             index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64),
             detail: o.problem.clone().unwrap_or_default(),
-            correlation_id: correlation_id.to_string(),
+            correlation_id: o.correlation_id.to_string(),
         }
     }
 
@@ -122,7 +123,7 @@ impl CheckResult {
             index_seq: seq,
             index_age_ms: None,
             detail: e.within(&format!("checks[{index}]")).to_string(),
-            correlation_id: correlation_id.to_string(),
+            correlation_id: crate::engine::echoable(correlation_id).to_string(),
         }
     }
 }

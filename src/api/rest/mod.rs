@@ -79,18 +79,28 @@ async fn gate(State(state): State<RestState>, mut req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
-    let header = req.headers().get(header::AUTHORIZATION);
-    match state
-        .auth
-        .authorize(route_role(&route), header.map(HeaderValue::as_bytes))
-    {
+    // SMS providers can only put credentials in the webhook URL, so only the two provider
+    // webhook routes take Basic.
+    let allow_basic = matches!(route.as_str(), "/v1/webhooks/sms" | "/v1/inbound");
+    match crate::auth::authorize_headers(
+        &state.auth,
+        route_role(&route),
+        req.headers(),
+        allow_basic,
+    ) {
         Ok(Some(p)) => {
             req.extensions_mut().insert(p);
         }
         Ok(None) => {}
         Err(denied) => {
             crate::telemetry::auth_failure("rest", denied.kind());
-            tracing::warn!(route = %route, reason = denied.kind(), "request refused: {denied}");
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            crate::telemetry::refusal_log().refused("rest", peer, |suppressed| {
+                tracing::warn!(route = %route, reason = denied.kind(), suppressed, "request refused: {denied}");
+            });
             let code = if denied.is_forbidden() {
                 tonic::Code::PermissionDenied
             } else {
@@ -107,7 +117,15 @@ async fn gate(State(state): State<RestState>, mut req: Request, next: Next) -> R
         }
     }
     let span = tracing::info_span!("rest", route = %route);
-    let resp = tracing::Instrument::instrument(next.run(req), span).await;
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // axum's own body-limit answer is plain text; every error here is one JSON shape.
+        let body = serde_json::json!({ "error": {
+            "code": "RESOURCE_EXHAUSTED",
+            "message": format!("request body: over {MAX_BODY} bytes"),
+        }});
+        resp = (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+    }
     let status = resp.status();
     crate::telemetry::request(
         "rest",

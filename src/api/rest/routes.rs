@@ -101,10 +101,7 @@ async fn check(
 ) -> Result<Json<CheckResult>, ApiError> {
     let body: CheckBody = query(raw)?;
     let outcome = s.engine.check(&body.request()?)?;
-    Ok(Json(CheckResult::from_outcome(
-        &outcome,
-        &body.correlation_id,
-    )))
+    Ok(Json(CheckResult::from_outcome(&outcome)))
 }
 
 async fn check_batch(
@@ -135,7 +132,7 @@ async fn check_batch(
         .into_iter()
         .zip(&batch.checks)
         .map(|(slot, c)| match slot {
-            Ok(j) => CheckResult::from_outcome(&outcomes[j], &c.correlation_id),
+            Ok(j) => CheckResult::from_outcome(&outcomes[j]),
             Err((i, e)) => CheckResult::invalid(e, i, &c.correlation_id, seq),
         })
         .collect();

@@ -1,0 +1,305 @@
+//! A DELETE request keeps the whole person suppressed: every identifier that a withdrawal,
+//! a refusal or a company DNC entry of any one identifier blocked stays blocked, live and
+//! after a restart, on the embedded store and on Redis (on another replica too), and so
+//! does an identifier linked to the same external id after the erasure.
+mod common;
+
+use common::redis_server::RedisServer;
+use common::*;
+use pb::{Channel as Ch, Purpose as P, Reason as R};
+use preflight::proto as pb;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Clone, Copy, Debug)]
+enum Fact {
+    Withdrawal,
+    Refusal,
+    Corporate,
+    Personal,
+}
+
+impl Fact {
+    const ALL: [Fact; 4] = [
+        Fact::Withdrawal,
+        Fact::Refusal,
+        Fact::Corporate,
+        Fact::Personal,
+    ];
+
+    fn reason(self) -> R {
+        match self {
+            Fact::Withdrawal => R::ConsentWithdrawn,
+            Fact::Refusal => R::ConsentDenied,
+            Fact::Corporate => R::DncCorporate,
+            Fact::Personal => R::DncPersonal,
+        }
+    }
+}
+
+/// One person per fact: three identifiers linked to one external id, the fact recorded
+/// against the first phone only, and a fourth phone linked after the DELETE.
+struct Person {
+    fact: Fact,
+    external_id: String,
+    phone: String,
+    email: String,
+    phone2: String,
+    later: String,
+}
+
+impl Person {
+    fn new(i: usize, fact: Fact) -> Person {
+        Person {
+            fact,
+            external_id: format!("crm-10{i:02}"),
+            phone: format!("41586700{i:02}"),
+            email: format!("c10{i:02}@example.com"),
+            phone2: format!("41586701{i:02}"),
+            later: format!("41586702{i:02}"),
+        }
+    }
+
+    /// Each identifier on a channel and purpose the fact covers.
+    fn probes(&self, with_later: bool) -> Vec<(String, Ch, P)> {
+        let mut v = vec![
+            (self.phone.clone(), Ch::Sms, P::Marketing),
+            (self.email.clone(), Ch::Email, P::Marketing),
+            (self.phone2.clone(), Ch::Voice, P::Service),
+        ];
+        if with_later {
+            v.push((self.later.clone(), Ch::Voice, P::Service));
+        }
+        v
+    }
+}
+
+fn privacy(ch: &Channel) -> pb::privacy_service_client::PrivacyServiceClient<Channel> {
+    pb::privacy_service_client::PrivacyServiceClient::new(ch.clone())
+}
+
+async fn link(ch: &Channel, external_id: &str, contacts: &[&str]) {
+    consent(ch)
+        .link_identifiers(pb::LinkIdentifiersRequest {
+            external_id: external_id.into(),
+            contacts: contacts.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn record(ch: &Channel, p: &Person) {
+    match p.fact {
+        Fact::Withdrawal => {
+            let r = consent(ch)
+                .process_inbound(inbound(
+                    &p.phone,
+                    "STOP",
+                    &format!("m-{}", p.phone),
+                    Ch::Sms,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.action, pb::InboundAction::OptOut as i32);
+        }
+        Fact::Refusal => {
+            consent(ch)
+                .record_consent(pb::RecordConsentRequest {
+                    status: pb::ConsentStatus::Denied as i32,
+                    ..withdraw(&p.phone)
+                })
+                .await
+                .unwrap();
+        }
+        Fact::Corporate | Fact::Personal => {
+            let t = match p.fact {
+                Fact::Corporate => pb::DncType::Corporate,
+                _ => pb::DncType::Personal,
+            };
+            let r = dnc(ch)
+                .add_entries(pb::AddEntriesRequest {
+                    entries: vec![entry(&p.phone, t)],
+                    actor: "ops".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.results[0].status, pb::EntryStatus::Accepted as i32);
+        }
+    }
+}
+
+/// Asserts that every probe of every person is blocked by that person's fact; `at_least`
+/// makes the check wait until this server's index has caught up with that seq.
+async fn assert_blocked(
+    ch: &Channel,
+    people: &[Person],
+    with_later: bool,
+    at_least: u64,
+    when: &str,
+) {
+    for p in people {
+        for (contact, channel, purpose) in p.probes(with_later) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let r = loop {
+                let r = check(ch, &contact, channel, purpose).await;
+                if r.index_seq >= at_least {
+                    break r;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "index stuck below seq {at_least}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(
+                r.verdict,
+                pb::Verdict::Block as i32,
+                "{when}: {contact} {r:?}"
+            );
+            assert!(
+                reasons(&r).contains(&p.fact.reason()),
+                "{when}: {:?} on {contact} ({channel:?}/{purpose:?}) no longer blocks: {:?}",
+                p.fact,
+                reasons(&r)
+            );
+        }
+    }
+}
+
+async fn delete(ch: &Channel, p: &Person) {
+    let mut c = privacy(ch);
+    let consumer = c
+        .register_consumer(pb::RegisterConsumerRequest {
+            identifiers: vec![p.phone.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consumer
+        .unwrap();
+    let req = c
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer.consumer_id,
+            r#type: pb::PrivacyRequestType::Delete as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .get_request(pb::GetRequestRequest {
+                request_id: req.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.status == pb::PrivacyRequestStatus::Completed as i32 {
+            // The phone, the email, the second phone and the external id.
+            assert_eq!(r.erased_identifiers, 4, "{r:?}");
+            return;
+        }
+        assert!(
+            matches!(
+                pb::PrivacyRequestStatus::try_from(r.status).unwrap(),
+                pb::PrivacyRequestStatus::Pending | pb::PrivacyRequestStatus::InProgress
+            ),
+            "{r:?}"
+        );
+        assert!(Instant::now() < deadline, "DELETE did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes through `writer`, checks on every server of `readers`; returns the seq reached.
+async fn scenario(writer: &Channel, readers: &[&Channel]) -> (Vec<Person>, u64) {
+    let people: Vec<Person> = Fact::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Person::new(i + 1, *f))
+        .collect();
+    for p in &people {
+        link(writer, &p.external_id, &[&p.phone, &p.email, &p.phone2]).await;
+        record(writer, p).await;
+    }
+    let seq = check(writer, &people[0].phone, Ch::Sms, P::Marketing)
+        .await
+        .index_seq;
+    for r in readers {
+        assert_blocked(r, &people, false, seq, "before the DELETE").await;
+    }
+    for p in &people {
+        delete(writer, p).await;
+    }
+    let seq = check(writer, &people[0].phone, Ch::Sms, P::Marketing)
+        .await
+        .index_seq;
+    for r in readers {
+        assert_blocked(r, &people, false, seq, "after the DELETE").await;
+    }
+    for p in &people {
+        link(writer, &p.external_id, &[&p.later]).await;
+    }
+    let seq = check(writer, &people[0].phone, Ch::Sms, P::Marketing)
+        .await
+        .index_seq;
+    for r in readers {
+        assert_blocked(r, &people, true, seq, "linked after the DELETE").await;
+    }
+    (people, seq)
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_an_erased_person_suppressed_on_every_identifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let ch = server.ready().await;
+    let (people, seq) = scenario(&ch, &[&ch]).await;
+    server.stop();
+    let mut server = Server::start(dir.path());
+    let ch = server.ready().await;
+    assert_blocked(&ch, &people, true, seq, "after a restart").await;
+    server.stop();
+}
+
+#[tokio::test]
+async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&dir.path().join("redis"), false);
+    let key = dir.path().join("privacy.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let config = dir.path().join("preflight.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[privacy]\nkey_file = {:?}\n\n[redis]\nurl = {:?}\nheartbeat_ms = 100\n",
+            key.to_str().unwrap(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let replica = |name: &str| Server::start_with(&dir.path().join(name), &["--config", &cfg]);
+    let mut a = replica("a");
+    let mut b = replica("b");
+    let ca = a.ready().await;
+    let cb = b.ready().await;
+    let (people, seq) = scenario(&ca, &[&ca, &cb]).await;
+    b.kill();
+    let mut b = replica("b");
+    let cb = b.ready().await;
+    assert_blocked(&cb, &people, true, seq, "on a restarted replica").await;
+    let mut c = replica("c");
+    let cc = c.ready().await;
+    assert_blocked(&cc, &people, true, seq, "on a new replica").await;
+    a.stop();
+    b.stop();
+    c.stop();
+}
