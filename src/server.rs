@@ -226,7 +226,13 @@ pub fn open_embedded(
     let opts = EmbeddedOptions {
         idempotency_retention_ms: i64::from(config.idempotency_hours) * 3_600_000,
     };
-    let store = EmbeddedStore::start(db, Arc::new(projection.clone()), clock.clone(), opts)?;
+    let store = EmbeddedStore::start(
+        db,
+        &config.data_dir,
+        Arc::new(projection.clone()),
+        clock.clone(),
+        opts,
+    )?;
     index.set_authoritative(true);
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
     for l in registries.list() {
@@ -350,14 +356,15 @@ pub async fn serve_grpc(
         <AuditServiceServer<AuditApi> as NamedService>::NAME,
         <PrivacyServiceServer<PrivacyApi> as NamedService>::NAME,
     ];
-    // Health follows the index: NOT_SERVING until a replica's first full load,
-    // and again if it finds it can no longer trust its state.
-    let index = engine.index().clone();
+    // Health follows the index and the store: NOT_SERVING until a replica's first full
+    // load, again if it finds it can no longer trust its state, and while its store cannot
+    // make writes durable.
+    let watched = engine.clone();
     let reporter = health.clone();
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let ready = index.ready();
+            let ready = watched.readiness().is_ok();
             if last != Some(ready) {
                 let status = if ready {
                     tonic_health::ServingStatus::Serving

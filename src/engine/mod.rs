@@ -196,6 +196,17 @@ impl Engine {
         Ok(self.store.read_events(after, limit)?)
     }
 
+    /// Whether this replica should take traffic: its index holds a full load and its store
+    /// can make writes durable (checks answer from the index either way). Err says why not.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if !self.index.ready() {
+            return Err("the index has not finished loading".into());
+        }
+        self.store
+            .writable()
+            .map_err(|why| format!("writes cannot be made durable: {why}"))
+    }
+
     /// The store and how it is doing (kind, and for a shared store its connection).
     pub fn store_description(&self) -> serde_json::Value {
         self.store.describe()

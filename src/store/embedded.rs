@@ -1,7 +1,9 @@
 //! The embedded store: redb in the data directory, one writer thread doing group commit.
 //!
 //! Every request waits for the fsync of the transaction that holds it; requests that
-//! arrive while a commit is in flight share the next one.
+//! arrive while a commit is in flight share the next one. A commit that fails (a full disk)
+//! leaves redb refusing every later write until it is reopened, so the writer reopens it,
+//! applies whatever did land, and says it cannot write until a probe write succeeds.
 use super::{Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Store, StoreError};
 use crate::audit::chain::ChainHead;
 use crate::audit::{AuditRecord, RawAudit};
@@ -10,9 +12,9 @@ use crate::model::{Millis, StoredEvent, Token};
 use futures::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -24,6 +26,8 @@ const IDEM_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("ide
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Audit seq -> the record's personal part, removed by erasure.
 pub const AUDIT_PERSONAL: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_personal");
+/// Written and removed again to find out whether the disk takes writes (see `probe`).
+const PROBE: TableDefinition<u8, &[u8]> = TableDefinition::new("write_probe");
 /// (subject token, audit seq): the records about a subject.
 const AUDIT_SUBJECTS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("audit_subjects");
 
@@ -38,9 +42,50 @@ enum Job {
     Erase(Erasure, EraseReply),
 }
 
+/// How often the writer retries reopening the database while writes fail.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Free space the data directory's filesystem must have before writes resume after a
+/// failure. Right at the edge of a full disk redb's commits fail and succeed by turns as
+/// pages free up; callers and readiness get one steady answer instead until space returns.
+const HEADROOM: u64 = 8 << 20;
+
+/// The open database, shared by the writer and the readers; empty while the writer reopens
+/// it (redb takes a file lock, so the old handle must be gone first).
+#[derive(Clone)]
+struct Handle(Arc<RwLock<Option<Arc<Database>>>>);
+
+impl Handle {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| unavailable("the store is being reopened after a failed write"))
+    }
+
+    fn set(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
+        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), db)
+    }
+}
+
+/// Why writes cannot be made durable right now; None when they can.
+#[derive(Clone, Default)]
+struct WriteHealth(Arc<Mutex<Option<String>>>);
+
+impl WriteHealth {
+    fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Handle,
     tx: mpsc::Sender<Job>,
+    health: WriteHealth,
 }
 
 pub struct EmbeddedOptions {
@@ -64,13 +109,9 @@ impl EmbeddedStore {
     /// Opens (or creates) `dir/preflight.redb`. Replay events into the index with
     /// `read_events` before giving the store a sink.
     pub fn open(dir: &Path) -> Result<Database, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            unavailable(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let path = dir.join("preflight.redb");
+        crate::store::private::data_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        crate::store::private::file(&path)?;
         let db = Database::create(&path)
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(unavailable)?;
@@ -86,19 +127,25 @@ impl EmbeddedStore {
         Ok(db)
     }
 
-    /// Starts the writer thread. `sink` sees every committed event before its writer is answered.
+    /// Starts the writer thread over `db`, opened from `dir` by `open`. `sink` sees every
+    /// committed event before its writer is answered.
     pub fn start(
         db: Database,
+        dir: &Path,
         sink: Arc<dyn EventSink>,
         clock: SharedClock,
         opts: EmbeddedOptions,
     ) -> Result<Self, StoreError> {
-        let db = Arc::new(db);
         let next_seq = last_seq_of(&db)? + 1;
         let (audit_next, audit_prev) = audit_head(&db)?;
+        let db = Handle(Arc::new(RwLock::new(Some(Arc::new(db)))));
+        let health = WriteHealth::default();
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
+            path: dir.join(DB_FILE),
+            health: health.clone(),
+            broken: None,
             sink,
             clock,
             next_seq,
@@ -110,9 +157,11 @@ impl EmbeddedStore {
             .name("preflight-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(unavailable)?;
-        Ok(EmbeddedStore { db, tx })
+        Ok(EmbeddedStore { db, tx, health })
     }
 }
+
+const DB_FILE: &str = "preflight.redb";
 
 fn last_seq_of(db: &Database) -> Result<u64, StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
@@ -244,30 +293,46 @@ impl Store for EmbeddedStore {
     }
 
     fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<RawAudit>, StoreError> {
-        read_audit_from(&self.db, after, limit)
+        read_audit_from(&*self.db.get()?, after, limit)
     }
 
     fn audit_seqs_for(&self, token: &Token) -> Result<Vec<u64>, StoreError> {
-        let r = self.db.begin_read().map_err(unavailable)?;
+        let r = self.db.get()?.begin_read().map_err(unavailable)?;
         let t = r.open_table(AUDIT_SUBJECTS).map_err(unavailable)?;
         subject_seqs(&t, token)
     }
 
     fn read_audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
-        read_audit_seqs(&self.db, seqs)
+        read_audit_seqs(&*self.db.get()?, seqs)
     }
 
     fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        read_events_from(&self.db, after, limit)
+        read_events_from(&*self.db.get()?, after, limit)
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
-        last_seq_of(&self.db)
+        last_seq_of(&*self.db.get()?)
+    }
+
+    fn writable(&self) -> Result<(), String> {
+        match self.health.get() {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "embedded", "writable": self.health.get().is_none(),
+            "write_error": self.health.get() })
     }
 }
 
 struct Writer {
-    db: Arc<Database>,
+    db: Handle,
+    path: PathBuf,
+    health: WriteHealth,
+    /// Why the last write failed, until a reopen and a probe write succeed.
+    broken: Option<String>,
     sink: Arc<dyn EventSink>,
     clock: SharedClock,
     next_seq: u64,
@@ -286,14 +351,35 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut last_purge: Millis = 0;
         loop {
-            let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            let wait = if self.broken.is_some() {
+                RETRY
+            } else {
+                Duration::from_secs(60)
+            };
+            let first = match rx.recv_timeout(wait) {
                 Ok(r) => r,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.purge_idempotency();
+                    if self.broken.is_some() {
+                        self.recover();
+                    } else {
+                        self.purge_idempotency();
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
+            if self.broken.is_some() {
+                self.recover();
+            }
+            if let Some(why) = self.broken.clone() {
+                // Nothing can be made durable: refuse at once rather than queue.
+                let e = unavailable(format!("writes cannot be made durable: {why}"));
+                match first {
+                    Job::Append(_, r) => drop(r.send(Err(e))),
+                    Job::Erase(_, r) => drop(r.send(Err(e))),
+                }
+                continue;
+            }
             let mut group = Vec::new();
             let mut erasure = None;
             match first {
@@ -312,7 +398,11 @@ impl Writer {
                 self.commit_group(group);
             }
             if let Some((e, reply)) = erasure {
-                let _ = reply.send(self.erase(e));
+                let out = self.erase(e);
+                if let Err(StoreError::Unavailable(why)) = &out {
+                    self.failed(why);
+                }
+                let _ = reply.send(out);
             }
             let now = self.clock.now_ms();
             if now - last_purge > 600_000 {
@@ -330,8 +420,17 @@ impl Writer {
             prev: self.audit_prev.clone(),
         };
         let (requests, replies): (Vec<Append>, Vec<Reply>) = group.into_iter().unzip();
+        let db = match self.db.get() {
+            Ok(db) => db,
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
         let staged = (|| -> Result<(redb::WriteTransaction, Vec<Pending>), StoreError> {
-            let txn = self.db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write().map_err(unavailable)?;
             let mut pending = Vec::with_capacity(requests.len());
             {
                 let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
@@ -394,10 +493,16 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
+                drop(db);
+                if let StoreError::Unavailable(why) = &e {
+                    self.failed(why);
+                }
                 return;
             }
         };
-        match txn.commit() {
+        let committed = txn.commit();
+        drop(db);
+        match committed {
             Ok(()) => {
                 self.next_seq = next;
                 self.audit_next = chain.next;
@@ -420,8 +525,88 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(unavailable(format!("commit failed: {e}"))));
                 }
+                self.failed(&format!("commit failed: {e}"));
             }
         }
+    }
+
+    /// A write failed: redb refuses every later write until it is reopened, so reopen now.
+    fn failed(&mut self, why: &str) {
+        tracing::error!(error = %why, "store write failed; reopening the database");
+        self.broken = Some(why.to_string());
+        self.health.set(Some(why.to_string()));
+        self.recover();
+    }
+
+    /// Reopens the database, applies what landed of a commit reported as failed, and
+    /// clears the failure once a probe write is durable.
+    fn recover(&mut self) {
+        match self.reopen() {
+            Ok(()) => {
+                tracing::warn!(next_seq = self.next_seq, "store writable again");
+                self.broken = None;
+                self.health.set(None);
+            }
+            Err(e) => {
+                let why = e.to_string();
+                tracing::debug!(error = %why, "store still not writable");
+                self.health.set(Some(why.clone()));
+                self.broken = Some(why);
+            }
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        if let Some(old) = self.db.set(None) {
+            // Readers hold a handle for one read at most; wait for them to let go.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) if std::time::Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still) => {
+                        self.db.set(Some(still));
+                        return Err(unavailable("readers still hold the database"));
+                    }
+                }
+            }
+        }
+        if let Some(free) = free_bytes(&self.path)
+            && free < HEADROOM
+        {
+            return Err(unavailable(format!(
+                "{} bytes free where the data directory is, {HEADROOM} needed to resume writes",
+                free
+            )));
+        }
+        let db = Database::create(&self.path)
+            .map_err(|e| unavailable(format!("cannot reopen {}: {e}", self.path.display())))?;
+        let db = Arc::new(db);
+        self.db.set(Some(db.clone()));
+        // A commit reported as failed may have landed: its events are applied now, once
+        // (the sink ignores what it has), and its idempotency record answers a retry.
+        let last = last_seq_of(&db)?;
+        while self.next_seq <= last {
+            let events = read_events_from(&db, self.next_seq - 1, 10_000)?;
+            if events.is_empty() {
+                break;
+            }
+            for ev in &events {
+                self.sink.apply(ev);
+                self.next_seq = ev.seq + 1;
+            }
+        }
+        let (audit_next, audit_prev) = audit_head(&db)?;
+        self.audit_next = audit_next;
+        self.audit_prev = audit_prev;
+        probe(&db)
     }
 
     /// Rewrites the history of the erased subjects, strips the personal part of their audit
@@ -433,7 +618,8 @@ impl Writer {
             next: self.audit_next,
             prev: self.audit_prev.clone(),
         };
-        let txn = self.db.begin_write().map_err(unavailable)?;
+        let db = self.db.get()?;
+        let txn = db.begin_write().map_err(unavailable)?;
         let mut history: std::collections::BTreeMap<u64, StoredEvent> = Default::default();
         let mut rewritten = 0;
         let mut stripped = 0;
@@ -503,7 +689,7 @@ impl Writer {
     fn purge_idempotency(&self) {
         let cutoff = self.clock.now_ms() - self.retention;
         let result = (|| -> Result<usize, StoreError> {
-            let txn = self.db.begin_write().map_err(unavailable)?;
+            let txn = self.db.get()?.begin_write().map_err(unavailable)?;
             let mut n = 0;
             {
                 let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
@@ -528,6 +714,40 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
         }
     }
+}
+
+/// Bytes free to unprivileged writers on the filesystem holding `path`, where known.
+fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = path.parent()?;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid C string and `s` a properly sized out-parameter.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return None;
+        }
+        Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A small durable write that needs fresh pages, so a disk that is still full says so
+/// before callers are told the store is writable.
+fn probe(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    {
+        let mut t = txn.open_table(PROBE).map_err(unavailable)?;
+        t.insert(0, [0u8; 16 * 1024].as_slice())
+            .map_err(unavailable)?;
+        t.remove(0).map_err(unavailable)?;
+    }
+    txn.commit().map_err(unavailable)
 }
 
 fn write_events(

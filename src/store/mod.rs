@@ -1,5 +1,6 @@
 //! The source of truth: an append-only change log with gap-free seqs and idempotency records.
 pub mod embedded;
+pub mod private;
 pub mod redis;
 
 use crate::audit::{AuditDraft, RawAudit};
@@ -101,6 +102,11 @@ pub trait Store: Send + Sync + 'static {
         _set: std::sync::Arc<crate::registry::RegistrySet>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
+    }
+    /// Whether a write now would be made durable; Err says why not (a full disk). Readiness
+    /// follows it; checks keep answering from the index either way.
+    fn writable(&self) -> Result<(), String> {
+        Ok(())
     }
     /// What the store is and how it is doing, for /readyz.
     fn describe(&self) -> serde_json::Value {

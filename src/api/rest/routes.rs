@@ -233,9 +233,11 @@ async fn healthz() -> &'static str {
 /// Ready once the index holds a full load; the body says how fresh it is.
 async fn readyz(State(s): State<RestState>) -> Response {
     let index = s.engine.index();
-    let ready = index.ready();
+    let readiness = s.engine.readiness();
+    let ready = readiness.is_ok();
     let body = serde_json::json!({
         "status": if ready { "SERVING" } else { "NOT_SERVING" },
+        "reason": readiness.err(),
         "index_seq": index.seq(),
         "index_age_ms": index.age_ms(s.engine.now()),
         "store": s.engine.store_description(),
