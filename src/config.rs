@@ -163,7 +163,7 @@ pub struct TlsConfig {
 }
 
 /// Where privacy request output goes and which key hashes erased identifiers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// Directory for ACCESS bundles (created owner-only); default `<data_dir>/exports`.
@@ -173,6 +173,24 @@ pub struct PrivacyConfig {
     /// first start. Default `<data_dir>/privacy.key`. Losing it makes erased opt-outs unmatchable.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Hours an ACCESS bundle stays on disk after its request completed (a DELETE removes
+    /// the consumer's bundles at once).
+    #[serde(default = "default_export_ttl_hours")]
+    pub export_ttl_hours: u32,
+}
+
+fn default_export_ttl_hours() -> u32 {
+    72
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            export_dir: None,
+            key_file: None,
+            export_ttl_hours: default_export_ttl_hours(),
+        }
+    }
 }
 
 impl Config {

@@ -124,6 +124,7 @@ pub fn engine_parts(
         max_reject_fraction: config.registry_max_reject_fraction,
         inbound: config.compiled_inbound(origin)?,
         export_dir: config.export_dir(),
+        export_ttl_ms: i64::from(config.privacy.export_ttl_hours) * 3_600_000,
     };
     Ok((policies, region, settings))
 }
@@ -281,6 +282,7 @@ pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
         loop {
             tick.tick().await;
             e.privacy_metrics();
+            e.expire_bundles();
         }
     });
     Ok(())

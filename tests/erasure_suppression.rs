@@ -291,7 +291,36 @@ async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     let mut b = replica("b");
     let ca = a.ready().await;
     let cb = b.ready().await;
+    // A remembered answer that names the person (its normalized contact).
+    let first = Person::new(1, Fact::Withdrawal);
+    let mut g = grant(&first.phone2, &[Ch::Voice], &[P::Marketing]);
+    g.idempotency_key = "crm-grant-1".into();
+    consent(&ca).record_consent(g).await.unwrap();
+    let idem_naming = |needle: &str| -> usize {
+        let mut conn = redis.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*idem:*").query(&mut conn).unwrap();
+        keys.iter()
+            .filter(|k| {
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(*k)
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                v.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .count()
+    };
+    let e164 = format!("+1{}", first.phone2);
+    assert_eq!(
+        idem_naming(&e164),
+        1,
+        "the test should see the answer first"
+    );
     let (people, seq) = scenario(&ca, &[&ca, &cb]).await;
+    assert_eq!(
+        idem_naming(&e164),
+        0,
+        "an idempotency answer names the erased person"
+    );
     b.kill();
     let mut b = replica("b");
     let cb = b.ready().await;
@@ -302,4 +331,207 @@ async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     a.stop();
     b.stop();
     c.stop();
+}
+
+/// Every byte run under `dir` that holds one of `needles`, as (file, needle).
+fn traces(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            for n in needles {
+                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    out.push((p.display().to_string(), n.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    let dir = &data;
+    let mut server = Server::start(dir);
+    let ch = server.ready().await;
+    // Personal data rests owner-only: the data directory 0700, the store file 0600.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700);
+    assert_eq!(mode(&dir.join("preflight.redb")), 0o600);
+    let phone = "2025550177";
+    let email = "zoe.erasable@example.com";
+    let proof = "proof-QX-8812 ip 203.0.113.77";
+    let note = "ticket TK-99817 called in";
+    let mut c = consent(&ch);
+    let mut g = grant(phone, &[Ch::Sms], &[P::Marketing]);
+    g.proof = proof.into();
+    g.idempotency_key = "crm-sync-grant-1".into();
+    c.record_consent(g).await.unwrap();
+    let mut w = withdraw(email);
+    w.idempotency_key = "crm-sync-withdraw-1".into();
+    c.record_consent(w).await.unwrap();
+    link(&ch, "crm-7733", &[phone, email]).await;
+    dnc(&ch)
+        .add_entries(pb::AddEntriesRequest {
+            entries: vec![pb::DncEntryInput {
+                note: note.into(),
+                ..entry(phone, pb::DncType::Corporate)
+            }],
+            idempotency_key: "dnc-batch-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut p = privacy(&ch);
+    let consumer = p
+        .register_consumer(pb::RegisterConsumerRequest {
+            identifiers: vec![phone.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consumer
+        .unwrap();
+    let access = p
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer.consumer_id.clone(),
+            r#type: pb::PrivacyRequestType::Access as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bundle = loop {
+        let r = p
+            .get_request(pb::GetRequestRequest {
+                request_id: access.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.status == pb::PrivacyRequestStatus::Completed as i32 {
+            break r.bundle_path;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(std::path::Path::new(&bundle).exists());
+    let needles = [
+        "+12025550177",
+        phone,
+        email,
+        "crm-7733",
+        "QX-8812",
+        "TK-99817",
+    ];
+    assert!(
+        !traces(dir, &needles).is_empty(),
+        "the test should see the data before the DELETE"
+    );
+
+    // erased: the phone, the email and the external id.
+    let req = p
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer.consumer_id,
+            r#type: pb::PrivacyRequestType::Delete as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let r = p
+            .get_request(pb::GetRequestRequest {
+                request_id: req.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.status == pb::PrivacyRequestStatus::Completed as i32 {
+            assert_eq!(r.erased_identifiers, 3, "{r:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !std::path::Path::new(&bundle).exists(),
+        "the earlier ACCESS bundle outlived the DELETE"
+    );
+    // Still suppressed, on both identifiers.
+    for (contact, channel) in [(phone, Ch::Sms), (email, Ch::Email)] {
+        let r = check(&ch, contact, channel, P::Marketing).await;
+        assert_eq!(r.verdict, pb::Verdict::Block as i32, "{contact}: {r:?}");
+    }
+    server.stop();
+    let found = traces(dir, &needles);
+    assert!(
+        found.is_empty(),
+        "the erased person is still in the data directory: {found:?}"
+    );
+    // And a restart still blocks them.
+    let mut server = Server::start(dir);
+    let ch = server.ready().await;
+    for (contact, channel) in [(phone, Ch::Sms), (email, Ch::Email)] {
+        let r = check(&ch, contact, channel, P::Marketing).await;
+        assert_eq!(r.verdict, pb::Verdict::Block as i32, "{contact}: {r:?}");
+    }
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_bundles_expire_after_the_export_time_to_live() {
+    use preflight::audit::Caller;
+    use preflight::engine::SubmitRequest;
+    use preflight::model::privacy::{Jurisdiction, RequestStatus, RequestType};
+    let dir = tempfile::tempdir().unwrap();
+    let config = preflight::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..preflight::config::Config::default()
+    };
+    let start = 1_800_000_000_000;
+    let clock = preflight::clock::ManualClock::new(start);
+    let engine = preflight::server::open_embedded(&config, "test", clock.clone()).unwrap();
+    let caller = Caller::system("test");
+    let reg = engine
+        .register_consumer(&["2025550188".to_string()], "", &caller)
+        .await
+        .unwrap();
+    let req = engine
+        .submit_request(
+            SubmitRequest {
+                consumer_id: preflight::model::event::consumer_id(reg.consumer.seq),
+                request_type: Some(RequestType::Access),
+                jurisdiction: Some(Jurisdiction::Gdpr),
+                received_at: None,
+            },
+            &caller,
+        )
+        .await
+        .unwrap();
+    let id = preflight::model::event::request_id(req.seq);
+    let path = loop {
+        let r = engine.get_request(&id).unwrap();
+        if r.status == RequestStatus::Completed {
+            break r.result.unwrap().bundle_path;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(std::path::Path::new(&path).exists());
+    clock.advance(72 * 3_600_000 - 1);
+    assert_eq!(engine.expire_bundles(), 0);
+    assert!(std::path::Path::new(&path).exists());
+    clock.advance(1);
+    assert_eq!(engine.expire_bundles(), 1);
+    assert!(!std::path::Path::new(&path).exists());
 }

@@ -129,6 +129,8 @@ pub struct EngineSettings {
     pub inbound: Inbound,
     /// Where ACCESS bundles are written.
     pub export_dir: PathBuf,
+    /// How long a bundle stays after its request completed.
+    pub export_ttl_ms: Millis,
 }
 
 impl Default for EngineSettings {
@@ -138,6 +140,7 @@ impl Default for EngineSettings {
             max_reject_fraction: 0.001,
             inbound: Inbound::default(),
             export_dir: PathBuf::from("./preflight-data/exports"),
+            export_ttl_ms: 72 * 3_600_000,
         }
     }
 }

@@ -307,6 +307,20 @@ impl Engine {
         Ok((normalized, seq))
     }
 
+    /// Removes ACCESS bundles older than the export time to live (by the request's
+    /// completion time, on the injected clock). Returns how many files went.
+    pub fn expire_bundles(&self) -> usize {
+        let now = self.clock.now_ms();
+        let ttl = self.settings.export_ttl_ms;
+        let due: Vec<Request> = self
+            .privacy
+            .requests()
+            .into_iter()
+            .filter(|r| r.completed_at.is_some_and(|t| now.saturating_sub(t) >= ttl))
+            .collect();
+        due.iter().filter(|r| remove_bundle(r)).count()
+    }
+
     /// Picks up requests left unfinished by an earlier run.
     pub fn resume_requests(self: &Arc<Self>) {
         for r in self.privacy.requests() {
@@ -380,7 +394,14 @@ impl Engine {
             }
             RequestType::Delete => {
                 let _guard = self.privacy_lock.lock().await;
-                self.erase_consumer(&r, &consumer).await?
+                let out = self.erase_consumer(&r, &consumer).await?;
+                // What an earlier ACCESS request exported of this consumer goes too.
+                for earlier in self.privacy.requests() {
+                    if earlier.consumer_seq == consumer.seq {
+                        remove_bundle(&earlier);
+                    }
+                }
+                out
             }
         };
         self.set_status(seq, status, Some(result)).await
@@ -606,6 +627,29 @@ impl Engine {
                 ..Default::default()
             },
         ))
+    }
+}
+
+/// Deletes the ACCESS bundle a request wrote, if it is still there; true when a file went.
+fn remove_bundle(r: &Request) -> bool {
+    let Some(path) = r
+        .result
+        .as_ref()
+        .map(|x| x.bundle_path.as_str())
+        .filter(|p| !p.is_empty())
+    else {
+        return false;
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::info!(request = %request_id(r.seq), "ACCESS bundle removed");
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::warn!(request = %request_id(r.seq), error = %e, "cannot remove an ACCESS bundle");
+            false
+        }
     }
 }
 

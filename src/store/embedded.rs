@@ -530,6 +530,39 @@ impl Writer {
         }
     }
 
+    /// Compacts the database file, with the handle taken from readers for the while.
+    fn compact(&mut self) -> Result<(), StoreError> {
+        let mut db = self.exclusive()?;
+        let out = db
+            .compact()
+            .map(|_| ())
+            .map_err(|e| unavailable(format!("compaction: {e}")));
+        self.db.set(Some(Arc::new(db)));
+        out
+    }
+
+    /// The database for this thread alone: taken out of the shared handle once readers let
+    /// go of it (they hold it for one read at most). Readers get UNAVAILABLE meanwhile.
+    fn exclusive(&mut self) -> Result<Database, StoreError> {
+        let Some(mut old) = self.db.set(None) else {
+            return Err(unavailable("the store is not open"));
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => return Ok(db),
+                Err(still) if std::time::Instant::now() < deadline => {
+                    old = still;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(still) => {
+                    self.db.set(Some(still));
+                    return Err(unavailable("readers still hold the database"));
+                }
+            }
+        }
+    }
+
     /// A write failed: redb refuses every later write until it is reopened, so reopen now.
     fn failed(&mut self, why: &str) {
         tracing::error!(error = %why, "store write failed; reopening the database");
@@ -557,26 +590,8 @@ impl Writer {
     }
 
     fn reopen(&mut self) -> Result<(), StoreError> {
-        if let Some(old) = self.db.set(None) {
-            // Readers hold a handle for one read at most; wait for them to let go.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            let mut old = old;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(db) => {
-                        drop(db);
-                        break;
-                    }
-                    Err(still) if std::time::Instant::now() < deadline => {
-                        old = still;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(still) => {
-                        self.db.set(Some(still));
-                        return Err(unavailable("readers still hold the database"));
-                    }
-                }
-            }
+        if self.db.get().is_ok() {
+            drop(self.exclusive()?);
         }
         if let Some(free) = free_bytes(&self.path)
             && free < HEADROOM
@@ -668,16 +683,25 @@ impl Writer {
             }
             appended = write_events(&mut events, req.append.events, &mut next, now)?;
             audit.write(&mut chain, req.append.audit, first_seq, now)?;
+            let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
+            let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
+            forget_answers_naming(&mut idem, &mut idem_time, &req.contacts)?;
         }
         txn.commit()
             .map_err(|e| unavailable(format!("commit failed: {e}")))?;
         self.next_seq = next;
         self.audit_next = chain.next;
         self.audit_prev = chain.prev;
+        drop(db);
         let history: Vec<StoredEvent> = history.into_values().collect();
         self.sink.erased(&req.contacts, &history);
         for ev in &appended {
             self.sink.apply(ev);
+        }
+        // The rewritten pages are free but still hold the erased bytes until reused: compact
+        // the file so they leave it.
+        if let Err(e) = self.compact() {
+            tracing::warn!(error = %e, "compaction after an erasure failed; erased bytes may stay in free pages until reused");
         }
         Ok(ErasureOutcome {
             first_seq,
@@ -735,6 +759,39 @@ fn free_bytes(path: &Path) -> Option<u64> {
         let _ = path;
         None
     }
+}
+
+/// Drops remembered answers whose key or response names one of `contacts` (a consent
+/// outcome carries the normalized contact): a DELETE leaves no copy of the identifier.
+fn forget_answers_naming(
+    idem: &mut redb::Table<&str, &[u8]>,
+    idem_time: &mut redb::Table<(i64, &str), ()>,
+    contacts: &[crate::model::ContactKey],
+) -> Result<usize, StoreError> {
+    let needles: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
+    let named = |hay: &[u8]| {
+        needles
+            .iter()
+            .any(|n| !n.is_empty() && hay.windows(n.len()).any(|w| w == n.as_bytes()))
+    };
+    let mut gone: Vec<(String, i64)> = Vec::new();
+    for item in idem.iter().map_err(unavailable)? {
+        let (k, v) = item.map_err(unavailable)?;
+        let (key, value) = (k.value(), v.value());
+        if named(key.as_bytes()) || named(value) {
+            let at = value
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_le_bytes)
+                .unwrap_or(0);
+            gone.push((key.to_string(), at));
+        }
+    }
+    for (key, at) in &gone {
+        idem.remove(key.as_str()).map_err(unavailable)?;
+        idem_time.remove((*at, key.as_str())).map_err(unavailable)?;
+    }
+    Ok(gone.len())
 }
 
 /// A small durable write that needs fresh pages, so a disk that is still full says so

@@ -516,6 +516,8 @@ impl Committer {
             let held: Vec<Option<Vec<u8>>> = shared.redis.query(&cmd).await?;
             held.iter().filter(|h| h.is_some()).count()
         };
+        // Before the erasure commits: an answer left behind would name the person in clear.
+        forget_answers_naming(&shared, &req.contacts).await?;
         for _ in 0..MAX_ATTEMPTS {
             // The rewritten history rides on the erasure: it must hold every event about the
             // subjects up to the erasure's own seq. So the index catches up first, and the
@@ -569,6 +571,67 @@ impl Committer {
             }
         }
         Err(gave_up())
+    }
+}
+
+/// Deletes remembered idempotency answers whose key or response names one of `contacts`.
+async fn forget_answers_naming(
+    shared: &Shared,
+    contacts: &[crate::model::ContactKey],
+) -> Result<usize, StoreError> {
+    let needles: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
+    let named = |hay: &[u8]| {
+        needles
+            .iter()
+            .any(|n| !n.is_empty() && hay.windows(n.len()).any(|w| w == n.as_bytes()))
+    };
+    let mut pattern = String::new();
+    for ch in shared.keys.idem("").chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('*');
+    let mut cursor: u64 = 0;
+    let mut gone = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = shared
+            .redis
+            .query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000),
+            )
+            .await?;
+        if !keys.is_empty() {
+            let mut get = redis::cmd("MGET");
+            for k in &keys {
+                get.arg(k);
+            }
+            let values: Vec<Option<Vec<u8>>> = shared.redis.query(&get).await?;
+            let doomed: Vec<&String> = keys
+                .iter()
+                .zip(&values)
+                .filter(|(k, v)| named(k.as_bytes()) || v.as_deref().is_some_and(named))
+                .map(|(k, _)| k)
+                .collect();
+            if !doomed.is_empty() {
+                let mut del = redis::cmd("DEL");
+                for k in &doomed {
+                    del.arg(*k);
+                }
+                let _: u64 = shared.redis.query(&del).await?;
+                gone += doomed.len();
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(gone);
+        }
     }
 }
 
