@@ -1,9 +1,24 @@
 //! API tokens and roles: who may call what, for both transports, decided in one table.
-use crate::config::TokenConfig;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// One API token: a name (the audit trail's actor), a role, and where its secret is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    /// Environment variable holding the token (a Kubernetes Secret via secretKeyRef).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the token (a mounted Secret).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
 
 /// What a token may do. Each role includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]

@@ -1,5 +1,4 @@
 //! The core's error type: what a caller did wrong, or why the service cannot answer safely.
-use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -51,31 +50,6 @@ impl Error {
                 message,
             },
             other => other,
-        }
-    }
-}
-
-impl From<crate::registry::RegistryError> for Error {
-    fn from(e: crate::registry::RegistryError) -> Error {
-        use crate::registry::RegistryError as R;
-        match e {
-            R::BadName(_) => Error::invalid("list", e.to_string()),
-            R::TooManyRejects { .. } | R::NoBase(_) => Error::FailedPrecondition(e.to_string()),
-            R::Io { .. } => Error::invalid("file", e.to_string()),
-            R::Snapshot { .. } => Error::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Error {
-        match e {
-            StoreError::Unavailable(m) => Error::Unavailable(m),
-            StoreError::IdempotencyConflict(key) => Error::invalid(
-                "idempotency_key",
-                format!("`{key}` was already used for a different request"),
-            ),
-            StoreError::Corrupt(m) => Error::Internal(format!("store data corrupt: {m}")),
         }
     }
 }

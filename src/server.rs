@@ -167,7 +167,7 @@ pub fn open_redis(
     tracing::info!(url = %crate::store::redis::conn::masked_url(&opts.url), prefix = %opts.prefix, "using the redis store; loading in the background");
     let store = crate::store::redis::RedisStore::start(
         opts,
-        projection.clone(),
+        Arc::new(projection.clone()),
         registries.clone(),
         clock.clone(),
     )?;

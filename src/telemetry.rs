@@ -1,5 +1,4 @@
 //! Prometheus metrics: the recorder, decision counters, and the gauges read at scrape time.
-use crate::engine::Engine;
 use crate::model::Reason;
 use crate::policy::Decision;
 use metrics::Counter;
@@ -133,20 +132,20 @@ impl Default for DecisionCounters {
     }
 }
 
-/// Sets the gauges that describe state rather than events, just before a scrape renders.
-pub fn refresh(engine: &Engine) {
-    let index = engine.index();
-    metrics::gauge!("preflight_index_seq").set(index.seq() as f64);
-    metrics::gauge!("preflight_index_age_seconds").set(index.age_ms(engine.now()) as f64 / 1e3);
-    metrics::gauge!("preflight_index_identifiers").set(index.len() as f64);
-    for l in engine.registries().list() {
-        let name = l.name.clone();
-        metrics::gauge!("preflight_registry_numbers", "list" => name.clone()).set(l.count as f64);
-        metrics::gauge!("preflight_registry_version", "list" => name.clone()).set(l.version as f64);
-        metrics::gauge!("preflight_registry_imported_timestamp_seconds", "list" => name)
-            .set(l.imported_at as f64 / 1e3);
-    }
-    engine.privacy_metrics();
+/// The index's state gauges: its seq, how long since it heard from its store, its size.
+pub fn index_state(seq: u64, age_ms: crate::model::Millis, identifiers: usize) {
+    metrics::gauge!("preflight_index_seq").set(seq as f64);
+    metrics::gauge!("preflight_index_age_seconds").set(age_ms as f64 / 1e3);
+    metrics::gauge!("preflight_index_identifiers").set(identifiers as f64);
+}
+
+/// One registry list's gauges.
+pub fn registry_state(list: &str, count: u64, version: u64, imported_at: crate::model::Millis) {
+    let name = list.to_string();
+    metrics::gauge!("preflight_registry_numbers", "list" => name.clone()).set(count as f64);
+    metrics::gauge!("preflight_registry_version", "list" => name.clone()).set(version as f64);
+    metrics::gauge!("preflight_registry_imported_timestamp_seconds", "list" => name)
+        .set(imported_at as f64 / 1e3);
 }
 
 /// Latency histograms of one method by (transport, code).

@@ -12,6 +12,7 @@ mod registry;
 mod watch;
 mod writes;
 
+pub use crate::policy::Policies;
 pub use args::{Arg, time_arg};
 pub use audit::AUDIT_PAGE;
 pub use check::{CheckOutcome, CheckRequest, echoable};
@@ -29,14 +30,12 @@ use crate::audit::Tokenizer;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::keywords::{Keywords, Programs};
-use crate::model::{ChannelSet, ContactRef, DAY_MS, Millis, PurposeSet, StoredEvent};
+use crate::keywords::Inbound;
+use crate::model::{ContactRef, Millis, StoredEvent};
 use crate::normalize::{self, PhoneNormalizer, Region};
-use crate::policy::Policy;
 use crate::privacy::PrivacyState;
 use crate::registry::Registries;
 use crate::store::Store;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -53,74 +52,6 @@ pub fn check_batch_len(field: &str, n: usize) -> crate::error::Result<()> {
     Ok(())
 }
 
-/// The validated set of named policies.
-#[derive(Debug, Clone)]
-pub struct Policies {
-    default: Arc<Policy>,
-    named: HashMap<String, Arc<Policy>>,
-}
-
-impl Policies {
-    pub fn new(default_name: &str, policies: Vec<Policy>) -> Result<Policies, String> {
-        let named: HashMap<String, Arc<Policy>> = policies
-            .into_iter()
-            .map(|p| (p.name.clone(), Arc::new(p)))
-            .collect();
-        let default = named
-            .get(default_name)
-            .cloned()
-            .ok_or_else(|| format!("default_policy `{default_name}` is not defined"))?;
-        Ok(Policies { default, named })
-    }
-
-    /// Every policy by name, sorted.
-    pub fn all(&self) -> Vec<(&str, &Arc<Policy>)> {
-        let mut v: Vec<(&str, &Arc<Policy>)> =
-            self.named.iter().map(|(k, p)| (k.as_str(), p)).collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
-    }
-
-    pub fn default_name(&self) -> &str {
-        &self.default.name
-    }
-
-    /// The policy by name; empty means the default.
-    pub fn get(&self, name: &str) -> Result<&Arc<Policy>> {
-        if name.is_empty() {
-            return Ok(&self.default);
-        }
-        self.named.get(name).ok_or_else(|| {
-            let mut names: Vec<&str> = self.named.keys().map(|s| s.as_str()).collect();
-            names.sort();
-            Error::invalid(
-                "policy",
-                format!(
-                    "unknown policy `{}`, configured: {}",
-                    crate::model::ids::quote(name),
-                    names.join(", ")
-                ),
-            )
-        })
-    }
-}
-
-/// How inbound messages are understood and answered.
-pub struct Inbound {
-    pub keywords: Keywords,
-    pub programs: Programs,
-    pub opt_out_channels: ChannelSet,
-    pub opt_out_purposes: PurposeSet,
-}
-
-impl Default for Inbound {
-    fn default() -> Self {
-        crate::config::Config::default()
-            .compiled_inbound("defaults")
-            .expect("default inbound settings are valid")
-    }
-}
-
 pub struct EngineSettings {
     /// How long a removed DNC entry stays in the archive when the caller names no date.
     pub archive_retention_ms: Millis,
@@ -131,18 +62,6 @@ pub struct EngineSettings {
     pub export_dir: PathBuf,
     /// How long a bundle stays after its request completed.
     pub export_ttl_ms: Millis,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            archive_retention_ms: 5 * 365 * DAY_MS + DAY_MS,
-            max_reject_fraction: 0.001,
-            inbound: Inbound::default(),
-            export_dir: PathBuf::from("./preflight-data/exports"),
-            export_ttl_ms: 72 * 3_600_000,
-        }
-    }
 }
 
 pub struct Engine {
@@ -197,6 +116,16 @@ impl Engine {
     /// Change-log events after `after`, at most `limit`, in seq order.
     pub fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         Ok(self.store.read_events(after, limit)?)
+    }
+
+    /// Sets the gauges that describe state rather than events, just before a scrape renders.
+    pub fn refresh_gauges(&self) {
+        let now = self.clock.now_ms();
+        crate::telemetry::index_state(self.index.seq(), self.index.age_ms(now), self.index.len());
+        for l in self.registries.list() {
+            crate::telemetry::registry_state(&l.name, l.count, l.version, l.imported_at);
+        }
+        self.privacy_metrics();
     }
 
     /// Whether this replica should take traffic: its index holds a full load and its store

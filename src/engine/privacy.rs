@@ -598,7 +598,7 @@ impl Engine {
                 .erase(Erasure {
                     contacts: erase.clone(),
                     tokens,
-                    redact: crate::privacy::redactor(map),
+                    redact: crate::store::redact::redactor(map),
                     append: Append {
                         events: vec![ev],
                         idempotency: None,

@@ -46,4 +46,32 @@ impl EventSink for Projection {
     fn erased(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
         self.index.erase(contacts, history);
     }
+
+    fn seq(&self) -> u64 {
+        self.index.seq()
+    }
+
+    fn identifiers(&self) -> usize {
+        self.index.len()
+    }
+
+    fn set_loaded(&self, yes: bool) {
+        self.index.set_loaded(yes);
+    }
+
+    fn heard_from_store(&self, now: crate::model::Millis) {
+        self.index.heard_from_store(now);
+    }
+
+    fn history_of(&self, contacts: &[ContactKey]) -> Vec<StoredEvent> {
+        self.index.history_of(contacts)
+    }
+
+    fn contacts_for_tokens(&self, tokens: &[crate::model::Token]) -> Vec<ContactKey> {
+        self.index.contacts_for_tokens(tokens)
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
 }

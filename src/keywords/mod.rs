@@ -349,3 +349,11 @@ fn tokenize(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// How inbound messages are understood and answered.
+pub struct Inbound {
+    pub keywords: Keywords,
+    pub programs: Programs,
+    pub opt_out_channels: crate::model::ChannelSet,
+    pub opt_out_purposes: crate::model::PurposeSet,
+}

@@ -1,7 +1,6 @@
 //! Consumer privacy: who is known to the privacy service, their requests and legal holds,
-//! applied from the change log, and the redaction rules an erasure applies to history.
-mod redact;
+//! applied from the change log. (How an erasure rewrites history is the store's:
+//! `store::redact`.)
 mod state;
 
-pub use redact::redactor;
 pub use state::{Consumer, Hold, PrivacyState, Request};

@@ -263,3 +263,17 @@ impl Registries {
         Ok(())
     }
 }
+
+/// How the engine reports a registry failure to its callers.
+impl From<RegistryError> for crate::error::Error {
+    fn from(e: RegistryError) -> crate::error::Error {
+        use crate::error::Error;
+        use RegistryError as R;
+        match e {
+            R::BadName(_) => Error::invalid("list", e.to_string()),
+            R::TooManyRejects { .. } | R::NoBase(_) => Error::FailedPrecondition(e.to_string()),
+            R::Io { .. } => Error::invalid("file", e.to_string()),
+            R::Snapshot { .. } => Error::Internal(e.to_string()),
+        }
+    }
+}

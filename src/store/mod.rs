@@ -1,6 +1,7 @@
 //! The source of truth: an append-only change log with gap-free seqs and idempotency records.
 pub mod embedded;
 pub mod private;
+pub mod redact;
 pub mod redis;
 
 use crate::audit::{AuditDraft, RawAudit};
@@ -73,12 +74,30 @@ pub enum AppendOutcome {
     Replayed { response: Vec<u8> },
 }
 
-/// Receives committed events in seq order, before the write is acknowledged.
+/// What a store feeds: receives committed events in seq order, before the write is
+/// acknowledged. Both stores reach the index through this one contract; the index side
+/// (the engine's projection) implements it, so nothing here knows the engine.
 pub trait EventSink: Send + Sync + 'static {
     fn apply(&self, ev: &StoredEvent);
     /// Before the erasure event itself is applied: `contacts` were erased and `history` holds
     /// the events about them, as rewritten, in seq order.
     fn erased(&self, contacts: &[ContactKey], history: &[StoredEvent]);
+    /// The seq of the last event applied.
+    fn seq(&self) -> u64;
+    /// Identifiers held, for logs.
+    fn identifiers(&self) -> usize;
+    /// A shared store's replica finished its first full load (`true`), or can no longer
+    /// trust its state until it reloads (`false`).
+    fn set_loaded(&self, yes: bool);
+    /// The shared store was heard from at `now` (an event or a heartbeat).
+    fn heard_from_store(&self, now: crate::model::Millis);
+    /// The consent and DNC events about `contacts`, rebuilt from what is held, in seq order:
+    /// what a shared store's erasure carries for the other replicas.
+    fn history_of(&self, contacts: &[ContactKey]) -> Vec<StoredEvent>;
+    /// The identifiers held in clear whose tokens are in `tokens` (another replica's erasure).
+    fn contacts_for_tokens(&self, tokens: &[Token]) -> Vec<ContactKey>;
+    /// The key erased identifiers are hashed with.
+    fn tokenizer(&self) -> &crate::audit::Tokenizer;
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -118,5 +137,20 @@ pub trait Store: Send + Sync + 'static {
             .read_events(seq.saturating_sub(1), 1)?
             .into_iter()
             .find(|e| e.seq == seq))
+    }
+}
+
+/// How the engine reports a store failure to its callers: nothing was written.
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> crate::error::Error {
+        use crate::error::Error;
+        match e {
+            StoreError::Unavailable(m) => Error::Unavailable(m),
+            StoreError::IdempotencyConflict(key) => Error::invalid(
+                "idempotency_key",
+                format!("`{key}` was already used for a different request"),
+            ),
+            StoreError::Corrupt(m) => Error::Internal(format!("store data corrupt: {m}")),
+        }
     }
 }

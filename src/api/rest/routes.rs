@@ -212,7 +212,7 @@ async fn sms_webhook(
 async fn metrics(State(s): State<RestState>) -> Response {
     match &s.metrics {
         Some(h) => {
-            crate::telemetry::refresh(&s.engine);
+            s.engine.refresh_gauges();
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                 h.render(),

@@ -525,10 +525,10 @@ impl Committer {
             // anyone wrote in between, and the round starts over).
             super::follow::catch_up(&shared).await?;
             let head = self.fetch_head().await?;
-            if head.seq != shared.projection.index.seq() {
+            if head.seq != shared.sink.seq() {
                 continue;
             }
-            let history = shared.projection.index.history_of(&req.contacts);
+            let history = shared.sink.history_of(&req.contacts);
             let rider: Vec<StoredEvent> = history
                 .into_iter()
                 .map(|ev| match (req.redact)(&ev.event) {

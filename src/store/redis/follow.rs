@@ -165,21 +165,11 @@ async fn set_if_absent(shared: &Shared, key: &str, value: &str) -> Result<String
     now.ok_or_else(|| unavailable(format!("{key} vanished right after it was set")))
 }
 
-/// A fingerprint of the privacy key (a token of a fixed name), safe to store.
-pub(super) fn key_id(shared: &Shared) -> String {
-    hex::encode(
-        shared
-            .projection
-            .tokenizer
-            .token(&crate::model::ContactRef::External("preflight:key-id")),
-    )
-}
-
 async fn first_load(shared: &Shared) -> Result<(), StoreError> {
     let k = &shared.keys;
     // Every replica must hash erased identifiers with the same key, or an erased person's
     // opt-out would not be found on some of them.
-    let key_id = key_id(shared);
+    let key_id = shared.key_id();
     let stored = set_if_absent(shared, &k.key_id(), &key_id).await?;
     if stored != key_id {
         crate::telemetry::sync_error("privacy_key");
@@ -205,7 +195,7 @@ async fn first_load(shared: &Shared) -> Result<(), StoreError> {
         }
     };
     let started = std::time::Instant::now();
-    if pos.snap_seq > shared.projection.index.seq() {
+    if pos.snap_seq > shared.sink.seq() {
         load_snapshot(shared).await?;
     }
     catch_up(shared).await?;
@@ -213,10 +203,10 @@ async fn first_load(shared: &Shared) -> Result<(), StoreError> {
     // The epoch marks the first load as done: a load that fails before here is started
     // over (sync_now), not taken for finished.
     shared.lock().epoch = Some(epoch.clone());
-    shared.projection.index.set_loaded(true);
+    shared.sink.set_loaded(true);
     tracing::info!(
-        seq = shared.projection.index.seq(),
-        identifiers = shared.projection.index.len(),
+        seq = shared.sink.seq(),
+        identifiers = shared.sink.identifiers(),
         epoch = %epoch,
         ms = started.elapsed().as_millis() as u64,
         "replica loaded from redis"
@@ -229,11 +219,11 @@ async fn first_load(shared: &Shared) -> Result<(), StoreError> {
 pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreError> {
     // Read before asking Redis: this replica's own commits may be applied meanwhile, and
     // the store's seq can only be at or past what was applied before the question.
-    let applied = shared.projection.index.seq();
+    let applied = shared.sink.seq();
     let pos = position(shared).await?;
     shared.snap_seq.store(pos.snap_seq, Ordering::Relaxed);
     let mine = shared.epoch();
-    let index = &shared.projection.index;
+    let index = &*shared.sink;
     if pos.epoch != mine {
         return store_reset(shared, &pos).await;
     }
@@ -261,7 +251,7 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
 /// has, writes are refused and the replica stops hearing (checks go stale).
 async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> {
     let mine = shared.epoch();
-    if shared.projection.index.seq() == 0 && pos.epoch.is_some() {
+    if shared.sink.seq() == 0 && pos.epoch.is_some() {
         // Nothing applied yet: this replica simply follows the lineage the store holds.
         shared.lock().epoch = pos.epoch.clone();
         return catch_up_to(shared, pos.seq).await;
@@ -274,7 +264,7 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
             s.reseeds += 1;
             drop(s);
             tracing::warn!(
-                seq = shared.projection.index.seq(),
+                seq = shared.sink.seq(),
                 "redis re-seeded from this replica's log"
             );
             crate::telemetry::sync_error("reseeded");
@@ -285,7 +275,7 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
             "redis is empty; another replica is re-seeding it",
         ));
     }
-    shared.projection.index.set_loaded(false);
+    shared.sink.set_loaded(false);
     Err(StoreError::Corrupt(format!(
         "redis holds another lineage (epoch {:?} at seq {}) than this replica loaded ({mine:?}); \
          restart this replica to load it",
@@ -306,7 +296,7 @@ pub(super) async fn catch_up(shared: &Shared) -> Result<(), StoreError> {
 
 /// `catch_up` when the store's seq is already known.
 async fn catch_up_to(shared: &Shared, target: u64) -> Result<(), StoreError> {
-    let index = &shared.projection.index;
+    let index = &*shared.sink;
     while index.seq() < target {
         let cur = index.seq();
         let page = read_stream(shared, cur + 1, PAGE).await?;
@@ -416,7 +406,7 @@ async fn load_snapshot(shared: &Shared) -> Result<(), StoreError> {
         return Ok(());
     };
     shared.snap_seq.store(seq, Ordering::Relaxed);
-    let after = shared.projection.index.seq();
+    let after = shared.sink.seq();
     if seq <= after {
         return Ok(());
     }
@@ -444,14 +434,14 @@ async fn load_snapshot(shared: &Shared) -> Result<(), StoreError> {
 
 /// Builds a projection from Redis alone (snapshot, then stream), without starting a
 /// replica: for tools and tests that compare replicas with the store.
-pub async fn load_projection(
+pub async fn load_projection<S: crate::store::EventSink + Clone>(
     opts: &super::RedisOptions,
-    projection: crate::engine::Projection,
-) -> Result<crate::engine::Projection, StoreError> {
+    sink: S,
+) -> Result<S, StoreError> {
     let shared = Shared {
         redis: super::conn::Redis::open(&opts.url, opts.timeout)?,
         keys: super::Keys::new(&opts.prefix),
-        projection,
+        sink: std::sync::Arc::new(sink.clone()),
         registries: std::sync::Arc::new(crate::registry::Registries::in_memory()),
         clock: std::sync::Arc::new(crate::clock::SystemClock),
         opts: opts.clone(),
@@ -463,5 +453,5 @@ pub async fn load_projection(
     };
     load_snapshot(&shared).await?;
     catch_up(&shared).await?;
-    Ok(shared.projection)
+    Ok(sink)
 }

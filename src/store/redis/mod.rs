@@ -9,14 +9,15 @@ pub mod conn;
 mod follow;
 pub mod log;
 mod registry;
+mod settings;
 mod snapshot;
 
 use super::{Append, AppendOutcome, Erasure, ErasureOutcome, Store, StoreError};
 use crate::audit::RawAudit;
 use crate::clock::SharedClock;
-use crate::engine::Projection;
 use crate::model::{Millis, StoredEvent, Token};
 use crate::registry::{Registries, RegistrySet};
+use crate::store::EventSink;
 use conn::Redis;
 use futures::future::BoxFuture;
 use log::{LogCache, LogEntry};
@@ -26,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use follow::load_projection;
+pub use settings::RedisConfig;
 
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -137,7 +139,8 @@ impl Keys {
 pub(crate) struct Shared {
     redis: Redis,
     keys: Keys,
-    projection: Projection,
+    /// The index side: every event this replica applies goes here.
+    sink: Arc<dyn EventSink>,
     registries: Arc<Registries>,
     clock: SharedClock,
     opts: RedisOptions,
@@ -190,8 +193,17 @@ impl Shared {
         apply_entries(self, &mut self.lock(), entries)
     }
 
+    /// A fingerprint of the privacy key (a token of a fixed name), safe to store.
+    fn key_id(&self) -> String {
+        hex::encode(
+            self.sink
+                .tokenizer()
+                .token(&crate::model::ContactRef::External("preflight:key-id")),
+        )
+    }
+
     fn heard(&self) {
-        self.projection.index.heard_from_store(self.clock.now_ms());
+        self.sink.heard_from_store(self.clock.now_ms());
         let mut s = self.status();
         s.connected = true;
         s.last_error = None;
@@ -208,7 +220,7 @@ impl RedisStore {
     /// (NOT_SERVING, checks blocked) while it connects and loads in the background.
     pub fn start(
         opts: RedisOptions,
-        projection: Projection,
+        sink: Arc<dyn EventSink>,
         registries: Arc<Registries>,
         clock: SharedClock,
     ) -> Result<RedisStore, StoreError> {
@@ -216,7 +228,7 @@ impl RedisStore {
         let shared = Arc::new(Shared {
             redis,
             keys: Keys::new(&opts.prefix),
-            projection,
+            sink,
             registries,
             clock,
             owner: hex::encode(rand::random::<[u8; 8]>()),
@@ -357,7 +369,7 @@ impl Store for RedisStore {
 /// Applies `entries` in order to the index, the privacy state and this replica's log copy.
 /// Returns the seq expected next when an entry is missing.
 fn apply_entries(shared: &Shared, st: &mut ReplicaState, entries: &[LogEntry]) -> Result<(), u64> {
-    let index = &shared.projection.index;
+    let index = &*shared.sink;
     for en in entries {
         let cur = index.seq();
         if en.seq() <= cur {
@@ -369,7 +381,7 @@ fn apply_entries(shared: &Shared, st: &mut ReplicaState, entries: &[LogEntry]) -
         if let crate::model::Event::SubjectsErased(er) = &en.e.event {
             erase_locally(shared, st, er, &en.r);
         }
-        shared.projection.apply_in_order(&en.e);
+        shared.sink.apply(&en.e);
         st.cache.push(en.clone());
     }
     Ok(())
@@ -391,17 +403,17 @@ fn erase_locally(
             _ => None,
         })
         .collect();
-    let index = &shared.projection.index;
+    let index = &*shared.sink;
     let contacts = index.contacts_for_tokens(&tokens);
-    index.erase(&contacts, rider);
+    index.erased(&contacts, rider);
     let map: std::collections::HashMap<_, _> = contacts
         .iter()
-        .map(|c| (c.clone(), shared.projection.tokenizer.token_of(c)))
+        .map(|c| (c.clone(), shared.sink.tokenizer().token_of(c)))
         .collect();
     if map.is_empty() {
         return;
     }
-    let redact = crate::privacy::redactor(map);
+    let redact = crate::store::redact::redactor(map);
     let rewritten = st.cache.rewrite(|en| match redact(&en.e.event) {
         Some(ev) => {
             en.e.event = ev;

@@ -136,7 +136,7 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         return Ok(false);
     };
     let (seq, bytes) = capture(shared).await?;
-    if seq == 0 || seq != shared.projection.index.seq() {
+    if seq == 0 || seq != shared.sink.seq() {
         return Ok(false);
     }
     if !take_lease(shared).await? {
@@ -155,7 +155,7 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         .arg(&id)
         .arg(n)
         .arg(shared.clock.now_ms())
-        .arg(super::follow::key_id(shared));
+        .arg(shared.key_id());
     let done = shared
         .redis
         .invoke::<i64>(&inv)

@@ -1,7 +1,7 @@
 //! How an erasure rewrites a stored event: identifiers become tokens, opt-outs and DNC
 //! entries stay (so the person stays suppressed), everything else about them is dropped.
+use super::Redactor;
 use crate::model::{ConsentStatus, ContactKey, Event, RedactedEvent, Token};
-use crate::store::Redactor;
 use std::collections::HashMap;
 
 pub fn redactor(erase: HashMap<ContactKey, Token>) -> Redactor {

@@ -1,0 +1,56 @@
+//! The validated set of named policies, and which one a check gets when it names none.
+use super::Policy;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The validated set of named policies.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    default: Arc<Policy>,
+    named: HashMap<String, Arc<Policy>>,
+}
+
+impl Policies {
+    pub fn new(default_name: &str, policies: Vec<Policy>) -> Result<Policies, String> {
+        let named: HashMap<String, Arc<Policy>> = policies
+            .into_iter()
+            .map(|p| (p.name.clone(), Arc::new(p)))
+            .collect();
+        let default = named
+            .get(default_name)
+            .cloned()
+            .ok_or_else(|| format!("default_policy `{default_name}` is not defined"))?;
+        Ok(Policies { default, named })
+    }
+
+    /// Every policy by name, sorted.
+    pub fn all(&self) -> Vec<(&str, &Arc<Policy>)> {
+        let mut v: Vec<(&str, &Arc<Policy>)> =
+            self.named.iter().map(|(k, p)| (k.as_str(), p)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    pub fn default_name(&self) -> &str {
+        &self.default.name
+    }
+
+    /// The policy by name; empty means the default.
+    pub fn get(&self, name: &str) -> crate::error::Result<&Arc<Policy>> {
+        if name.is_empty() {
+            return Ok(&self.default);
+        }
+        self.named.get(name).ok_or_else(|| {
+            let mut names: Vec<&str> = self.named.keys().map(|s| s.as_str()).collect();
+            names.sort();
+            crate::error::Error::invalid(
+                "policy",
+                format!(
+                    "unknown policy `{}`, configured: {}",
+                    crate::model::ids::quote(name),
+                    names.join(", ")
+                ),
+            )
+        })
+    }
+}
