@@ -73,6 +73,17 @@ pub enum Denied {
     },
 }
 
+/// A refusal as the engine's error: the transports map it like any other.
+impl From<Denied> for crate::error::Error {
+    fn from(d: Denied) -> Self {
+        if d.is_forbidden() {
+            crate::error::Error::PermissionDenied(d.to_string())
+        } else {
+            crate::error::Error::Unauthenticated(d.to_string())
+        }
+    }
+}
+
 impl Denied {
     /// A label for metrics and logs.
     pub fn kind(&self) -> &'static str {

@@ -19,6 +19,12 @@ pub enum Error {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// No credentials, or ones that are not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A known caller without the role the call needs.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Error {
@@ -39,6 +45,8 @@ impl Error {
             Error::Aborted(_) => "aborted",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
         }
     }
 

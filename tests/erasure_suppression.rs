@@ -511,8 +511,8 @@ async fn access_bundles_expire_after_the_export_time_to_live() {
         .submit_request(
             SubmitRequest {
                 consumer_id: preflight::model::event::consumer_id(reg.consumer.seq),
-                request_type: Some(RequestType::Access),
-                jurisdiction: Some(Jurisdiction::Gdpr),
+                request_type: preflight::engine::Arg::Set(RequestType::Access),
+                jurisdiction: preflight::engine::Arg::Set(Jurisdiction::Gdpr),
                 received_at: None,
             },
             &caller,

@@ -117,8 +117,8 @@ async fn run(engine: &Arc<Engine>, op: Op) {
                 .submit_request(
                     SubmitRequest {
                         consumer_id: preflight::model::event::consumer_id(reg.consumer.seq),
-                        request_type: Some(RequestType::Delete),
-                        jurisdiction: Some(Jurisdiction::Ccpa),
+                        request_type: Arg::Set(RequestType::Delete),
+                        jurisdiction: Arg::Set(Jurisdiction::Ccpa),
                         received_at: None,
                     },
                     &caller,

@@ -11,6 +11,13 @@ use std::collections::BTreeMap;
 /// Most records one export page reads.
 pub const AUDIT_PAGE: usize = 1024;
 
+/// When an audit export's records were recorded: `[since, until)`, validated.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditRange {
+    since: Option<Millis>,
+    until: Option<Millis>,
+}
+
 impl Engine {
     /// One audit record per event, about the identifiers it names, with the state before
     /// as this request saw it and the event as the after.
@@ -146,17 +153,52 @@ impl Engine {
         self.audit_only(vec![draft]).await
     }
 
-    /// Audit records with `after < seq`, recorded in `[since, until)` (either bound optional),
-    /// at most `limit`; also returns the last seq read, to continue from.
-    pub fn audit_page(
+    /// A validated `[since, until)` for an export (either bound optional).
+    pub fn audit_range(&self, since: Option<Millis>, until: Option<Millis>) -> Result<AuditRange> {
+        let since = super::time_arg("since", since)?;
+        let until = super::time_arg("until", until)?;
+        if let (Some(s), Some(u)) = (since, until)
+            && u <= s
+        {
+            return Err(Error::invalid(
+                "until",
+                format!("{u} is not after since ({s})"),
+            ));
+        }
+        Ok(AuditRange { since, until })
+    }
+
+    /// Every audit record with `after < seq` recorded within `range`, in seq order, handed
+    /// to `each` page by page until it returns false (the reader went away). Blocking.
+    pub fn export_audit(
+        &self,
+        range: &AuditRange,
+        mut after: u64,
+        mut each: impl FnMut(&AuditEntry) -> bool,
+    ) -> Result<()> {
+        loop {
+            let (entries, last) = self.audit_page(after, range, AUDIT_PAGE)?;
+            for e in &entries {
+                if !each(e) {
+                    return Ok(());
+                }
+            }
+            match last {
+                Some(l) => after = l,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Audit records with `after < seq` within `range`, at most `limit`; also returns the
+    /// last seq read, to continue from.
+    fn audit_page(
         &self,
         after: u64,
-        since: Option<Millis>,
-        until: Option<Millis>,
+        range: &AuditRange,
         limit: usize,
     ) -> Result<(Vec<AuditEntry>, Option<u64>)> {
-        super::time_arg("since", since)?;
-        super::time_arg("until", until)?;
+        let (since, until) = (range.since, range.until);
         let raw = self.store.read_audit(after, limit.clamp(1, AUDIT_PAGE))?;
         let last = raw.last().map(|r| r.seq);
         let mut out = Vec::with_capacity(raw.len());

@@ -14,7 +14,7 @@ mod writes;
 
 pub use crate::policy::Policies;
 pub use args::{Arg, time_arg};
-pub use audit::AUDIT_PAGE;
+pub use audit::{AUDIT_PAGE, AuditRange};
 pub use check::{CheckOutcome, CheckRequest, echoable};
 pub use consent::{ConsentOutcome, ConsentRequest, ContactView};
 pub use dnc::{
@@ -25,6 +25,7 @@ pub use identity::{LinkOutcome, LinkRequest};
 pub use inbound::{InboundOutcome, InboundRequest};
 pub use privacy::{RegisterOutcome, SubmitRequest};
 pub use projection::Projection;
+pub use registry::{RegistryUpload, UploadChunk};
 
 use crate::audit::Tokenizer;
 use crate::clock::SharedClock;

@@ -33,8 +33,8 @@ pub struct RegisterOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct SubmitRequest {
     pub consumer_id: String,
-    pub request_type: Option<RequestType>,
-    pub jurisdiction: Option<Jurisdiction>,
+    pub request_type: super::Arg<RequestType>,
+    pub jurisdiction: super::Arg<Jurisdiction>,
     pub received_at: Option<Millis>,
 }
 
@@ -187,12 +187,8 @@ impl Engine {
         caller: &Caller,
     ) -> Result<Request> {
         let consumer = self.consumer_by_id("consumer_id", &req.consumer_id)?;
-        let request_type = req
-            .request_type
-            .ok_or_else(|| Error::invalid("type", "required: ACCESS or DELETE"))?;
-        let jurisdiction = req
-            .jurisdiction
-            .ok_or_else(|| Error::invalid("jurisdiction", "required: CCPA or GDPR"))?;
+        let request_type = req.request_type.require("type")?;
+        let jurisdiction = req.jurisdiction.require("jurisdiction")?;
         let now = self.clock.now_ms();
         let received_at = super::time_arg("received_at", req.received_at)?.unwrap_or(now);
         // A request cannot arrive in the future; allow for clocks a minute apart.

@@ -1,11 +1,112 @@
 //! Registry imports and listing through the engine.
-use super::Engine;
+use super::{Arg, Engine};
 use crate::audit::{AuditDraft, Caller};
 use crate::error::{Error, Result};
 use crate::registry::{ImportMode, ImportOptions, ImportReport, ListInfo};
 use std::path::PathBuf;
+use tokio::io::AsyncWriteExt;
+
+static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A registry upload as it arrives, chunk by chunk: its files staged in the registries'
+/// incoming directory, which goes when the upload is imported or dropped.
+pub struct RegistryUpload {
+    dir: PathBuf,
+    header: Option<(String, ImportMode, Option<f64>)>,
+    files: Vec<(String, PathBuf)>,
+    current: Option<tokio::io::BufWriter<tokio::fs::File>>,
+}
+
+/// One piece of an upload: the first names the list and mode; a new `file_name` starts the
+/// next file (empty: the same file, or `upload-<n>` for the first).
+pub struct UploadChunk<'a> {
+    pub list: &'a str,
+    pub mode: Arg<ImportMode>,
+    /// 0: the configured default.
+    pub max_reject_fraction: f64,
+    pub file_name: &'a str,
+    pub data: &'a [u8],
+}
+
+fn staging(e: std::io::Error) -> Error {
+    Error::Internal(format!("cannot store the upload: {e}"))
+}
+
+impl RegistryUpload {
+    pub async fn chunk(&mut self, c: UploadChunk<'_>) -> Result<()> {
+        if self.header.is_none() {
+            let mode = c.mode.require("mode")?;
+            let fraction = (c.max_reject_fraction > 0.0).then_some(c.max_reject_fraction);
+            tokio::fs::create_dir_all(&self.dir)
+                .await
+                .map_err(staging)?;
+            self.header = Some((c.list.to_string(), mode, fraction));
+        }
+        let starts_file = self.files.is_empty()
+            || (!c.file_name.is_empty() && c.file_name != self.files[self.files.len() - 1].0);
+        if starts_file {
+            if let Some(mut w) = self.current.take() {
+                w.flush().await.map_err(staging)?;
+            }
+            let name = if c.file_name.is_empty() {
+                format!("upload-{}", self.files.len() + 1)
+            } else {
+                c.file_name.to_string()
+            };
+            let path = self.dir.join(format!("{}.part", self.files.len()));
+            self.current = Some(tokio::io::BufWriter::with_capacity(
+                1 << 20,
+                tokio::fs::File::create(&path).await.map_err(staging)?,
+            ));
+            self.files.push((name, path));
+        }
+        if let Some(w) = self.current.as_mut() {
+            w.write_all(c.data).await.map_err(staging)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RegistryUpload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 impl Engine {
+    /// Starts receiving an upload for `import_upload`.
+    pub fn registry_upload(&self) -> RegistryUpload {
+        let dir = self.registries.incoming_dir().join(format!(
+            "{}-{}",
+            std::process::id(),
+            UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        RegistryUpload {
+            dir,
+            header: None,
+            files: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Imports a received upload as the next version of its list; its staged files go.
+    pub async fn import_upload(
+        &self,
+        mut upload: RegistryUpload,
+        caller: &Caller,
+    ) -> Result<ImportReport> {
+        if let Some(mut w) = upload.current.take() {
+            w.flush().await.map_err(staging)?;
+        }
+        let (list, mode, fraction) = upload
+            .header
+            .clone()
+            .ok_or_else(|| Error::invalid("list", "the upload was empty"))?;
+        let files = upload.files.clone();
+        self.import_registry(&list, mode, files, fraction, caller)
+            .await
+    }
+
     /// Imports files already on this machine as the next version of `list`; runs on a
     /// blocking thread, checks keep answering from the current version meanwhile.
     pub async fn import_registry(

@@ -1,6 +1,5 @@
 //! AuditService: the audit trail exported as a stream, and chain verification.
 use super::convert::{ms_to_ts, ts_to_ms};
-use super::status::to_status;
 use crate::audit::AuditEntry;
 use crate::engine::Engine;
 use crate::proto as pb;
@@ -58,39 +57,19 @@ impl pb::audit_service_server::AuditService for AuditApi {
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
         let r = req.into_inner();
-        let since = r.since.as_ref().map(ts_to_ms);
-        let until = r.until.as_ref().map(ts_to_ms);
-        if let (Some(s), Some(u)) = (since, until)
-            && u <= s
-        {
-            return Err(to_status(crate::error::Error::invalid(
-                "until",
-                format!("{u} is not after since ({s})"),
-            )));
-        }
+        let range = self.engine.audit_range(
+            r.since.as_ref().map(ts_to_ms),
+            r.until.as_ref().map(ts_to_ms),
+        )?;
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         // Pages are read on a blocking thread and sent as the client takes them.
         tokio::task::spawn_blocking(move || {
-            let mut after = r.after_seq;
-            loop {
-                match engine.audit_page(after, since, until, crate::engine::AUDIT_PAGE) {
-                    Ok((entries, last)) => {
-                        for e in &entries {
-                            if tx.blocking_send(Ok(audit_record(e))).is_err() {
-                                return;
-                            }
-                        }
-                        match last {
-                            Some(l) => after = l,
-                            None => return,
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(to_status(e)));
-                        return;
-                    }
-                }
+            let sent = engine.export_audit(&range, r.after_seq, |e| {
+                tx.blocking_send(Ok(audit_record(e))).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(Status::from(e)));
             }
         });
         Ok(Response::new(Box::pin(
@@ -105,8 +84,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         let engine = self.engine.clone();
         let v = tokio::task::spawn_blocking(move || engine.audit_verify())
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(to_status)?;
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
         let (first_broken_seq, problem) = v.first_broken.clone().unwrap_or_default();
         Ok(Response::new(pb::VerifyAuditResponse {
             ok: v.ok(),

@@ -1,7 +1,6 @@
 //! ConsentService: RecordConsent and GetContact over the engine.
 use super::convert::inbound_action_pb;
 use super::convert::{channel_arg, consent_record, dnc_entry, purpose_arg, status_arg, ts_to_ms};
-use super::status::to_status;
 use crate::engine::{ConsentRequest, Engine, InboundRequest, LinkRequest};
 use crate::proto as pb;
 use std::sync::Arc;
@@ -44,8 +43,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                 },
                 &caller,
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::RecordConsentResponse {
             consent_id: out.consent_id,
             seq: out.seq,
@@ -59,10 +57,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         req: Request<pb::GetContactRequest>,
     ) -> Result<Response<pb::GetContactResponse>, Status> {
         let r = req.into_inner();
-        let view = self
-            .engine
-            .get_contact(&r.contact, &r.default_region)
-            .map_err(to_status)?;
+        let view = self.engine.get_contact(&r.contact, &r.default_region)?;
         let now = self.engine.now();
         Ok(Response::new(pb::GetContactResponse {
             normalized_contact: view.normalized_contact,
@@ -91,8 +86,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                 },
                 &caller,
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::LinkIdentifiersResponse {
             external_id: out.external_id,
             contacts: out.contacts,
@@ -110,8 +104,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let (external_id, seq) = self
             .engine
             .unlink_identifier(&r.contact, &r.default_region, &caller)
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::UnlinkIdentifierResponse {
             external_id,
             seq,
@@ -138,8 +131,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                 },
                 &caller,
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::ProcessInboundResponse {
             action: inbound_action_pb(out.action) as i32,
             reply_text: out.reply_text,

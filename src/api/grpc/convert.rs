@@ -47,6 +47,16 @@ enum_arg!(direction_arg, pb::Direction, Direction, {
 enum_arg!(status_arg, pb::ConsentStatus, ConsentStatus, {
     Granted => ConsentStatus::Granted, Withdrawn => ConsentStatus::Withdrawn, Denied => ConsentStatus::Denied,
 });
+enum_arg!(request_type_arg, pb::PrivacyRequestType, crate::model::privacy::RequestType, {
+    Access => crate::model::privacy::RequestType::Access,
+    Delete => crate::model::privacy::RequestType::Delete,
+});
+enum_arg!(jurisdiction_arg, pb::Jurisdiction, crate::model::privacy::Jurisdiction, {
+    Ccpa => crate::model::privacy::Jurisdiction::Ccpa, Gdpr => crate::model::privacy::Jurisdiction::Gdpr,
+});
+enum_arg!(import_mode_arg, pb::ImportMode, crate::registry::ImportMode, {
+    Full => crate::registry::ImportMode::Full, Changes => crate::registry::ImportMode::Changes,
+});
 enum_arg!(dnc_type_arg, pb::DncType, DncType, {
     Federal => DncType::Federal, State => DncType::State, Corporate => DncType::Corporate,
     Personal => DncType::Personal, Litigator => DncType::Litigator,

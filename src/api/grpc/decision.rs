@@ -1,6 +1,5 @@
 //! DecisionService: Check, CheckBatch and CheckStream over the engine.
 use super::convert::{channel_arg, check_response, direction_arg, purpose_arg, ts_to_ms};
-use super::status::to_status;
 use crate::engine::{CheckRequest, Engine};
 use crate::proto as pb;
 use futures::{Stream, StreamExt};
@@ -38,7 +37,7 @@ async fn decide(
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "a check batch did not finish");
-            Err(Status::internal("the batch could not be decided"))
+            Err(crate::error::Error::Internal("the batch could not be decided".into()).into())
         })
 }
 
@@ -58,7 +57,7 @@ fn request(r: &pb::CheckRequest) -> CheckRequest<'_> {
 
 fn batch(engine: &Engine, b: &pb::CheckBatchRequest) -> Result<pb::CheckBatchResponse, Status> {
     let reqs: Vec<CheckRequest<'_>> = b.checks.iter().map(request).collect();
-    let outcomes = engine.check_batch(&reqs).map_err(to_status)?;
+    let outcomes = engine.check_batch(&reqs)?;
     let results: Vec<pb::CheckResponse> = outcomes.iter().map(check_response).collect();
     let index_seq = results
         .iter()
@@ -77,7 +76,7 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
         req: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let r = req.into_inner();
-        let outcome = self.engine.check(&request(&r)).map_err(to_status)?;
+        let outcome = self.engine.check(&request(&r))?;
         Ok(Response::new(check_response(&outcome)))
     }
 

@@ -1,6 +1,5 @@
 //! EventService: Watch, a server stream over the engine's change-log watcher.
 use super::convert::{change_event, event_kinds};
-use super::status::to_status;
 use crate::engine::Engine;
 use crate::proto as pb;
 use futures::{Stream, StreamExt};
@@ -29,11 +28,11 @@ impl pb::event_service_server::EventService for EventApi {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
-        let kinds = event_kinds(&r.kinds).map_err(to_status)?;
+        let kinds = event_kinds(&r.kinds)?;
         let stream = self
             .engine
             .watch(r.after_seq, kinds)
-            .map(|item| item.map(|ev| change_event(&ev)).map_err(to_status));
+            .map(|item| item.map(|ev| change_event(&ev)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 }

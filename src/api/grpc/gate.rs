@@ -92,11 +92,7 @@ where
                 crate::telemetry::refusal_log().refused("grpc", peer, |suppressed| {
                     tracing::warn!(method = %method, reason = denied.kind(), suppressed, "call refused: {denied}");
                 });
-                let status = if denied.is_forbidden() {
-                    Status::permission_denied(denied.to_string())
-                } else {
-                    Status::unauthenticated(denied.to_string())
-                };
+                let status = Status::from(crate::error::Error::from(denied));
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }
@@ -135,7 +131,7 @@ fn code_label<R>(resp: &http::Response<R>) -> &'static str {
             .ok()
             .and_then(|s| s.parse::<i32>().ok())
         {
-            Some(n) => super::status::code_name(tonic::Code::from_i32(n)),
+            Some(n) => crate::api::status::code_name(tonic::Code::from_i32(n)),
             None => "UNKNOWN",
         },
     }

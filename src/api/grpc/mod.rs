@@ -7,7 +7,6 @@ mod dnc;
 mod events;
 pub mod gate;
 pub mod lanes;
-pub mod status;
 
 pub use consent::ConsentApi;
 pub use decision::DecisionApi;

@@ -1,8 +1,6 @@
 //! PrivacyService: consumers, CCPA/GDPR requests and legal holds over the engine.
 use super::convert::{ms_to_ts, ts_to_ms};
-use super::status::to_status;
 use crate::engine::{Engine, SubmitRequest};
-use crate::error::Error;
 use crate::model::event::{consumer_id, request_id};
 use crate::model::privacy::{Jurisdiction, RequestStatus, RequestType};
 use crate::privacy::{Consumer, Request as PrivacyRequest};
@@ -26,28 +24,6 @@ fn consumer_pb(c: &Consumer) -> pb::Consumer {
         identifiers: c.identifiers.iter().map(|k| k.to_string()).collect(),
         registered_at: Some(ms_to_ts(c.registered_at)),
         erased: c.erased_at.is_some(),
-    }
-}
-
-fn type_arg(v: i32) -> Result<RequestType, Error> {
-    match pb::PrivacyRequestType::try_from(v) {
-        Ok(pb::PrivacyRequestType::Access) => Ok(RequestType::Access),
-        Ok(pb::PrivacyRequestType::Delete) => Ok(RequestType::Delete),
-        _ => Err(Error::invalid(
-            "type",
-            format!("{v} is not ACCESS or DELETE"),
-        )),
-    }
-}
-
-fn jurisdiction_arg(v: i32) -> Result<Jurisdiction, Error> {
-    match pb::Jurisdiction::try_from(v) {
-        Ok(pb::Jurisdiction::Ccpa) => Ok(Jurisdiction::Ccpa),
-        Ok(pb::Jurisdiction::Gdpr) => Ok(Jurisdiction::Gdpr),
-        _ => Err(Error::invalid(
-            "jurisdiction",
-            format!("{v} is not CCPA or GDPR"),
-        )),
     }
 }
 
@@ -108,8 +84,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
         let out = self
             .engine
             .register_consumer(&r.identifiers, &r.default_region, &caller)
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::RegisterConsumerResponse {
             consumer: Some(consumer_pb(&out.consumer)),
             created: out.created,
@@ -126,15 +101,11 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
         let r = req.into_inner();
         let submit = SubmitRequest {
             consumer_id: r.consumer_id,
-            request_type: Some(type_arg(r.r#type).map_err(to_status)?),
-            jurisdiction: Some(jurisdiction_arg(r.jurisdiction).map_err(to_status)?),
+            request_type: super::convert::request_type_arg(r.r#type),
+            jurisdiction: super::convert::jurisdiction_arg(r.jurisdiction),
             received_at: r.received_at.as_ref().map(ts_to_ms),
         };
-        let out = self
-            .engine
-            .submit_request(submit, &caller)
-            .await
-            .map_err(to_status)?;
+        let out = self.engine.submit_request(submit, &caller).await?;
         Ok(Response::new(request_pb(&out, self.engine.now())))
     }
 
@@ -143,7 +114,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
         req: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::PrivacyRequest>, Status> {
         let r = req.into_inner();
-        let out = self.engine.get_request(&r.request_id).map_err(to_status)?;
+        let out = self.engine.get_request(&r.request_id)?;
         Ok(Response::new(request_pb(&out, self.engine.now())))
     }
 
@@ -153,10 +124,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
         let r = req.into_inner();
         let now = self.engine.now();
-        let out = self
-            .engine
-            .list_requests(r.overdue_only, &r.consumer_id)
-            .map_err(to_status)?;
+        let out = self.engine.list_requests(r.overdue_only, &r.consumer_id)?;
         Ok(Response::new(pb::ListRequestsResponse {
             requests: out.iter().map(|x| request_pb(x, now)).collect(),
         }))
@@ -171,8 +139,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
         let out = self
             .engine
             .extend_request(&r.request_id, &r.notice, &caller)
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(request_pb(&out, self.engine.now())))
     }
 
@@ -202,8 +169,7 @@ impl PrivacyApi {
         let (normalized, seq) = self
             .engine
             .set_legal_hold(&r.contact, &r.reason, place, &r.default_region, &caller)
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(pb::LegalHoldResponse {
             normalized_contact: normalized,
             seq,

@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -57,18 +57,8 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = crate::api::grpc::status::to_status(self.0);
-        error_response(status.code(), status.message())
+        crate::api::status::response(self.0)
     }
-}
-
-pub fn error_response(code: tonic::Code, message: &str) -> Response {
-    let http = StatusCode::from_u16(crate::api::grpc::status::http_status(code))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::json!({
-        "error": { "code": crate::api::grpc::status::code_name(code), "message": message }
-    });
-    (http, axum::Json(body)).into_response()
 }
 
 /// Every request: credentials against the route's role, then a latency observation.
@@ -101,30 +91,13 @@ async fn gate(State(state): State<RestState>, mut req: Request, next: Next) -> R
             crate::telemetry::refusal_log().refused("rest", peer, |suppressed| {
                 tracing::warn!(route = %route, reason = denied.kind(), suppressed, "request refused: {denied}");
             });
-            let code = if denied.is_forbidden() {
-                tonic::Code::PermissionDenied
-            } else {
-                tonic::Code::Unauthenticated
-            };
-            let mut resp = error_response(code, &denied.to_string());
-            if code == tonic::Code::Unauthenticated {
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"preflight\""),
-                );
-            }
-            return resp;
+            return crate::api::status::response(Error::from(denied));
         }
     }
     let span = tracing::info_span!("rest", route = %route);
     let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        // axum's own body-limit answer is plain text; every error here is one JSON shape.
-        let body = serde_json::json!({ "error": {
-            "code": "RESOURCE_EXHAUSTED",
-            "message": format!("request body: over {MAX_BODY} bytes"),
-        }});
-        resp = (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+    if crate::api::status::is_body_too_large(&resp) {
+        resp = crate::api::status::body_too_large(MAX_BODY);
     }
     let status = resp.status();
     crate::telemetry::request(

@@ -3,7 +3,7 @@ use super::body::{
     CheckBatchBody, CheckBatchResult, CheckBody, CheckResult, ConsentBody, ConsentResult,
     InboundBody, InboundResult, SmsWebhookForm, twiml,
 };
-use super::{ApiError, OPENAPI, RestState, error_response};
+use super::{ApiError, OPENAPI, RestState};
 use crate::audit::Caller;
 use crate::auth::Principal;
 use crate::error::Error;
@@ -11,7 +11,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
@@ -219,10 +219,9 @@ async fn metrics(State(s): State<RestState>) -> Response {
             )
                 .into_response()
         }
-        None => error_response(
-            tonic::Code::Unavailable,
-            "metrics are not recorded in this process",
-        ),
+        None => crate::api::status::response(Error::Unavailable(
+            "metrics are not recorded in this process".into(),
+        )),
     }
 }
 
@@ -242,12 +241,7 @@ async fn readyz(State(s): State<RestState>) -> Response {
         "index_age_ms": index.age_ms(s.engine.now()),
         "store": s.engine.store_description(),
     });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
+    (crate::api::status::ready(ready), Json(body)).into_response()
 }
 
 /// The index's seq, size and digest: replicas at one seq with one digest decide alike.
