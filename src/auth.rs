@@ -267,28 +267,6 @@ fn credential(header: &[u8], allow_basic: bool) -> Result<String, Denied> {
     Err(Denied::Malformed("scheme must be Bearer or Basic"))
 }
 
-/// The role a gRPC method needs; None for health checks. Unknown methods need admin, so a
-/// service added later is closed until it is placed here.
-pub fn grpc_role(path: &str) -> Option<Role> {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
-    match (service, method) {
-        ("grpc.health.v1.Health", _) => None,
-        ("grpc.reflection.v1.ServerReflection", _)
-        | ("grpc.reflection.v1alpha.ServerReflection", _)
-        | ("preflight.v1.DecisionService", _)
-        | ("preflight.v1.DncService", "ListRegistries") => Some(Role::Check),
-        ("preflight.v1.ConsentService", _)
-        | ("preflight.v1.EventService", _)
-        | ("preflight.v1.DncService", "AddEntries" | "RemoveEntries" | "GetEntries") => {
-            Some(Role::Write)
-        }
-        _ => Some(Role::Admin),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,27 +392,5 @@ mod tests {
             ..token("z", Role::Check, "A")
         };
         assert!(Auth::load(&[both], |_| None).is_err());
-    }
-
-    #[test]
-    fn method_table_is_closed_by_default() {
-        assert_eq!(grpc_role("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(
-            grpc_role("/preflight.v1.DecisionService/CheckStream"),
-            Some(Role::Check)
-        );
-        assert_eq!(
-            grpc_role("/preflight.v1.ConsentService/RecordConsent"),
-            Some(Role::Write)
-        );
-        assert_eq!(
-            grpc_role("/preflight.v1.DncService/ImportRegistry"),
-            Some(Role::Admin)
-        );
-        assert_eq!(
-            grpc_role("/preflight.v1.PrivacyService/SubmitRequest"),
-            Some(Role::Admin)
-        );
-        assert_eq!(grpc_role("/preflight.v2.Anything/X"), Some(Role::Admin));
     }
 }

@@ -1,7 +1,8 @@
 //! Assembles a running service: config to engine (store, index, policies), then the gRPC listener.
-use crate::api::grpc::dispatch::{Dispatch, Opaque, Services};
+use crate::api::grpc::dispatch::{Dispatch, Handler, Opaque};
 use crate::api::grpc::gate::GateLayer;
 use crate::api::grpc::lanes;
+use crate::api::grpc::services;
 use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
 use crate::audit::{Caller, Tokenizer};
 use crate::auth::Auth;
@@ -328,11 +329,6 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
         .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
-/// The gRPC name of a service whose type cannot be written out (health, reflection).
-fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
-    S::NAME
-}
-
 /// Serves gRPC (preflight.v1, health, reflection) until `shutdown` resolves.
 pub async fn serve_grpc(
     engine: Arc<Engine>,
@@ -348,16 +344,6 @@ pub async fn serve_grpc(
     use proto::privacy_service_server::PrivacyServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    use tonic::server::NamedService;
-    let services = [
-        "",
-        <DecisionServiceServer<DecisionApi> as NamedService>::NAME,
-        <ConsentServiceServer<ConsentApi> as NamedService>::NAME,
-        <DncServiceServer<DncApi> as NamedService>::NAME,
-        <EventServiceServer<EventApi> as NamedService>::NAME,
-        <AuditServiceServer<AuditApi> as NamedService>::NAME,
-        <PrivacyServiceServer<PrivacyApi> as NamedService>::NAME,
-    ];
     // Health follows the index and the store: NOT_SERVING until a replica's first full
     // load, again if it finds it can no longer trust its state, and while its store cannot
     // make writes durable.
@@ -373,7 +359,7 @@ pub async fn serve_grpc(
                 } else {
                     tonic_health::ServingStatus::NotServing
                 };
-                for name in services {
+                for name in services::health_names() {
                     reporter.set_service_status(name, status).await;
                 }
                 last = Some(ready);
@@ -382,33 +368,74 @@ pub async fn serve_grpc(
         }
     });
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Transport(e.to_string()))?;
+    let reflection = || {
+        // Each version lists both (a client asks either what the server offers).
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let transport = |e: tonic_reflection::server::Error| StartError::Transport(e.to_string());
+    let reflection_v1 = reflection().build_v1().map_err(transport)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(transport)?;
 
     // The runtime this runs on: batches are decided on it, and it has one lane per worker
     // (PREFLIGHT_WORKER_THREADS, else one per core).
     let runtime = tokio::runtime::Handle::current();
-    let services = Services {
-        decision: DecisionServiceServer::new(DecisionApi::new(engine.clone(), runtime.clone()))
-            .max_decoding_message_size(MAX_CHECKS_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-        consent: ConsentServiceServer::new(ConsentApi::new(engine.clone()))
-            .max_decoding_message_size(MAX_WRITE_MESSAGE),
-        dnc: DncServiceServer::new(DncApi::new(engine.clone()))
-            .max_decoding_message_size(MAX_ENTRIES_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-        events: EventServiceServer::new(EventApi::new(engine.clone())),
-        audit: AuditServiceServer::new(AuditApi::new(engine.clone())),
-        privacy: PrivacyServiceServer::new(PrivacyApi::new(engine.clone())),
-        other: vec![
-            (service_name(&health_service), Opaque::new(health_service)),
-            (service_name(&reflection), Opaque::new(reflection)),
-        ],
-    };
-    let dispatch = Dispatch::new(services);
+    let dispatch = Dispatch::new(vec![
+        (
+            services::DECISION,
+            Handler::Decision(
+                DecisionServiceServer::new(DecisionApi::new(engine.clone(), runtime.clone()))
+                    .max_decoding_message_size(MAX_CHECKS_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            ),
+        ),
+        (
+            services::CONSENT,
+            Handler::Consent(
+                ConsentServiceServer::new(ConsentApi::new(engine.clone()))
+                    .max_decoding_message_size(MAX_WRITE_MESSAGE),
+            ),
+        ),
+        (
+            services::DNC,
+            Handler::Dnc(
+                DncServiceServer::new(DncApi::new(engine.clone()))
+                    .max_decoding_message_size(MAX_ENTRIES_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            ),
+        ),
+        (
+            services::EVENTS,
+            Handler::Events(EventServiceServer::new(EventApi::new(engine.clone()))),
+        ),
+        (
+            services::AUDIT,
+            Handler::Audit(AuditServiceServer::new(AuditApi::new(engine.clone()))),
+        ),
+        (
+            services::PRIVACY,
+            Handler::Privacy(PrivacyServiceServer::new(PrivacyApi::new(engine.clone()))),
+        ),
+        (
+            services::HEALTH,
+            Handler::Opaque(Opaque::new(health_service)),
+        ),
+        (
+            services::REFLECTION_V1,
+            Handler::Opaque(Opaque::new(reflection_v1)),
+        ),
+        (
+            services::REFLECTION_V1ALPHA,
+            Handler::Opaque(Opaque::new(reflection_v1alpha)),
+        ),
+    ])
+    .map_err(StartError::Transport)?;
 
     let addr = listener
         .local_addr()

@@ -470,3 +470,61 @@ async fn health_and_reflection_are_served() {
     }
     server.kill();
 }
+
+/// Reflection answers in both versions clients speak (v1alpha: Evans, older grpcurl and
+/// Postman, Python's grpcio-reflection), listing every service the server routes.
+#[tokio::test]
+async fn reflection_lists_every_service_through_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dir.path());
+    let ch = srv.ready().await;
+    let mut expected: Vec<String> = preflight::api::grpc::services::SERVICES
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    expected.sort();
+
+    let mut c = v1::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = c
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got: Vec<String> = match answers.message().await.unwrap().unwrap().message_response {
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    };
+    got.sort();
+    assert_eq!(got, expected, "v1");
+
+    let mut c = v1alpha::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = c
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got: Vec<String> = match answers.message().await.unwrap().unwrap().message_response {
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    };
+    got.sort();
+    assert_eq!(got, expected, "v1alpha");
+    srv.stop();
+}

@@ -1,6 +1,7 @@
 //! Routes a gRPC call to its service by the service name in the path: one string match
 //! instead of tonic's router (an axum router that parses URL parameters and boxes every
 //! call a second time), which was 5% of a unary check's CPU.
+use crate::api::grpc::services;
 use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::consent_service_server::ConsentServiceServer;
@@ -24,31 +25,76 @@ pub type Opaque = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-pub struct Services {
-    pub decision: DecisionServiceServer<DecisionApi>,
-    pub consent: ConsentServiceServer<ConsentApi>,
-    pub dnc: DncServiceServer<DncApi>,
-    pub events: EventServiceServer<EventApi>,
-    pub audit: AuditServiceServer<AuditApi>,
-    pub privacy: PrivacyServiceServer<PrivacyApi>,
-    /// By service name: health and reflection.
-    pub other: Vec<(&'static str, Opaque)>,
+/// A service of the listener, typed where the type can be named (so a call clones one
+/// reference count, not a boxed service).
+pub enum Handler {
+    Decision(DecisionServiceServer<DecisionApi>),
+    Consent(ConsentServiceServer<ConsentApi>),
+    Dnc(DncServiceServer<DncApi>),
+    Events(EventServiceServer<EventApi>),
+    Audit(AuditServiceServer<AuditApi>),
+    Privacy(PrivacyServiceServer<PrivacyApi>),
+    /// Health and reflection.
+    Opaque(Opaque),
 }
 
-/// Every service of the listener; cloning it is one reference count.
-#[derive(Clone)]
-pub struct Dispatch(Arc<Services>);
+impl Handler {
+    /// The gRPC name the handler serves under.
+    fn name(&self) -> Option<&'static str> {
+        match self {
+            Handler::Decision(_) => Some(DecisionServiceServer::<DecisionApi>::NAME),
+            Handler::Consent(_) => Some(ConsentServiceServer::<ConsentApi>::NAME),
+            Handler::Dnc(_) => Some(DncServiceServer::<DncApi>::NAME),
+            Handler::Events(_) => Some(EventServiceServer::<EventApi>::NAME),
+            Handler::Audit(_) => Some(AuditServiceServer::<AuditApi>::NAME),
+            Handler::Privacy(_) => Some(PrivacyServiceServer::<PrivacyApi>::NAME),
+            Handler::Opaque(_) => None,
+        }
+    }
 
-impl Dispatch {
-    pub fn new(services: Services) -> Dispatch {
-        Dispatch(Arc::new(services))
+    fn call(&self, req: Request<Body>) -> Answer {
+        match self {
+            Handler::Decision(s) => s.clone().call(req),
+            Handler::Consent(s) => s.clone().call(req),
+            Handler::Dnc(s) => s.clone().call(req),
+            Handler::Events(s) => s.clone().call(req),
+            Handler::Audit(s) => s.clone().call(req),
+            Handler::Privacy(s) => s.clone().call(req),
+            Handler::Opaque(s) => s.clone().call(req),
+        }
     }
 }
 
-/// `preflight.v1.DecisionService` of `/preflight.v1.DecisionService/Check`.
-fn service_name(path: &str) -> &str {
-    let p = path.strip_prefix('/').unwrap_or(path);
-    p.split_once('/').map_or(p, |(s, _)| s)
+/// Every service of the listener, by the names of `services::SERVICES`; cloning it is one
+/// reference count.
+#[derive(Clone)]
+pub struct Dispatch(Arc<Vec<(&'static str, Handler)>>);
+
+impl Dispatch {
+    /// Checks that the handlers are exactly the services of the table, each under its name.
+    pub fn new(handlers: Vec<(&'static str, Handler)>) -> Result<Dispatch, String> {
+        for (name, h) in &handlers {
+            if services::spec(name).is_none() {
+                return Err(format!(
+                    "gRPC service {name} has a handler but no row in SERVICES"
+                ));
+            }
+            if let Some(typed) = h.name()
+                && typed != *name
+            {
+                return Err(format!("the handler of {name} serves {typed}"));
+            }
+        }
+        for s in services::SERVICES {
+            if !handlers.iter().any(|(n, _)| *n == s.name) {
+                return Err(format!(
+                    "gRPC service {} is in SERVICES but has no handler",
+                    s.name
+                ));
+            }
+        }
+        Ok(Dispatch(Arc::new(handlers)))
+    }
 }
 
 impl Service<Request<Body>> for Dispatch {
@@ -62,46 +108,18 @@ impl Service<Request<Body>> for Dispatch {
     }
 
     fn call(&mut self, req: Request<Body>) -> Answer {
-        let s = &self.0;
-        match service_name(req.uri().path()) {
-            DecisionServiceServer::<DecisionApi>::NAME => s.decision.clone().call(req),
-            ConsentServiceServer::<ConsentApi>::NAME => s.consent.clone().call(req),
-            DncServiceServer::<DncApi>::NAME => s.dnc.clone().call(req),
-            EventServiceServer::<EventApi>::NAME => s.events.clone().call(req),
-            AuditServiceServer::<AuditApi>::NAME => s.audit.clone().call(req),
-            PrivacyServiceServer::<PrivacyApi>::NAME => s.privacy.clone().call(req),
-            name => match s.other.iter().find(|(n, _)| *n == name) {
-                Some((_, svc)) => svc.clone().call(req),
-                None => {
-                    let (parts, ()) =
-                        tonic::Status::unimplemented(format!("no service `{name}` here"))
-                            .into_http::<()>()
-                            .into_parts();
-                    Box::pin(std::future::ready(Ok(Response::from_parts(
-                        parts,
-                        Body::empty(),
-                    ))))
-                }
-            },
+        let name = services::service_name(req.uri().path());
+        match self.0.iter().find(|(n, _)| *n == name) {
+            Some((_, h)) => h.call(req),
+            None => {
+                let (parts, ()) = tonic::Status::unimplemented(format!("no service `{name}` here"))
+                    .into_http::<()>()
+                    .into_parts();
+                Box::pin(std::future::ready(Ok(Response::from_parts(
+                    parts,
+                    Body::empty(),
+                ))))
+            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_names_come_from_the_path() {
-        assert_eq!(
-            service_name("/preflight.v1.DecisionService/Check"),
-            "preflight.v1.DecisionService"
-        );
-        assert_eq!(
-            service_name("/grpc.health.v1.Health/Watch"),
-            "grpc.health.v1.Health"
-        );
-        assert_eq!(service_name("/nothing"), "nothing");
-        assert_eq!(service_name(""), "");
     }
 }

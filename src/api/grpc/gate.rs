@@ -1,6 +1,7 @@
 //! The tower layer every gRPC call passes: token check against the method's role, then a
 //! latency observation labelled with the method and the returned code.
-use crate::auth::{Auth, grpc_role};
+use super::services::role as grpc_role;
+use crate::auth::Auth;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -7,6 +7,7 @@ mod dnc;
 mod events;
 pub mod gate;
 pub mod lanes;
+pub mod services;
 
 pub use consent::ConsentApi;
 pub use decision::DecisionApi;

@@ -29,12 +29,15 @@ pub struct RestState {
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// The role each route needs; None for probes, metrics and the API description.
+/// The role each route needs: that of the gRPC method it stands for (one table,
+/// `api::grpc::services`); None for probes, metrics and the API description.
 pub fn route_role(path: &str) -> Option<Role> {
+    use crate::api::grpc::services::role;
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
-        "/v1/check" | "/v1/check/batch" => Some(Role::Check),
-        "/v1/consent" | "/v1/inbound" | "/v1/webhooks/sms" => Some(Role::Write),
+        "/v1/check" | "/v1/check/batch" => role("/preflight.v1.DecisionService/CheckBatch"),
+        "/v1/consent" => role("/preflight.v1.ConsentService/RecordConsent"),
+        "/v1/inbound" | "/v1/webhooks/sms" => role("/preflight.v1.ConsentService/ProcessInbound"),
         _ => Some(Role::Admin),
     }
 }

@@ -88,11 +88,14 @@ fn caller(ext: &Extensions, headers: &HeaderMap) -> Caller {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.to_string())
         .unwrap_or_default();
-    Caller::identify(ext.get::<Principal>(), &get("x-actor"), "rest", &peer)
-        .with("transport", "rest")
-        .with("peer", peer)
-        .with("user_agent", get("user-agent"))
-        .with("request_id", get("x-request-id"))
+    Caller::from_request(
+        ext.get::<Principal>(),
+        &get("x-actor"),
+        "rest",
+        &peer,
+        &get("user-agent"),
+        &get("x-request-id"),
+    )
 }
 
 async fn check(
