@@ -523,7 +523,7 @@ async fn access_bundles_expire_after_the_export_time_to_live() {
     let path = loop {
         let r = engine.get_request(&id).unwrap();
         if r.status == RequestStatus::Completed {
-            break r.result.unwrap().bundle_path;
+            break r.request.result.unwrap().bundle_path;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };

@@ -21,7 +21,7 @@ pub struct CheckRequest<'a> {
     pub policy: &'a str,
     pub default_region: &'a str,
     /// Unset means now.
-    pub at: Option<Millis>,
+    pub at: super::When<'a>,
     /// The caller's own id for the check, echoed in the answer.
     pub correlation_id: &'a str,
 }
@@ -39,6 +39,20 @@ pub struct CheckOutcome<'a> {
     pub index_age_ms: Option<Millis>,
     /// The request's correlation_id to echo: empty when it was itself refused.
     pub correlation_id: &'a str,
+}
+
+/// A batch's answers in request order, and the index seq the batch answers at.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome<'a> {
+    pub outcomes: Vec<CheckOutcome<'a>>,
+    pub index_seq: u64,
+}
+
+impl<'a> std::ops::Deref for BatchOutcome<'a> {
+    type Target = [CheckOutcome<'a>];
+    fn deref(&self) -> &Self::Target {
+        &self.outcomes
+    }
 }
 
 /// A caller's label as an answer may echo it: empty when over its limit or holding
@@ -98,7 +112,7 @@ impl Engine {
             purpose,
             category: (!category.is_empty()).then_some(category),
             direction,
-            at: super::time_arg("at", req.at)?.unwrap_or(now),
+            at: req.at.resolve("at")?.unwrap_or(now),
         };
         let parsed = match phone {
             Some(p) => Ok(ContactRef::Phone(p)),
@@ -144,18 +158,8 @@ impl Engine {
     }
 
     /// Up to MAX_BATCH checks, answered in order. A faulty item is a BLOCK with
-    /// INVALID_REQUEST naming its field; the others are unharmed.
-    pub fn check_batch<'a>(&'a self, reqs: &[CheckRequest<'a>]) -> Result<Vec<CheckOutcome<'a>>> {
-        self.check_batch_at(reqs, None)
-    }
-
-    /// Like `check_batch`, for a caller that answered some items itself: `positions[i]` is
-    /// where `reqs[i]` stood in the caller's batch, so errors name the caller's index.
-    pub fn check_batch_at<'a>(
-        &'a self,
-        reqs: &[CheckRequest<'a>],
-        positions: Option<&[usize]>,
-    ) -> Result<Vec<CheckOutcome<'a>>> {
+    /// INVALID_REQUEST naming its field (`checks[i].at`); the others are unharmed.
+    pub fn check_batch<'a>(&'a self, reqs: &[CheckRequest<'a>]) -> Result<BatchOutcome<'a>> {
         super::check_batch_len("checks", reqs.len())?;
         let mut out = Vec::with_capacity(reqs.len());
         let now = self.clock.now_ms();
@@ -184,11 +188,8 @@ impl Engine {
                         policy: echoable(r.policy),
                         correlation_id: echoable(r.correlation_id),
                         problem: Some(
-                            e.within(&format!("checks[{}]", {
-                                let i = w * PREFETCH_WINDOW + j;
-                                positions.and_then(|p| p.get(i).copied()).unwrap_or(i)
-                            }))
-                            .to_string(),
+                            e.within(&format!("checks[{}]", w * PREFETCH_WINDOW + j))
+                                .to_string(),
                         ),
                         index_age_ms: self.index.ready().then(|| self.index.age_ms(now)),
                     },
@@ -200,6 +201,15 @@ impl Engine {
             counts[DecisionCounters::slot(&o.decision)] += 1;
         }
         self.counters.record_counts(&counts);
-        Ok(out)
+        // The batch speaks for the newest index any of its answers saw.
+        let index_seq = out
+            .iter()
+            .map(|o| o.decision.index_seq)
+            .max()
+            .unwrap_or_else(|| self.index.seq());
+        Ok(BatchOutcome {
+            outcomes: out,
+            index_seq,
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! Consent writes (grant, withdraw, deny) and the view of what is held about a contact.
 use super::{Arg, Engine};
 use crate::error::{Error, Result};
-use crate::index::{ConsentView, DncView};
+use crate::index::ConsentView;
 use crate::model::{
     Channel, ChannelSet, ConsentEvent, ConsentStatus, ContactKey, Event, Millis, Purpose,
     PurposeSet, event::consent_id,
@@ -48,7 +48,7 @@ pub struct ContactView {
     /// The person's identifiers (empty when not linked).
     pub identifiers: Vec<String>,
     pub consents: Vec<ConsentView>,
-    pub dnc: Vec<DncView>,
+    pub dnc: Vec<super::dnc::EntryView>,
     pub index_seq: u64,
 }
 
@@ -195,7 +195,11 @@ impl Engine {
             person,
             identifiers,
             consents: facts.consents,
-            dnc: facts.dnc,
+            dnc: facts
+                .dnc
+                .into_iter()
+                .map(|e| super::dnc::EntryView::at(e, now))
+                .collect(),
             index_seq: seq,
         })
     }

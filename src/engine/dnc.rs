@@ -379,7 +379,7 @@ impl Engine {
         contact: &str,
         default_region: &str,
         include_archived: bool,
-    ) -> Result<(String, Vec<DncView>, u64)> {
+    ) -> Result<(String, Vec<EntryView>, u64)> {
         let region = self.region("default_region", default_region)?;
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
@@ -389,7 +389,22 @@ impl Engine {
             .into_iter()
             .filter(|e| e.removal.as_ref().is_none_or(|r| r.retain_until > now))
             .filter(|e| include_archived || e.is_active(now))
+            .map(|e| EntryView::at(e, now))
             .collect();
         Ok((key.to_string(), entries, seq))
+    }
+}
+
+/// A DNC entry as answers show it: the record, and whether it is in force now.
+#[derive(Debug, Clone)]
+pub struct EntryView {
+    pub entry: DncView,
+    pub active: bool,
+}
+
+impl EntryView {
+    pub fn at(entry: DncView, now: Millis) -> EntryView {
+        let active = entry.is_active(now);
+        EntryView { entry, active }
     }
 }

@@ -13,17 +13,18 @@ mod watch;
 mod writes;
 
 pub use crate::policy::Policies;
-pub use args::{Arg, time_arg};
+pub use args::{Arg, When, time_arg};
 pub use audit::{AUDIT_PAGE, AuditRange};
+pub use check::BatchOutcome;
 pub use check::{CheckOutcome, CheckRequest, echoable};
 pub use consent::{ConsentOutcome, ConsentRequest, ContactView};
 pub use dnc::{
-    AddEntriesRequest, DncEntryRequest, EntriesOutcome, EntryResult, EntryStatus,
+    AddEntriesRequest, DncEntryRequest, EntriesOutcome, EntryResult, EntryStatus, EntryView,
     RemoveEntriesRequest, RemoveEntryRequest,
 };
 pub use identity::{LinkOutcome, LinkRequest};
 pub use inbound::{InboundOutcome, InboundRequest};
-pub use privacy::{RegisterOutcome, SubmitRequest};
+pub use privacy::{RegisterOutcome, RequestView, SubmitRequest};
 pub use projection::Projection;
 pub use registry::{RegistryUpload, UploadChunk};
 

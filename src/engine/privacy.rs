@@ -30,6 +30,21 @@ pub struct RegisterOutcome {
     pub seq: u64,
 }
 
+/// A privacy request as answers show it: the request, and whether it is past its deadline
+/// now (on the injected clock).
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    pub request: Request,
+    pub overdue: bool,
+}
+
+impl std::ops::Deref for RequestView {
+    type Target = Request;
+    fn deref(&self) -> &Request {
+        &self.request
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SubmitRequest {
     pub consumer_id: String,
@@ -152,28 +167,34 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("{field}: no consumer `{id}`")))
     }
 
-    pub fn get_request(&self, id: &str) -> Result<Request> {
+    pub fn get_request(&self, id: &str) -> Result<RequestView> {
         let seq = parse_request_id(id.trim()).ok_or_else(|| {
             Error::invalid("request_id", format!("`{id}` is not a request id (pr-<n>)"))
         })?;
         self.privacy
             .request(seq)
+            .map(|r| self.request_view(r))
             .ok_or_else(|| Error::NotFound(format!("request_id: no request `{id}`")))
     }
 
+    fn request_view(&self, request: Request) -> RequestView {
+        let overdue = request.is_overdue(self.clock.now_ms());
+        RequestView { request, overdue }
+    }
+
     /// Requests, newest first, optionally only the overdue ones or one consumer's.
-    pub fn list_requests(&self, overdue_only: bool, consumer: &str) -> Result<Vec<Request>> {
+    pub fn list_requests(&self, overdue_only: bool, consumer: &str) -> Result<Vec<RequestView>> {
         let consumer_seq = if consumer.trim().is_empty() {
             None
         } else {
             Some(self.consumer_by_id("consumer_id", consumer)?.seq)
         };
-        let now = self.clock.now_ms();
-        let mut out: Vec<Request> = self
+        let mut out: Vec<RequestView> = self
             .privacy
             .requests()
             .into_iter()
-            .filter(|r| !overdue_only || r.is_overdue(now))
+            .map(|r| self.request_view(r))
+            .filter(|r| !overdue_only || r.overdue)
             .filter(|r| consumer_seq.is_none_or(|c| r.consumer_seq == c))
             .collect();
         out.reverse();
@@ -185,7 +206,7 @@ impl Engine {
         self: &Arc<Self>,
         req: SubmitRequest,
         caller: &Caller,
-    ) -> Result<Request> {
+    ) -> Result<RequestView> {
         let consumer = self.consumer_by_id("consumer_id", &req.consumer_id)?;
         let request_type = req.request_type.require("type")?;
         let jurisdiction = req.jurisdiction.require("jurisdiction")?;
@@ -223,11 +244,17 @@ impl Engine {
         tokio::spawn(async move { engine.process_request(seq).await });
         self.privacy
             .request(seq)
+            .map(|r| self.request_view(r))
             .ok_or_else(|| internal("request not applied"))
     }
 
     /// Extends the response deadline once, recording the notice sent to the consumer.
-    pub async fn extend_request(&self, id: &str, notice: &str, caller: &Caller) -> Result<Request> {
+    pub async fn extend_request(
+        &self,
+        id: &str,
+        notice: &str,
+        caller: &Caller,
+    ) -> Result<RequestView> {
         let r = self.get_request(id)?;
         let notice = notice.trim();
         if notice.is_empty() {

@@ -444,14 +444,7 @@ impl Writer {
                             .map_err(unavailable)?
                             .map(|v| v.value().to_vec());
                         if let Some(seen) = seen {
-                            let outcome = if seen.len() >= 40 && seen[8..40] == claim.fingerprint {
-                                Ok(AppendOutcome::Replayed {
-                                    response: seen[40..].to_vec(),
-                                })
-                            } else {
-                                Err(StoreError::IdempotencyConflict(claim.key.clone()))
-                            };
-                            pending.push(Pending::Done(outcome));
+                            pending.push(Pending::Done(super::idempotency::replay(&seen, claim)));
                             continue;
                         }
                     }
@@ -461,10 +454,7 @@ impl Writer {
                     let response = match req.idempotency {
                         Some(claim) => {
                             let response = (claim.respond)(first_seq);
-                            let mut v = Vec::with_capacity(40 + response.len());
-                            v.extend_from_slice(&now.to_le_bytes());
-                            v.extend_from_slice(&claim.fingerprint);
-                            v.extend_from_slice(&response);
+                            let v = super::idempotency::encode(now, &claim.fingerprint, &response);
                             idem.insert(claim.key.as_str(), v.as_slice())
                                 .map_err(unavailable)?;
                             idem_time
@@ -779,11 +769,7 @@ fn forget_answers_naming(
         let (k, v) = item.map_err(unavailable)?;
         let (key, value) = (k.value(), v.value());
         if named(key.as_bytes()) || named(value) {
-            let at = value
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(i64::from_le_bytes)
-                .unwrap_or(0);
+            let at = super::idempotency::recorded_at(value);
             gone.push((key.to_string(), at));
         }
     }

@@ -1,5 +1,6 @@
 //! The source of truth: an append-only change log with gap-free seqs and idempotency records.
 pub mod embedded;
+pub mod idempotency;
 pub mod private;
 pub mod redact;
 pub mod redis;

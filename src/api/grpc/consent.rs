@@ -58,11 +58,10 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
     ) -> Result<Response<pb::GetContactResponse>, Status> {
         let r = req.into_inner();
         let view = self.engine.get_contact(&r.contact, &r.default_region)?;
-        let now = self.engine.now();
         Ok(Response::new(pb::GetContactResponse {
             normalized_contact: view.normalized_contact,
             consents: view.consents.iter().map(consent_record).collect(),
-            dnc_entries: view.dnc.iter().map(|e| dnc_entry(e, now)).collect(),
+            dnc_entries: view.dnc.iter().map(dnc_entry).collect(),
             index_seq: view.index_seq,
             person_id: view.person.unwrap_or_default(),
             identifiers: view.identifiers,

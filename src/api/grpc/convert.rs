@@ -1,6 +1,6 @@
 //! Conversions between proto messages and engine types.
-use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus};
-use crate::index::{ConsentView, DncView};
+use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus, EntryView};
+use crate::index::ConsentView;
 use crate::model::{
     Channel, ConsentStatus, Direction, DncType, Event, EventKind, InboundAction, Millis, Purpose,
     Reason, StoredEvent,
@@ -157,7 +157,8 @@ pub fn consent_record(c: &ConsentView) -> pb::ConsentRecord {
     }
 }
 
-pub fn dnc_entry(e: &DncView, now: Millis) -> pb::DncEntry {
+pub fn dnc_entry(v: &EntryView) -> pb::DncEntry {
+    let e = &v.entry;
     let d = &e.entry;
     pb::DncEntry {
         entry_id: crate::model::event::dnc_id(e.seq),
@@ -181,7 +182,7 @@ pub fn dnc_entry(e: &DncView, now: Millis) -> pb::DncEntry {
             .map(|r| r.reason.clone())
             .unwrap_or_default(),
         retain_until: e.removal.as_ref().map(|r| ms_to_ts(r.retain_until)),
-        active: e.is_active(now),
+        active: v.active,
         seq: e.seq,
     }
 }

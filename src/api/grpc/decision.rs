@@ -50,20 +50,16 @@ fn request(r: &pb::CheckRequest) -> CheckRequest<'_> {
         direction: direction_arg(r.direction),
         policy: &r.policy,
         default_region: &r.default_region,
-        at: r.at.as_ref().map(ts_to_ms),
+        at: r.at.as_ref().map(ts_to_ms).into(),
         correlation_id: &r.correlation_id,
     }
 }
 
 fn batch(engine: &Engine, b: &pb::CheckBatchRequest) -> Result<pb::CheckBatchResponse, Status> {
     let reqs: Vec<CheckRequest<'_>> = b.checks.iter().map(request).collect();
-    let outcomes = engine.check_batch(&reqs)?;
-    let results: Vec<pb::CheckResponse> = outcomes.iter().map(check_response).collect();
-    let index_seq = results
-        .iter()
-        .map(|r| r.index_seq)
-        .max()
-        .unwrap_or_else(|| engine.index().seq());
+    let batch = engine.check_batch(&reqs)?;
+    let results: Vec<pb::CheckResponse> = batch.iter().map(check_response).collect();
+    let index_seq = batch.index_seq;
     Ok(pb::CheckBatchResponse { results, index_seq })
 }
 

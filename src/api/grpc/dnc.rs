@@ -101,10 +101,9 @@ impl pb::dnc_service_server::DncService for DncApi {
         let (normalized_contact, entries, index_seq) =
             self.engine
                 .get_entries(&r.contact, &r.default_region, r.include_archived)?;
-        let now = self.engine.now();
         Ok(Response::new(pb::GetEntriesResponse {
             normalized_contact,
-            entries: entries.iter().map(|e| dnc_entry(e, now)).collect(),
+            entries: entries.iter().map(dnc_entry).collect(),
             index_seq,
         }))
     }

@@ -1,9 +1,10 @@
 //! PrivacyService: consumers, CCPA/GDPR requests and legal holds over the engine.
 use super::convert::{ms_to_ts, ts_to_ms};
+use crate::engine::RequestView;
 use crate::engine::{Engine, SubmitRequest};
 use crate::model::event::{consumer_id, request_id};
 use crate::model::privacy::{Jurisdiction, RequestStatus, RequestType};
-use crate::privacy::{Consumer, Request as PrivacyRequest};
+use crate::privacy::Consumer;
 use crate::proto as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -27,7 +28,7 @@ fn consumer_pb(c: &Consumer) -> pb::Consumer {
     }
 }
 
-pub fn request_pb(r: &PrivacyRequest, now: crate::model::Millis) -> pb::PrivacyRequest {
+pub fn request_pb(r: &RequestView) -> pb::PrivacyRequest {
     let d = r.deadlines();
     let result = r.result.clone().unwrap_or_default();
     pb::PrivacyRequest {
@@ -56,7 +57,7 @@ pub fn request_pb(r: &PrivacyRequest, now: crate::model::Millis) -> pb::PrivacyR
         respond_by: Some(ms_to_ts(r.respond_by())),
         extended: r.extension_notice.is_some(),
         extension_notice: r.extension_notice.clone().unwrap_or_default(),
-        overdue: r.is_overdue(now),
+        overdue: r.overdue,
         bundle_path: result.bundle_path,
         bundle_size: result.bundle_size,
         bundle_sha256: result.bundle_sha256,
@@ -106,7 +107,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
             received_at: r.received_at.as_ref().map(ts_to_ms),
         };
         let out = self.engine.submit_request(submit, &caller).await?;
-        Ok(Response::new(request_pb(&out, self.engine.now())))
+        Ok(Response::new(request_pb(&out)))
     }
 
     async fn get_request(
@@ -115,7 +116,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
     ) -> Result<Response<pb::PrivacyRequest>, Status> {
         let r = req.into_inner();
         let out = self.engine.get_request(&r.request_id)?;
-        Ok(Response::new(request_pb(&out, self.engine.now())))
+        Ok(Response::new(request_pb(&out)))
     }
 
     async fn list_requests(
@@ -123,10 +124,9 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
         req: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
         let r = req.into_inner();
-        let now = self.engine.now();
         let out = self.engine.list_requests(r.overdue_only, &r.consumer_id)?;
         Ok(Response::new(pb::ListRequestsResponse {
-            requests: out.iter().map(|x| request_pb(x, now)).collect(),
+            requests: out.iter().map(request_pb).collect(),
         }))
     }
 
@@ -140,7 +140,7 @@ impl pb::privacy_service_server::PrivacyService for PrivacyApi {
             .engine
             .extend_request(&r.request_id, &r.notice, &caller)
             .await?;
-        Ok(Response::new(request_pb(&out, self.engine.now())))
+        Ok(Response::new(request_pb(&out)))
     }
 
     async fn place_legal_hold(

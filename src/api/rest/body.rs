@@ -1,5 +1,5 @@
 //! The REST facade's JSON and form bodies, and their conversion to and from engine types.
-use crate::engine::{Arg, CheckOutcome, CheckRequest, ConsentRequest, InboundRequest};
+use crate::engine::{Arg, CheckOutcome, CheckRequest, ConsentRequest, InboundRequest, When};
 use crate::error::{Error, Result};
 use crate::model::time::parse_time;
 use crate::model::{Channel, ConsentStatus, Direction, Millis, Purpose};
@@ -53,9 +53,10 @@ pub struct CheckBody {
 }
 
 impl CheckBody {
-    /// The engine's request; a bad `at` is reported like any other field of the check.
-    pub fn request(&self) -> Result<CheckRequest<'_>> {
-        Ok(CheckRequest {
+    /// The engine's request; the engine reads `at` and reports a bad one like any other
+    /// field of the check.
+    pub fn request(&self) -> CheckRequest<'_> {
+        CheckRequest {
             contact: &self.contact,
             channel: arg(&self.channel, Channel::parse),
             purpose: arg(&self.purpose, Purpose::parse),
@@ -63,9 +64,13 @@ impl CheckBody {
             direction: arg(&self.direction, Direction::parse),
             policy: &self.policy,
             default_region: &self.default_region,
-            at: time(&self.at, "at")?,
+            at: match &self.at {
+                None => When::Unset,
+                Some(TimeArg::Millis(ms)) => When::Millis(*ms),
+                Some(TimeArg::Text(s)) => When::Text(s),
+            },
             correlation_id: &self.correlation_id,
-        })
+        }
     }
 }
 
@@ -107,23 +112,6 @@ impl CheckResult {
             index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64),
             detail: o.problem.clone().unwrap_or_default(),
             correlation_id: o.correlation_id.to_string(),
-        }
-    }
-
-    /// A batch item whose own fields could not be read: BLOCK, like the engine's bad items.
-    pub fn invalid(e: Error, index: usize, correlation_id: &str, seq: u64) -> CheckResult {
-        CheckResult {
-            verdict: "BLOCK".into(),
-            allowed: false,
-            reason: "INVALID_REQUEST".into(),
-            reasons: vec!["INVALID_REQUEST".into()],
-            normalized_contact: String::new(),
-            matched_ids: vec![],
-            policy: String::new(),
-            index_seq: seq,
-            index_age_ms: None,
-            detail: e.within(&format!("checks[{index}]")).to_string(),
-            correlation_id: crate::engine::echoable(correlation_id).to_string(),
         }
     }
 }

@@ -103,7 +103,7 @@ async fn check(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<CheckResult>, ApiError> {
     let body: CheckBody = query(raw)?;
-    let outcome = s.engine.check(&body.request()?)?;
+    let outcome = s.engine.check(&body.request())?;
     Ok(Json(CheckResult::from_outcome(&outcome)))
 }
 
@@ -113,33 +113,10 @@ async fn check_batch(
     bytes: Bytes,
 ) -> Result<Json<CheckBatchResult>, ApiError> {
     let batch: CheckBatchBody = json(&headers, &bytes)?;
-    // Items answered here still count toward the limit the engine sees only part of.
-    crate::engine::check_batch_len("checks", batch.checks.len())?;
-    // Items whose own fields cannot be read are answered in place; the rest go together.
-    let mut reqs = Vec::with_capacity(batch.checks.len());
-    let mut positions = Vec::with_capacity(batch.checks.len());
-    let mut slots = Vec::with_capacity(batch.checks.len());
-    for (i, c) in batch.checks.iter().enumerate() {
-        match c.request() {
-            Ok(r) => {
-                slots.push(Ok(reqs.len()));
-                reqs.push(r);
-                positions.push(i);
-            }
-            Err(e) => slots.push(Err((i, e))),
-        }
-    }
-    let outcomes = s.engine.check_batch_at(&reqs, Some(&positions))?;
-    let seq = s.engine.index().seq();
-    let results: Vec<CheckResult> = slots
-        .into_iter()
-        .zip(&batch.checks)
-        .map(|(slot, c)| match slot {
-            Ok(j) => CheckResult::from_outcome(&outcomes[j]),
-            Err((i, e)) => CheckResult::invalid(e, i, &c.correlation_id, seq),
-        })
-        .collect();
-    let index_seq = results.iter().map(|r| r.index_seq).max().unwrap_or(seq);
+    let reqs: Vec<_> = batch.checks.iter().map(CheckBody::request).collect();
+    let answered = s.engine.check_batch(&reqs)?;
+    let results: Vec<CheckResult> = answered.iter().map(CheckResult::from_outcome).collect();
+    let index_seq = answered.index_seq;
     Ok(Json(CheckBatchResult { results, index_seq }))
 }
 

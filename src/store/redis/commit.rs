@@ -395,14 +395,7 @@ impl Committer {
         let mut fates = Vec::with_capacity(reqs.len());
         for (req, seen) in reqs.iter().zip(seen) {
             if let (Some(claim), Some(v)) = (&req.idempotency, seen) {
-                let out = if v.len() >= 32 && v[..32] == claim.fingerprint {
-                    Ok(AppendOutcome::Replayed {
-                        response: v[32..].to_vec(),
-                    })
-                } else {
-                    Err(StoreError::IdempotencyConflict(claim.key.clone()))
-                };
-                fates.push(Fate::Done(out));
+                fates.push(Fate::Done(crate::store::idempotency::replay(&v, claim)));
                 continue;
             }
             if let Some(claim) = &req.idempotency {
@@ -418,8 +411,7 @@ impl Committer {
             );
             let response = req.idempotency.as_ref().map(|claim| {
                 let response = (claim.respond)(first);
-                let mut v = claim.fingerprint.to_vec();
-                v.extend_from_slice(&response);
+                let v = crate::store::idempotency::encode(now, &claim.fingerprint, &response);
                 round.op("I", k.idem(&claim.key), v, "");
                 response
             });
