@@ -188,7 +188,7 @@ fn erased_people(events: &[StoredEvent]) -> Vec<BTreeSet<Token>> {
     groups
 }
 
-/// The rules as stated in docs (identity links, erasure keeps the person suppressed),
+/// The rules as stated in docs/rules.md (identity links, erasure keeps the person suppressed),
 /// computed by scanning the event list.
 fn model(
     events: &[StoredEvent],

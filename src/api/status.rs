@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn every_error_variant_with_its_grpc_and_http_code() {
         // Adding a variant without a row here fails to compile in `code` above; this
-        // table is what the README's error section lists.
+        // table is what docs/api.md's error section lists.
         let cases = [
             (Error::invalid("channel", "x"), Code::InvalidArgument, 400),
             (

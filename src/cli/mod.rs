@@ -53,7 +53,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// TOML config file (see README, "Configuration").
+    /// TOML config file (see docs/configuration.md).
     #[arg(long, env = "PREFLIGHT_CONFIG")]
     config: Option<PathBuf>,
     /// Directory of the embedded store.
@@ -314,7 +314,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         .with_context(|| format!("config {origin}"))?;
     if !security.auth.enabled() {
         tracing::warn!(
-            "no API tokens configured: every caller may check, write and administer (see README, Tokens)"
+            "no API tokens configured: every caller may check, write and administer (see docs/operations.md, Tokens and TLS)"
         );
     }
     let engine =

@@ -1,4 +1,4 @@
-//! Decision rules 1-5 of DESIGN.md. Pure: the same facts, policy and time give the same decision.
+//! Decision rules 1-5 of docs/rules.md. Pure: the same facts, policy and time give the same decision.
 use super::Policy;
 use crate::index::{ConsentFact, ContactFacts};
 use crate::model::{
