@@ -329,30 +329,14 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
         .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
-/// Serves gRPC (preflight.v1, health, reflection) until `shutdown` resolves.
-pub async fn serve_grpc(
-    engine: Arc<Engine>,
-    listener: TcpListener,
-    security: Security,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    use proto::audit_service_server::AuditServiceServer;
-    use proto::consent_service_server::ConsentServiceServer;
-    use proto::decision_service_server::DecisionServiceServer;
-    use proto::dnc_service_server::DncServiceServer;
-    use proto::event_service_server::EventServiceServer;
-    use proto::privacy_service_server::PrivacyServiceServer;
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    // Health follows the index and the store: NOT_SERVING until a replica's first full
-    // load, again if it finds it can no longer trust its state, and while its store cannot
-    // make writes durable.
-    let watched = engine.clone();
-    let reporter = health.clone();
+/// Keeps gRPC health in step with readiness: NOT_SERVING until a replica's first full
+/// load, again if it finds it can no longer trust its state, and while its store cannot
+/// make writes durable.
+fn follow_readiness(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter) {
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let ready = watched.readiness().is_ok();
+            let ready = engine.readiness().is_ok();
             if last != Some(ready) {
                 let status = if ready {
                     tonic_health::ServingStatus::Serving
@@ -367,7 +351,20 @@ pub async fn serve_grpc(
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     });
+}
 
+/// The listener's services, each under its row of `services::SERVICES`.
+fn dispatch(
+    engine: &Arc<Engine>,
+    runtime: &tokio::runtime::Handle,
+    health: Opaque,
+) -> Result<Dispatch, StartError> {
+    use proto::audit_service_server::AuditServiceServer;
+    use proto::consent_service_server::ConsentServiceServer;
+    use proto::decision_service_server::DecisionServiceServer;
+    use proto::dnc_service_server::DncServiceServer;
+    use proto::event_service_server::EventServiceServer;
+    use proto::privacy_service_server::PrivacyServiceServer;
     let reflection = || {
         // Each version lists both (a client asks either what the server offers).
         tonic_reflection::server::Builder::configure()
@@ -383,10 +380,7 @@ pub async fn serve_grpc(
     let reflection_v1 = reflection().build_v1().map_err(transport)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(transport)?;
 
-    // The runtime this runs on: batches are decided on it, and it has one lane per worker
-    // (PREFLIGHT_WORKER_THREADS, else one per core).
-    let runtime = tokio::runtime::Handle::current();
-    let dispatch = Dispatch::new(vec![
+    Dispatch::new(vec![
         (
             services::DECISION,
             Handler::Decision(
@@ -422,10 +416,7 @@ pub async fn serve_grpc(
             services::PRIVACY,
             Handler::Privacy(PrivacyServiceServer::new(PrivacyApi::new(engine.clone()))),
         ),
-        (
-            services::HEALTH,
-            Handler::Opaque(Opaque::new(health_service)),
-        ),
+        (services::HEALTH, Handler::Opaque(health)),
         (
             services::REFLECTION_V1,
             Handler::Opaque(Opaque::new(reflection_v1)),
@@ -435,7 +426,22 @@ pub async fn serve_grpc(
             Handler::Opaque(Opaque::new(reflection_v1alpha)),
         ),
     ])
-    .map_err(StartError::Transport)?;
+    .map_err(StartError::Transport)
+}
+
+/// Serves gRPC (preflight.v1, health, reflection) until `shutdown` resolves.
+pub async fn serve_grpc(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    follow_readiness(engine.clone(), health);
+    // The runtime this runs on: batches are decided on it, and it has one lane per worker
+    // (PREFLIGHT_WORKER_THREADS, else one per core).
+    let runtime = tokio::runtime::Handle::current();
+    let dispatch = dispatch(&engine, &runtime, Opaque::new(health_service))?;
 
     let addr = listener
         .local_addr()

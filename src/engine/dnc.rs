@@ -246,64 +246,21 @@ impl Engine {
     ) -> Result<EntriesOutcome> {
         check_size(req.entries.len())?;
         let region = self.region("default_region", &req.default_region)?;
-        let actor = text("actor", &req.actor)?;
-        if actor.is_empty() {
-            return Err(Error::invalid("actor", "required: who removes the entries"));
-        }
-        let reason = text("reason", &req.reason)?;
-        if reason.is_empty() {
-            return Err(Error::invalid(
-                "reason",
-                "required: why the entries are removed",
-            ));
-        }
         let now = self.clock.now_ms();
-        let retain_until = super::time_arg("retain_until", req.retain_until)?
-            .unwrap_or(now.saturating_add(self.settings.archive_retention_ms));
-        if retain_until <= now {
-            return Err(Error::invalid(
-                "retain_until",
-                format!("{retain_until} ms is already past"),
-            ));
-        }
+        let (actor, reason, retain_until) = self.removal_terms(&req, now)?;
         let mut events = Vec::new();
         let mut plan = Vec::with_capacity(req.entries.len());
         let mut taken = std::collections::HashSet::new();
         for (i, e) in req.entries.iter().enumerate() {
-            let parsed = (|| -> Result<_> {
-                let contact = self.contact("contact", &e.contact, region)?;
-                let t = e.dnc_type.optional("type")?;
-                let list = match t {
-                    Some(t) if !e.list.trim().is_empty() || t == DncType::State => {
-                        list_name(t, &e.list)?
-                    }
-                    _ => None,
-                };
-                Ok((contact, t, list))
-            })();
-            let (contact, t, list) = match parsed {
+            let (contact, t, list) = match self.removal_target(e, region) {
                 Ok(p) => p,
                 Err(err) => {
                     plan.push(Planned::invalid(err.within(&format!("entries[{i}]"))));
                     continue;
                 }
             };
-            let matches: Vec<u64> = self.index.with_facts(&contact, |f, _| {
-                f[0].dnc
-                    .iter()
-                    .filter(|x| x.is_active(now))
-                    .filter(|x| match t {
-                        Some(t) => {
-                            x.dnc_type == t
-                                && (list.is_none() || x.list.as_deref() == list.as_deref())
-                        }
-                        None => matches!(x.dnc_type, DncType::Corporate | DncType::Personal),
-                    })
-                    .map(|x| x.seq)
-                    .collect()
-            });
             let mut refs = Vec::new();
-            for seq in matches {
+            for seq in self.active_entries(&contact, t, list.as_deref(), now) {
                 if taken.insert(seq) {
                     events.push(Event::DncRemoved(DncRemoveEvent {
                         entry_seq: seq,
@@ -345,6 +302,75 @@ impl Engine {
             "dnc entries removed"
         );
         Ok(out)
+    }
+
+    /// Who removes, why, and until when the archive keeps the entries: all required.
+    fn removal_terms(
+        &self,
+        req: &RemoveEntriesRequest,
+        now: Millis,
+    ) -> Result<(String, String, Millis)> {
+        let actor = text("actor", &req.actor)?;
+        if actor.is_empty() {
+            return Err(Error::invalid("actor", "required: who removes the entries"));
+        }
+        let reason = text("reason", &req.reason)?;
+        if reason.is_empty() {
+            return Err(Error::invalid(
+                "reason",
+                "required: why the entries are removed",
+            ));
+        }
+        let retain_until = super::time_arg("retain_until", req.retain_until)?
+            .unwrap_or(now.saturating_add(self.settings.archive_retention_ms));
+        if retain_until <= now {
+            return Err(Error::invalid(
+                "retain_until",
+                format!("{retain_until} ms is already past"),
+            ));
+        }
+        Ok((actor, reason, retain_until))
+    }
+
+    /// The contact, type and list one removal names (a type alone: every list of it).
+    fn removal_target<'r>(
+        &self,
+        e: &'r RemoveEntryRequest,
+        region: Option<crate::normalize::Region>,
+    ) -> Result<(
+        crate::model::ContactRef<'r>,
+        Option<DncType>,
+        Option<String>,
+    )> {
+        let contact = self.contact("contact", &e.contact, region)?;
+        let t = e.dnc_type.optional("type")?;
+        let list = match t {
+            Some(t) if !e.list.trim().is_empty() || t == DncType::State => list_name(t, &e.list)?,
+            _ => None,
+        };
+        Ok((contact, t, list))
+    }
+
+    /// Seqs of the contact's entries in force that a removal of (type, list) takes away;
+    /// no type means the company's own entries (CORPORATE and PERSONAL).
+    fn active_entries(
+        &self,
+        contact: &crate::model::ContactRef<'_>,
+        t: Option<DncType>,
+        list: Option<&str>,
+        now: Millis,
+    ) -> Vec<u64> {
+        self.index.with_facts(contact, |f, _| {
+            f[0].dnc
+                .iter()
+                .filter(|x| x.is_active(now))
+                .filter(|x| match t {
+                    Some(t) => x.dnc_type == t && (list.is_none() || x.list.as_deref() == list),
+                    None => matches!(x.dnc_type, DncType::Corporate | DncType::Personal),
+                })
+                .map(|x| x.seq)
+                .collect()
+        })
     }
 
     /// Commits a batch's events and answers with a result per planned entry.

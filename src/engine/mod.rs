@@ -1,4 +1,5 @@
 //! The one core every transport calls: validates, decides from the index, writes through the store.
+mod access;
 mod args;
 mod audit;
 mod check;

@@ -385,104 +385,11 @@ impl Index {
             _ => None,
         };
         match &ev.event {
-            Event::ConsentRecorded(c) => {
-                self.details.insert(
-                    ev.seq,
-                    Detail::Consent(ConsentView {
-                        seq: ev.seq,
-                        recorded_at: ev.recorded_at,
-                        record: c.clone(),
-                    }),
-                );
-                let fact = ConsentFact::of(ev.seq, c);
-                // A fact already held for this seq (an erasure's history re-applied over a
-                // snapshot that was rewritten already) is not added twice.
-                let add = |f: &mut ContactFacts, fact: ConsentFact| {
-                    if !f.consents.iter().any(|x| x.seq == fact.seq) {
-                        f.consents.push(fact);
-                    }
-                };
-                if let Some(p) = mirror_to {
-                    self.update_person(&p, |f| add(f, fact.clone()));
-                    self.mirrors.insert(ev.seq, p);
-                }
-                self.update(&c.contact, |f| add(f, fact));
-            }
-            Event::DncAdded(d) => {
-                self.details.insert(
-                    ev.seq,
-                    Detail::Dnc(DncView {
-                        seq: ev.seq,
-                        added_at: ev.recorded_at,
-                        entry: d.clone(),
-                        removal: None,
-                    }),
-                );
-                let fact = DncFact::of(ev.seq, d);
-                let add = |f: &mut ContactFacts, fact: DncFact| {
-                    if !f.dnc.iter().any(|x| x.seq == fact.seq) {
-                        f.dnc.push(fact);
-                    }
-                };
-                if let Some(p) = mirror_to {
-                    self.update_person(&p, |f| add(f, fact.clone()));
-                    self.mirrors.insert(ev.seq, p);
-                }
-                self.update(&d.contact, |f| add(f, fact));
-            }
-            Event::DncRemoved(r) => {
-                // Take what is needed out of one map before locking another: never hold
-                // two guards at once.
-                let contact = match self.details.get_mut(&r.entry_seq).as_deref_mut() {
-                    Some(Detail::Dnc(view)) => {
-                        view.removal = Some(Removal {
-                            seq: ev.seq,
-                            at: ev.recorded_at,
-                            actor: r.actor.clone(),
-                            reason: r.reason.clone(),
-                            retain_until: r.retain_until,
-                        });
-                        Some(view.entry.contact.clone())
-                    }
-                    _ => None,
-                };
-                let mark = |f: &mut ContactFacts| {
-                    if let Some(e) = f.dnc.iter_mut().find(|e| e.seq == r.entry_seq) {
-                        e.removed = true;
-                    }
-                };
-                if let Some(contact) = contact {
-                    self.update(&contact, mark);
-                }
-                let mirrored = self.mirrors.get(&r.entry_seq).map(|p| p.clone());
-                if let Some(p) = mirrored {
-                    self.update_person(&p, mark);
-                }
-            }
-            Event::IdentityLinked(l) => {
-                let previous = self
-                    .get(&l.contact.as_ref())
-                    .and_then(|g| g.facts().person.clone());
-                if previous.as_deref() != Some(l.person.as_str()) {
-                    if let Some(prev) = previous {
-                        self.leave(&prev, &l.contact);
-                    }
-                    self.members
-                        .entry(l.person.as_str().into())
-                        .or_default()
-                        .push(l.contact.clone());
-                    self.update(&l.contact, |f| f.person = Some(l.person.as_str().into()));
-                }
-            }
-            Event::IdentityUnlinked(u) => {
-                let previous = self
-                    .get(&u.contact.as_ref())
-                    .and_then(|g| g.facts().person.clone());
-                if let Some(prev) = previous {
-                    self.leave(&prev, &u.contact);
-                    self.update(&u.contact, |f| f.person = None);
-                }
-            }
+            Event::ConsentRecorded(c) => self.consent_recorded(ev, c, mirror_to),
+            Event::DncAdded(d) => self.dnc_added(ev, d, mirror_to),
+            Event::DncRemoved(r) => self.dnc_removed(ev, r),
+            Event::IdentityLinked(l) => self.linked(l),
+            Event::IdentityUnlinked(u) => self.unlinked(u),
             Event::InboundReceived(i) => {
                 self.update(&i.contact, |f| f.record_inbound(i.channel, i.received_at))
             }
@@ -495,6 +402,119 @@ impl Index {
             | Event::LegalHoldPlaced(_)
             | Event::LegalHoldReleased(_) => {}
             Event::SubjectsErased(e) => self.group_erased(e),
+        }
+    }
+
+    fn consent_recorded(
+        &self,
+        ev: &StoredEvent,
+        c: &crate::model::ConsentEvent,
+        mirror_to: Option<Box<str>>,
+    ) {
+        self.details.insert(
+            ev.seq,
+            Detail::Consent(ConsentView {
+                seq: ev.seq,
+                recorded_at: ev.recorded_at,
+                record: c.clone(),
+            }),
+        );
+        let fact = ConsentFact::of(ev.seq, c);
+        // A fact already held for this seq (an erasure's history re-applied over a
+        // snapshot that was rewritten already) is not added twice.
+        let add = |f: &mut ContactFacts, fact: ConsentFact| {
+            if !f.consents.iter().any(|x| x.seq == fact.seq) {
+                f.consents.push(fact);
+            }
+        };
+        if let Some(p) = mirror_to {
+            self.update_person(&p, |f| add(f, fact.clone()));
+            self.mirrors.insert(ev.seq, p);
+        }
+        self.update(&c.contact, |f| add(f, fact));
+    }
+
+    fn dnc_added(
+        &self,
+        ev: &StoredEvent,
+        d: &crate::model::DncAddEvent,
+        mirror_to: Option<Box<str>>,
+    ) {
+        self.details.insert(
+            ev.seq,
+            Detail::Dnc(DncView {
+                seq: ev.seq,
+                added_at: ev.recorded_at,
+                entry: d.clone(),
+                removal: None,
+            }),
+        );
+        let fact = DncFact::of(ev.seq, d);
+        let add = |f: &mut ContactFacts, fact: DncFact| {
+            if !f.dnc.iter().any(|x| x.seq == fact.seq) {
+                f.dnc.push(fact);
+            }
+        };
+        if let Some(p) = mirror_to {
+            self.update_person(&p, |f| add(f, fact.clone()));
+            self.mirrors.insert(ev.seq, p);
+        }
+        self.update(&d.contact, |f| add(f, fact));
+    }
+
+    fn dnc_removed(&self, ev: &StoredEvent, r: &crate::model::DncRemoveEvent) {
+        // Take what is needed out of one map before locking another: never hold
+        // two guards at once.
+        let contact = match self.details.get_mut(&r.entry_seq).as_deref_mut() {
+            Some(Detail::Dnc(view)) => {
+                view.removal = Some(Removal {
+                    seq: ev.seq,
+                    at: ev.recorded_at,
+                    actor: r.actor.clone(),
+                    reason: r.reason.clone(),
+                    retain_until: r.retain_until,
+                });
+                Some(view.entry.contact.clone())
+            }
+            _ => None,
+        };
+        let mark = |f: &mut ContactFacts| {
+            if let Some(e) = f.dnc.iter_mut().find(|e| e.seq == r.entry_seq) {
+                e.removed = true;
+            }
+        };
+        if let Some(contact) = contact {
+            self.update(&contact, mark);
+        }
+        let mirrored = self.mirrors.get(&r.entry_seq).map(|p| p.clone());
+        if let Some(p) = mirrored {
+            self.update_person(&p, mark);
+        }
+    }
+
+    fn linked(&self, l: &crate::model::LinkEvent) {
+        let previous = self
+            .get(&l.contact.as_ref())
+            .and_then(|g| g.facts().person.clone());
+        if previous.as_deref() != Some(l.person.as_str()) {
+            if let Some(prev) = previous {
+                self.leave(&prev, &l.contact);
+            }
+            self.members
+                .entry(l.person.as_str().into())
+                .or_default()
+                .push(l.contact.clone());
+            self.update(&l.contact, |f| f.person = Some(l.person.as_str().into()));
+        }
+    }
+
+    fn unlinked(&self, u: &crate::model::UnlinkEvent) {
+        let previous = self
+            .get(&u.contact.as_ref())
+            .and_then(|g| g.facts().person.clone());
+        if let Some(prev) = previous {
+            self.leave(&prev, &u.contact);
+            self.update(&u.contact, |f| f.person = None);
         }
     }
 

@@ -422,67 +422,15 @@ impl Writer {
         let (requests, replies): (Vec<Append>, Vec<Reply>) = group.into_iter().unzip();
         let db = match self.db.get() {
             Ok(db) => db,
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                return;
-            }
+            Err(e) => return fail_all(replies, &e),
         };
-        let staged = (|| -> Result<(redb::WriteTransaction, Vec<Pending>), StoreError> {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let mut pending = Vec::with_capacity(requests.len());
-            {
-                let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
-                let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
-                let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
-                let mut audit = AuditTables::open(&txn)?;
-                for req in requests {
-                    if let Some(claim) = &req.idempotency {
-                        let seen = idem
-                            .get(claim.key.as_str())
-                            .map_err(unavailable)?
-                            .map(|v| v.value().to_vec());
-                        if let Some(seen) = seen {
-                            pending.push(Pending::Done(super::idempotency::replay(&seen, claim)));
-                            continue;
-                        }
-                    }
-                    let first_seq = next;
-                    let stored = write_events(&mut events, req.events, &mut next, now)?;
-                    audit.write(&mut chain, req.audit, first_seq, now)?;
-                    let response = match req.idempotency {
-                        Some(claim) => {
-                            let response = (claim.respond)(first_seq);
-                            let v = super::idempotency::encode(now, &claim.fingerprint, &response);
-                            idem.insert(claim.key.as_str(), v.as_slice())
-                                .map_err(unavailable)?;
-                            idem_time
-                                .insert((now, claim.key.as_str()), ())
-                                .map_err(unavailable)?;
-                            Some(response)
-                        }
-                        None => None,
-                    };
-                    let outcome = AppendOutcome::Committed {
-                        first_seq,
-                        last_seq: next - 1,
-                        response,
-                    };
-                    pending.push(Pending::Commit(outcome, stored));
-                }
-            }
-            Ok((txn, pending))
-        })();
-
+        let staged = stage(&db, requests, now, &mut next, &mut chain);
         let (txn, pending) = match staged {
             Ok(s) => s,
             Err(e) => {
                 // The transaction was dropped unfinished: nothing of this group is written.
                 tracing::error!(error = %e, "store write failed before commit");
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+                fail_all(replies, &e);
                 drop(db);
                 if let StoreError::Unavailable(why) = &e {
                     self.failed(why);
@@ -497,26 +445,29 @@ impl Writer {
                 self.next_seq = next;
                 self.audit_next = chain.next;
                 self.audit_prev = chain.prev;
-                for (p, reply) in pending.into_iter().zip(replies) {
-                    let outcome = match p {
-                        Pending::Done(outcome) => outcome,
-                        Pending::Commit(outcome, stored) => {
-                            for ev in &stored {
-                                self.sink.apply(ev);
-                            }
-                            Ok(outcome)
-                        }
-                    };
-                    let _ = reply.send(outcome);
-                }
+                self.answer(pending, replies);
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
-                for reply in replies {
-                    let _ = reply.send(Err(unavailable(format!("commit failed: {e}"))));
-                }
+                fail_all(replies, &unavailable(format!("commit failed: {e}")));
                 self.failed(&format!("commit failed: {e}"));
             }
+        }
+    }
+
+    /// After the commit: the committed events go to the sink, then each caller is answered.
+    fn answer(&self, pending: Vec<Pending>, replies: Vec<Reply>) {
+        for (p, reply) in pending.into_iter().zip(replies) {
+            let outcome = match p {
+                Pending::Done(outcome) => outcome,
+                Pending::Commit(outcome, stored) => {
+                    for ev in &stored {
+                        self.sink.apply(ev);
+                    }
+                    Ok(outcome)
+                }
+            };
+            let _ = reply.send(outcome);
         }
     }
 
@@ -749,6 +700,66 @@ fn free_bytes(path: &Path) -> Option<u64> {
         let _ = path;
         None
     }
+}
+
+fn fail_all(replies: Vec<Reply>, e: &StoreError) {
+    for reply in replies {
+        let _ = reply.send(Err(e.clone()));
+    }
+}
+
+/// Writes a group of appends into one transaction (not yet committed): each request's
+/// events and audit records, or, for an idempotency key seen before, its first answer.
+fn stage(
+    db: &Database,
+    requests: Vec<Append>,
+    now: Millis,
+    next: &mut u64,
+    chain: &mut ChainHead,
+) -> Result<(redb::WriteTransaction, Vec<Pending>), StoreError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let mut pending = Vec::with_capacity(requests.len());
+    {
+        let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
+        let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
+        let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
+        let mut audit = AuditTables::open(&txn)?;
+        for req in requests {
+            if let Some(claim) = &req.idempotency {
+                let seen = idem
+                    .get(claim.key.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| v.value().to_vec());
+                if let Some(seen) = seen {
+                    pending.push(Pending::Done(super::idempotency::replay(&seen, claim)));
+                    continue;
+                }
+            }
+            let first_seq = *next;
+            let stored = write_events(&mut events, req.events, next, now)?;
+            audit.write(chain, req.audit, first_seq, now)?;
+            let response = match req.idempotency {
+                Some(claim) => {
+                    let response = (claim.respond)(first_seq);
+                    let v = super::idempotency::encode(now, &claim.fingerprint, &response);
+                    idem.insert(claim.key.as_str(), v.as_slice())
+                        .map_err(unavailable)?;
+                    idem_time
+                        .insert((now, claim.key.as_str()), ())
+                        .map_err(unavailable)?;
+                    Some(response)
+                }
+                None => None,
+            };
+            let outcome = AppendOutcome::Committed {
+                first_seq,
+                last_seq: *next - 1,
+                response,
+            };
+            pending.push(Pending::Commit(outcome, stored));
+        }
+    }
+    Ok((txn, pending))
 }
 
 /// Drops remembered answers whose key or response names one of `contacts` (a consent
