@@ -154,8 +154,17 @@ impl Batch {
     }
 }
 
-pub async fn scrub(a: ScrubArgs) -> Result<()> {
-    let started = Instant::now();
+/// The input CSV, read from its header row on.
+struct Input {
+    reader: csv::Reader<std::fs::File>,
+    headers: csv::ByteRecord,
+    column: usize,
+    delimiter: u8,
+    /// Bytes in the file, for the progress bar.
+    total: u64,
+}
+
+fn open_input(a: &ScrubArgs) -> Result<Input> {
     let file =
         std::fs::File::open(&a.input).with_context(|| format!("--in {}", a.input.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -173,29 +182,41 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
         .with_context(|| format!("--in {}: reading the header row", a.input.display()))?
         .clone();
     let column = contact_column(&headers, a.column.as_deref())?;
-    let width = headers.len();
+    Ok(Input {
+        reader,
+        headers,
+        column,
+        delimiter,
+        total,
+    })
+}
+
+/// The output CSV, written under a `.partial` name with the answer columns in its header.
+fn open_output(a: &ScrubArgs, input: &Input) -> Result<(csv::Writer<std::fs::File>, PathBuf)> {
     let partial = partial_path(&a.out);
     let out_file =
         std::fs::File::create(&partial).with_context(|| format!("--out {}", partial.display()))?;
     let mut writer = csv::WriterBuilder::new()
-        .delimiter(delimiter)
+        .delimiter(input.delimiter)
         .buffer_capacity(1 << 20)
         .from_writer(out_file);
-    let mut out_headers = headers.clone();
-    for h in added_headers(&headers) {
+    let mut out_headers = input.headers.clone();
+    for h in added_headers(&input.headers) {
         out_headers.push_field(h.as_bytes());
     }
     writer.write_byte_record(&out_headers)?;
+    Ok((writer, partial))
+}
 
-    let mut client =
-        pb::decision_service_client::DecisionServiceClient::new(connect(&a.server).await?)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-
-    let in_flight = a.in_flight as usize;
-    let (req_tx, req_rx) = tokio::sync::mpsc::channel::<pb::CheckBatchRequest>(in_flight);
-    // The rows of each batch wait here for their answers; bounded like the requests.
-    let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<Batch>(in_flight + 1);
+/// Parses the CSV on its own thread, sending each batch's rows (to wait for their answers)
+/// and its checks; returns the rows read.
+fn spawn_reader(
+    a: &ScrubArgs,
+    mut input: Input,
+    bar: indicatif::ProgressBar,
+    rows_tx: std::sync::mpsc::SyncSender<Batch>,
+    req_tx: tokio::sync::mpsc::Sender<pb::CheckBatchRequest>,
+) -> tokio::task::JoinHandle<Result<u64>> {
     let template = pb::CheckRequest {
         channel: channel_pb(a.channel) as i32,
         purpose: purpose_pb(a.purpose) as i32,
@@ -204,19 +225,17 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
         default_region: a.region.clone(),
         ..Default::default()
     };
-    let bar = progress(total);
     let batch_size = a.batch as usize;
     let input_name = a.input.display().to_string();
-    let read_bar = bar.clone();
-    // CSV parsing on its own thread: the async side only moves batches.
-    let reader_task = tokio::task::spawn_blocking(move || -> Result<u64> {
+    let width = input.headers.len();
+    tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut rows = 0u64;
         let mut record = csv::ByteRecord::new();
         loop {
             let mut batch = Batch::with_capacity(batch_size, width);
             let mut checks = Vec::with_capacity(batch_size);
             while batch.len() < batch_size {
-                let more = reader.read_byte_record(&mut record).map_err(|e| {
+                let more = input.reader.read_byte_record(&mut record).map_err(|e| {
                     anyhow!(
                         "{input_name}: {e} (line {})",
                         e.position().map_or(0, |p| p.line())
@@ -225,7 +244,7 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
                 if !more {
                     break;
                 }
-                let contact = record.get(column).unwrap_or_default();
+                let contact = record.get(input.column).unwrap_or_default();
                 let mut c = template.clone();
                 c.contact = String::from_utf8_lossy(contact).into_owned();
                 checks.push(c);
@@ -235,7 +254,7 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
                 return Ok(rows);
             }
             rows += batch.len() as u64;
-            read_bar.set_position(reader.position().byte());
+            bar.set_position(input.reader.position().byte());
             if rows_tx.send(batch).is_err() {
                 return Ok(rows);
             }
@@ -246,16 +265,16 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
                 return Ok(rows);
             }
         }
-    });
+    })
+}
 
-    let mut responses = client
-        .check_stream(tokio_stream::wrappers::ReceiverStream::new(req_rx))
-        .await
-        .map_err(refused)?
-        .into_inner();
-    // Answers are written on their own thread too, in order, as they come.
-    let (resp_tx, resp_rx) = std::sync::mpsc::sync_channel::<pb::CheckBatchResponse>(in_flight + 1);
-    let writer_task = tokio::task::spawn_blocking(move || -> Result<Summary> {
+/// Writes each answer beside its rows on its own thread, in order, as they come.
+fn spawn_writer(
+    mut writer: csv::Writer<std::fs::File>,
+    rows_rx: std::sync::mpsc::Receiver<Batch>,
+    resp_rx: std::sync::mpsc::Receiver<pb::CheckBatchResponse>,
+) -> tokio::task::JoinHandle<Result<Summary>> {
+    tokio::task::spawn_blocking(move || -> Result<Summary> {
         let mut s = Summary::default();
         let mut reasons = String::new();
         for resp in resp_rx {
@@ -297,7 +316,32 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
             .map_err(|e| anyhow!("{}", e.error()))?
             .sync_all()?;
         Ok(s)
-    });
+    })
+}
+
+pub async fn scrub(a: ScrubArgs) -> Result<()> {
+    let started = Instant::now();
+    let input = open_input(&a)?;
+    let (writer, partial) = open_output(&a, &input)?;
+    let mut client =
+        pb::decision_service_client::DecisionServiceClient::new(connect(&a.server).await?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+
+    let in_flight = a.in_flight as usize;
+    let (req_tx, req_rx) = tokio::sync::mpsc::channel::<pb::CheckBatchRequest>(in_flight);
+    // The rows of each batch wait here for their answers; bounded like the requests.
+    let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<Batch>(in_flight + 1);
+    let bar = progress(input.total);
+    let reader_task = spawn_reader(&a, input, bar.clone(), rows_tx, req_tx);
+
+    let mut responses = client
+        .check_stream(tokio_stream::wrappers::ReceiverStream::new(req_rx))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let (resp_tx, resp_rx) = std::sync::mpsc::sync_channel::<pb::CheckBatchResponse>(in_flight + 1);
+    let writer_task = spawn_writer(writer, rows_rx, resp_rx);
     let mut stream_error = None;
     loop {
         match responses.message().await {
@@ -320,23 +364,26 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
     let written = writer_task.await?;
     let read = reader_task.await?;
     bar.finish_and_clear();
-    if let Some(e) = stream_error {
+    let discard = || {
         let _ = std::fs::remove_file(&partial);
+    };
+    if let Some(e) = stream_error {
+        discard();
         return Err(e.context("the scrub stopped; no output was written"));
     }
-    let read = read.inspect_err(|_| {
-        let _ = std::fs::remove_file(&partial);
-    })?;
-    let s = written.inspect_err(|_| {
-        let _ = std::fs::remove_file(&partial);
-    })?;
+    let read = read.inspect_err(|_| discard())?;
+    let s = written.inspect_err(|_| discard())?;
     if s.rows != read {
-        let _ = std::fs::remove_file(&partial);
+        discard();
         bail!("read {read} rows but received answers for {}", s.rows);
     }
     std::fs::rename(&partial, &a.out)
         .with_context(|| format!("renaming {} to {}", partial.display(), a.out.display()))?;
-    let secs = started.elapsed().as_secs_f64();
+    report(&s, started.elapsed().as_secs_f64(), &a.out);
+    Ok(())
+}
+
+fn report(s: &Summary, secs: f64, out: &Path) {
     eprintln!(
         "scrubbed {} rows in {:.2} s ({:.0} rows/s): ALLOW {}, BLOCK {}",
         s.rows,
@@ -348,8 +395,7 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
     for (reason, n) in &s.reasons {
         eprintln!("  {reason:<18} {n}");
     }
-    eprintln!("results: {}", a.out.display());
-    Ok(())
+    eprintln!("results: {}", out.display());
 }
 
 fn partial_path(out: &Path) -> PathBuf {
