@@ -170,6 +170,31 @@ async fn assert_blocked(
     }
 }
 
+/// The request once it has left PENDING and IN_PROGRESS.
+async fn finished(
+    c: &mut pb::privacy_service_client::PrivacyServiceClient<Channel>,
+    id: &str,
+) -> pb::PrivacyRequest {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .get_request(pb::GetRequestRequest {
+                request_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !matches!(
+            pb::PrivacyRequestStatus::try_from(r.status).unwrap(),
+            pb::PrivacyRequestStatus::Pending | pb::PrivacyRequestStatus::InProgress
+        ) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "request {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn delete(ch: &Channel, p: &Person) {
     let mut c = privacy(ch);
     let consumer = c
@@ -192,30 +217,14 @@ async fn delete(ch: &Channel, p: &Person) {
         .await
         .unwrap()
         .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = c
-            .get_request(pb::GetRequestRequest {
-                request_id: req.request_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.status == pb::PrivacyRequestStatus::Completed as i32 {
-            // The phone, the email, the second phone and the external id.
-            assert_eq!(r.erased_identifiers, 4, "{r:?}");
-            return;
-        }
-        assert!(
-            matches!(
-                pb::PrivacyRequestStatus::try_from(r.status).unwrap(),
-                pb::PrivacyRequestStatus::Pending | pb::PrivacyRequestStatus::InProgress
-            ),
-            "{r:?}"
-        );
-        assert!(Instant::now() < deadline, "DELETE did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let r = finished(&mut c, &req.request_id).await;
+    assert_eq!(
+        r.status,
+        pb::PrivacyRequestStatus::Completed as i32,
+        "{r:?}"
+    );
+    // The phone, the email, the second phone and the external id.
+    assert_eq!(r.erased_identifiers, 4, "{r:?}");
 }
 
 /// Writes through `writer`, checks on every server of `readers`; returns the seq reached.
@@ -412,19 +421,13 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         .await
         .unwrap()
         .into_inner();
-    let bundle = loop {
-        let r = p
-            .get_request(pb::GetRequestRequest {
-                request_id: access.request_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.status == pb::PrivacyRequestStatus::Completed as i32 {
-            break r.bundle_path;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let r = finished(&mut p, &access.request_id).await;
+    assert_eq!(
+        r.status,
+        pb::PrivacyRequestStatus::Completed as i32,
+        "{r:?}"
+    );
+    let bundle = r.bundle_path;
     assert!(std::path::Path::new(&bundle).exists());
     let needles = [
         "+12025550177",
@@ -450,20 +453,13 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         .await
         .unwrap()
         .into_inner();
-    loop {
-        let r = p
-            .get_request(pb::GetRequestRequest {
-                request_id: req.request_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.status == pb::PrivacyRequestStatus::Completed as i32 {
-            assert_eq!(r.erased_identifiers, 3, "{r:?}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let r = finished(&mut p, &req.request_id).await;
+    assert_eq!(
+        r.status,
+        pb::PrivacyRequestStatus::Completed as i32,
+        "{r:?}"
+    );
+    assert_eq!(r.erased_identifiers, 3, "{r:?}");
     assert!(
         !std::path::Path::new(&bundle).exists(),
         "the earlier ACCESS bundle outlived the DELETE"

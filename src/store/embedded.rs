@@ -769,12 +769,8 @@ fn forget_answers_naming(
     idem_time: &mut redb::Table<(i64, &str), ()>,
     contacts: &[crate::model::ContactKey],
 ) -> Result<usize, StoreError> {
-    let needles: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
-    let named = |hay: &[u8]| {
-        needles
-            .iter()
-            .any(|n| !n.is_empty() && hay.windows(n.len()).any(|w| w == n.as_bytes()))
-    };
+    let naming = super::idempotency::Naming::new(contacts);
+    let named = |hay: &[u8]| naming.found_in(hay);
     let mut gone: Vec<(String, i64)> = Vec::new();
     for item in idem.iter().map_err(unavailable)? {
         let (k, v) = item.map_err(unavailable)?;

@@ -3,6 +3,23 @@
 use super::{AppendOutcome, IdempotencyClaim, StoreError};
 use crate::model::Millis;
 
+/// The erased identifiers' text forms, to find remembered answers (and keys) naming them:
+/// a consent outcome carries the normalized contact.
+pub struct Naming(Vec<String>);
+
+impl Naming {
+    pub fn new(contacts: &[crate::model::ContactKey]) -> Naming {
+        Naming(contacts.iter().map(|c| c.to_string()).collect())
+    }
+
+    /// Whether `hay` holds any of the identifiers.
+    pub fn found_in(&self, hay: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|n| !n.is_empty() && hay.windows(n.len()).any(|w| w == n.as_bytes()))
+    }
+}
+
 /// The bytes to keep under `claim.key` for an answer first given at `at`.
 pub fn encode(at: Millis, fingerprint: &[u8; 32], response: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(40 + response.len());

@@ -571,12 +571,8 @@ async fn forget_answers_naming(
     shared: &Shared,
     contacts: &[crate::model::ContactKey],
 ) -> Result<usize, StoreError> {
-    let needles: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
-    let named = |hay: &[u8]| {
-        needles
-            .iter()
-            .any(|n| !n.is_empty() && hay.windows(n.len()).any(|w| w == n.as_bytes()))
-    };
+    let naming = crate::store::idempotency::Naming::new(contacts);
+    let named = |hay: &[u8]| naming.found_in(hay);
     let mut pattern = String::new();
     for ch in shared.keys.idem("").chars() {
         if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
