@@ -195,6 +195,25 @@ async fn finished(
     }
 }
 
+/// Submits a request of `kind` for `consumer_id` and returns it once it has finished.
+async fn run_request(
+    c: &mut pb::privacy_service_client::PrivacyServiceClient<Channel>,
+    consumer_id: &str,
+    kind: pb::PrivacyRequestType,
+) -> pb::PrivacyRequest {
+    let req = c
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer_id.into(),
+            r#type: kind as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    finished(c, &req.request_id).await
+}
+
 async fn delete(ch: &Channel, p: &Person) {
     let mut c = privacy(ch);
     let consumer = c
@@ -207,17 +226,12 @@ async fn delete(ch: &Channel, p: &Person) {
         .into_inner()
         .consumer
         .unwrap();
-    let req = c
-        .submit_request(pb::SubmitRequestRequest {
-            consumer_id: consumer.consumer_id,
-            r#type: pb::PrivacyRequestType::Delete as i32,
-            jurisdiction: pb::Jurisdiction::Ccpa as i32,
-            received_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let r = finished(&mut c, &req.request_id).await;
+    let r = run_request(
+        &mut c,
+        &consumer.consumer_id,
+        pb::PrivacyRequestType::Delete,
+    )
+    .await;
     assert_eq!(
         r.status,
         pb::PrivacyRequestStatus::Completed as i32,
@@ -411,17 +425,12 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         .into_inner()
         .consumer
         .unwrap();
-    let access = p
-        .submit_request(pb::SubmitRequestRequest {
-            consumer_id: consumer.consumer_id.clone(),
-            r#type: pb::PrivacyRequestType::Access as i32,
-            jurisdiction: pb::Jurisdiction::Ccpa as i32,
-            received_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let r = finished(&mut p, &access.request_id).await;
+    let r = run_request(
+        &mut p,
+        &consumer.consumer_id,
+        pb::PrivacyRequestType::Access,
+    )
+    .await;
     assert_eq!(
         r.status,
         pb::PrivacyRequestStatus::Completed as i32,
@@ -443,17 +452,12 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
     );
 
     // erased: the phone, the email and the external id.
-    let req = p
-        .submit_request(pb::SubmitRequestRequest {
-            consumer_id: consumer.consumer_id,
-            r#type: pb::PrivacyRequestType::Delete as i32,
-            jurisdiction: pb::Jurisdiction::Ccpa as i32,
-            received_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let r = finished(&mut p, &req.request_id).await;
+    let r = run_request(
+        &mut p,
+        &consumer.consumer_id,
+        pb::PrivacyRequestType::Delete,
+    )
+    .await;
     assert_eq!(
         r.status,
         pb::PrivacyRequestStatus::Completed as i32,
