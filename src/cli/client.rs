@@ -1,5 +1,8 @@
 //! Client subcommands: each one gRPC call to a running service, printed for a person.
-use super::{CheckArgs, ConsentArgs, ConsentCmd, DncCmd, ServerArg};
+use super::{
+    CheckArgs, ConsentArgs, ConsentCmd, DncAddArgs, DncCmd, DncGenerateArgs, DncGetArgs,
+    DncRemoveArgs, ServerArg,
+};
 use anyhow::{Context, Result, anyhow};
 use preflight::api::grpc::convert::{channel_pb, dnc_type_pb, ms_to_ts, purpose_pb};
 use preflight::model::DAY_MS;
@@ -146,175 +149,164 @@ fn print_results(results: &[pb::EntryResult], contacts: &[String]) {
 
 pub async fn dnc(cmd: DncCmd) -> Result<()> {
     match cmd {
-        DncCmd::Add {
-            contacts,
-            dnc_type,
-            list,
-            expires_in_days,
-            source,
-            note,
-            actor,
-            idempotency_key,
-            server,
-        } => {
-            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
-            let expires_at = expires_in_days.map(|d| ms_to_ts(now_ms() + i64::from(d) * DAY_MS));
-            let r = c
-                .add_entries(pb::AddEntriesRequest {
-                    entries: contacts
-                        .iter()
-                        .map(|contact| pb::DncEntryInput {
-                            contact: contact.clone(),
-                            r#type: dnc_type_pb(dnc_type) as i32,
-                            list: list.clone(),
-                            expires_at,
-                            source: source.clone(),
-                            note: note.clone(),
-                        })
-                        .collect(),
-                    idempotency_key,
-                    actor,
-                    ..Default::default()
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            print_results(&r.results, &contacts);
-            println!(
-                "seq: {}{}",
-                r.seq,
-                if r.duplicate { " (replayed)" } else { "" }
-            );
-        }
-        DncCmd::Remove {
-            contacts,
-            dnc_type,
-            list,
-            actor,
-            reason,
-            server,
-        } => {
-            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
-            let r = c
-                .remove_entries(pb::RemoveEntriesRequest {
-                    entries: contacts
-                        .iter()
-                        .map(|contact| pb::RemoveEntry {
-                            contact: contact.clone(),
-                            r#type: dnc_type.map(|t| dnc_type_pb(t) as i32).unwrap_or(0),
-                            list: list.clone(),
-                        })
-                        .collect(),
-                    actor,
-                    reason,
-                    ..Default::default()
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            print_results(&r.results, &contacts);
-            println!("seq: {}", r.seq);
-        }
-        DncCmd::Import {
-            list,
-            full,
-            changes,
-            max_reject_fraction,
-            server,
-        } => {
-            let (mode, files) = if full.is_empty() {
-                (pb::ImportMode::Changes, changes)
+        DncCmd::Add(a) => add_entries(a).await,
+        DncCmd::Remove(a) => remove_entries(a).await,
+        DncCmd::Import(a) => {
+            let (mode, files) = if a.full.is_empty() {
+                (pb::ImportMode::Changes, a.changes)
             } else {
-                (pb::ImportMode::Full, full)
+                (pb::ImportMode::Full, a.full)
             };
-            import(
-                &server,
-                &list,
-                mode,
-                &files,
-                max_reject_fraction.unwrap_or(0.0),
-            )
-            .await?;
+            let max_reject = a.max_reject_fraction.unwrap_or(0.0);
+            import(&a.server, &a.list, mode, &files, max_reject).await
         }
-        DncCmd::Registries { server } => {
-            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
-            let r = c
-                .list_registries(pb::ListRegistriesRequest {})
-                .await
-                .map_err(refused)?
-                .into_inner();
-            if r.registries.is_empty() {
-                println!("no registry lists loaded");
-            }
-            for l in r.registries {
-                print_registry(&l);
-            }
-        }
-        DncCmd::Generate {
-            count,
-            out,
-            seed,
-            comma,
-            gzip,
-        } => {
-            let file = std::fs::File::create(&out)
-                .with_context(|| format!("cannot create {}", out.display()))?;
-            let mut g = preflight::registry::generate::Generator::new(seed);
-            if gzip {
-                let mut w = flate2::write::GzEncoder::new(
-                    std::io::BufWriter::new(file),
-                    flate2::Compression::fast(),
-                );
-                g.write(count, comma, &mut w)?;
-                w.finish()?;
-            } else {
-                let mut w = std::io::BufWriter::with_capacity(8 << 20, file);
-                g.write(count, comma, &mut w)?;
-                std::io::Write::flush(&mut w)?;
-            }
-            println!("wrote {count} numbers to {}", out.display());
-        }
-        DncCmd::Get {
-            contact,
-            archived,
-            server,
-        } => {
-            let mut c = pb::dnc_service_client::DncServiceClient::new(connect(&server).await?);
-            let r = c
-                .get_entries(pb::GetEntriesRequest {
-                    contact,
-                    include_archived: archived,
-                    ..Default::default()
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            println!(
-                "{} ({} entries, index seq {})",
-                r.normalized_contact,
-                r.entries.len(),
-                r.index_seq
-            );
-            for e in r.entries {
-                let t = pb::DncType::try_from(e.r#type)
-                    .map(|t| t.as_str_name())
-                    .unwrap_or("?");
-                let state = if e.active {
-                    "active".to_string()
-                } else if !e.removed_by.is_empty() {
-                    format!("archived by {}: {}", e.removed_by, e.removal_reason)
-                } else {
-                    "expired".to_string()
-                };
-                println!(
-                    "  {} {} {} added by {} ({state})",
-                    e.entry_id,
-                    t.trim_start_matches("DNC_TYPE_"),
-                    e.list,
-                    e.added_by
-                );
-            }
-        }
+        DncCmd::Registries { server } => registries(&server).await,
+        DncCmd::Generate(a) => generate(a),
+        DncCmd::Get(a) => get_entries(a).await,
+    }
+}
+
+async fn dnc_client(server: &ServerArg) -> Result<DncClient> {
+    Ok(pb::dnc_service_client::DncServiceClient::new(
+        connect(server).await?,
+    ))
+}
+
+type DncClient = pb::dnc_service_client::DncServiceClient<Conn>;
+
+async fn add_entries(a: DncAddArgs) -> Result<()> {
+    let expires_at = a
+        .expires_in_days
+        .map(|d| ms_to_ts(now_ms() + i64::from(d) * DAY_MS));
+    let entries = a
+        .contacts
+        .iter()
+        .map(|contact| pb::DncEntryInput {
+            contact: contact.clone(),
+            r#type: dnc_type_pb(a.dnc_type) as i32,
+            list: a.list.clone(),
+            expires_at,
+            source: a.source.clone(),
+            note: a.note.clone(),
+        })
+        .collect();
+    let r = dnc_client(&a.server)
+        .await?
+        .add_entries(pb::AddEntriesRequest {
+            entries,
+            idempotency_key: a.idempotency_key,
+            actor: a.actor,
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print_results(&r.results, &a.contacts);
+    println!(
+        "seq: {}{}",
+        r.seq,
+        if r.duplicate { " (replayed)" } else { "" }
+    );
+    Ok(())
+}
+
+async fn remove_entries(a: DncRemoveArgs) -> Result<()> {
+    let entries = a
+        .contacts
+        .iter()
+        .map(|contact| pb::RemoveEntry {
+            contact: contact.clone(),
+            r#type: a.dnc_type.map(|t| dnc_type_pb(t) as i32).unwrap_or(0),
+            list: a.list.clone(),
+        })
+        .collect();
+    let r = dnc_client(&a.server)
+        .await?
+        .remove_entries(pb::RemoveEntriesRequest {
+            entries,
+            actor: a.actor,
+            reason: a.reason,
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print_results(&r.results, &a.contacts);
+    println!("seq: {}", r.seq);
+    Ok(())
+}
+
+async fn registries(server: &ServerArg) -> Result<()> {
+    let r = dnc_client(server)
+        .await?
+        .list_registries(pb::ListRegistriesRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if r.registries.is_empty() {
+        println!("no registry lists loaded");
+    }
+    for l in r.registries {
+        print_registry(&l);
+    }
+    Ok(())
+}
+
+fn generate(a: DncGenerateArgs) -> Result<()> {
+    let file = std::fs::File::create(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut g = preflight::registry::generate::Generator::new(a.seed);
+    if a.gzip {
+        let mut w = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::fast(),
+        );
+        g.write(a.count, a.comma, &mut w)?;
+        w.finish()?;
+    } else {
+        let mut w = std::io::BufWriter::with_capacity(8 << 20, file);
+        g.write(a.count, a.comma, &mut w)?;
+        std::io::Write::flush(&mut w)?;
+    }
+    println!("wrote {} numbers to {}", a.count, a.out.display());
+    Ok(())
+}
+
+async fn get_entries(a: DncGetArgs) -> Result<()> {
+    let r = dnc_client(&a.server)
+        .await?
+        .get_entries(pb::GetEntriesRequest {
+            contact: a.contact,
+            include_archived: a.archived,
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    println!(
+        "{} ({} entries, index seq {})",
+        r.normalized_contact,
+        r.entries.len(),
+        r.index_seq
+    );
+    for e in r.entries {
+        let t = pb::DncType::try_from(e.r#type)
+            .map(|t| t.as_str_name())
+            .unwrap_or("?");
+        let state = if e.active {
+            "active".to_string()
+        } else if !e.removed_by.is_empty() {
+            format!("archived by {}: {}", e.removed_by, e.removal_reason)
+        } else {
+            "expired".to_string()
+        };
+        println!(
+            "  {} {} {} added by {} ({state})",
+            e.entry_id,
+            t.trim_start_matches("DNC_TYPE_"),
+            e.list,
+            e.added_by
+        );
     }
     Ok(())
 }

@@ -126,111 +126,134 @@ fn open_offline(dir: &std::path::Path) -> Result<redb::Database> {
 
 pub async fn audit(cmd: AuditCmd) -> Result<()> {
     match cmd {
-        AuditCmd::Verify { source } => {
-            let v = match &source.data_dir {
-                Some(dir) => {
-                    let db = open_offline(dir)?;
-                    verify(|after, limit| read_audit_from(&db, after, limit))?
-                }
-                None => {
-                    let mut c = pb::audit_service_client::AuditServiceClient::new(
-                        connect(&source.server).await?,
-                    );
-                    let r = c
-                        .verify_audit(pb::VerifyAuditRequest {})
-                        .await
-                        .map_err(refused)?
-                        .into_inner();
-                    Verification {
-                        records: r.records,
-                        erased: r.erased,
-                        last_seq: r.last_seq,
-                        last_hash: r.last_hash,
-                        first_broken: (!r.ok).then_some((r.first_broken_seq, r.problem)),
-                    }
-                }
-            };
-            let ok = v.ok();
-            let line = match &v.first_broken {
-                None => format!(
-                    "audit chain intact: {} records ({} erased), last seq {}, head {}",
-                    v.records, v.erased, v.last_seq, v.last_hash
-                ),
-                Some((seq, why)) => format!(
-                    "audit chain BROKEN at record {seq}: {why} ({} records before it verified)",
-                    v.records
-                ),
-            };
-            println!("{line}");
-            if !ok {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        AuditCmd::Verify { source } => verify_chain(&source).await,
         AuditCmd::Export {
             since,
             until,
             out,
             source,
-        } => {
-            if let (Some(s), Some(u)) = (since, until)
-                && u <= s
-            {
-                bail!("--until must be after --since");
+        } => export(&source, since, until, out).await,
+    }
+}
+
+fn audit_client(
+    channel: super::client::Conn,
+) -> pb::audit_service_client::AuditServiceClient<super::client::Conn> {
+    pb::audit_service_client::AuditServiceClient::new(channel)
+}
+
+async fn verify_chain(source: &Source) -> Result<()> {
+    let v = match &source.data_dir {
+        Some(dir) => {
+            let db = open_offline(dir)?;
+            verify(|after, limit| read_audit_from(&db, after, limit))?
+        }
+        None => {
+            let r = audit_client(connect(&source.server).await?)
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            Verification {
+                records: r.records,
+                erased: r.erased,
+                last_seq: r.last_seq,
+                last_hash: r.last_hash,
+                first_broken: (!r.ok).then_some((r.first_broken_seq, r.problem)),
             }
-            let mut w: Box<dyn Write> = match &out {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("creating {}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
-            let mut n = 0u64;
-            match &source.data_dir {
-                Some(dir) => {
-                    let db = open_offline(dir)?;
-                    let mut after = 0;
-                    loop {
-                        let page = read_audit_from(&db, after, 4096)?;
-                        let Some(last) = page.last() else { break };
-                        after = last.seq;
-                        for raw in &page {
-                            let e = entry_of(raw).map_err(|e| anyhow!(e))?;
-                            if e.recorded_within(since, until) {
-                                serde_json::to_writer(&mut w, &e)?;
-                                w.write_all(b"\n")?;
-                                n += 1;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    let mut c = pb::audit_service_client::AuditServiceClient::new(
-                        connect(&source.server).await?,
-                    );
-                    let mut stream = c
-                        .export_audit(pb::ExportAuditRequest {
-                            since: since.map(ms_to_ts),
-                            until: until.map(ms_to_ts),
-                            after_seq: 0,
-                        })
-                        .await
-                        .map_err(refused)?
-                        .into_inner();
-                    while let Some(r) = stream.message().await.map_err(refused)? {
-                        w.write_all(r.json.as_bytes())?;
-                        w.write_all(b"\n")?;
-                        n += 1;
-                    }
-                }
+        }
+    };
+    match &v.first_broken {
+        None => println!(
+            "audit chain intact: {} records ({} erased), last seq {}, head {}",
+            v.records, v.erased, v.last_seq, v.last_hash
+        ),
+        Some((seq, why)) => println!(
+            "audit chain BROKEN at record {seq}: {why} ({} records before it verified)",
+            v.records
+        ),
+    }
+    if !v.ok() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn export(
+    source: &Source,
+    since: Option<Millis>,
+    until: Option<Millis>,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    if let (Some(s), Some(u)) = (since, until)
+        && u <= s
+    {
+        bail!("--until must be after --since");
+    }
+    let mut w: Box<dyn Write> = match &out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let n = match &source.data_dir {
+        Some(dir) => export_offline(dir, since, until, &mut w)?,
+        None => export_remote(&source.server, since, until, &mut w).await?,
+    };
+    w.flush()?;
+    if let Some(p) = out {
+        eprintln!("{n} audit records written to {}", p.display());
+    }
+    Ok(())
+}
+
+/// Pages through the stopped server's store; the window filter is the engine's own.
+fn export_offline(
+    dir: &std::path::Path,
+    since: Option<Millis>,
+    until: Option<Millis>,
+    w: &mut dyn Write,
+) -> Result<u64> {
+    let db = open_offline(dir)?;
+    let (mut after, mut n) = (0, 0u64);
+    loop {
+        let page = read_audit_from(&db, after, 4096)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for raw in &page {
+            let e = entry_of(raw).map_err(|e| anyhow!(e))?;
+            if e.recorded_within(since, until) {
+                serde_json::to_writer(&mut *w, &e)?;
+                w.write_all(b"\n")?;
+                n += 1;
             }
-            w.flush()?;
-            if let Some(p) = out {
-                eprintln!("{n} audit records written to {}", p.display());
-            }
-            Ok(())
         }
     }
+    Ok(n)
+}
+
+async fn export_remote(
+    server: &ServerArg,
+    since: Option<Millis>,
+    until: Option<Millis>,
+    w: &mut dyn Write,
+) -> Result<u64> {
+    let mut stream = audit_client(connect(server).await?)
+        .export_audit(pb::ExportAuditRequest {
+            since: since.map(ms_to_ts),
+            until: until.map(ms_to_ts),
+            after_seq: 0,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut n = 0u64;
+    while let Some(r) = stream.message().await.map_err(refused)? {
+        w.write_all(r.json.as_bytes())?;
+        w.write_all(b"\n")?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn status_name(s: i32) -> String {
@@ -289,6 +312,8 @@ fn print_request(r: &pb::PrivacyRequest) {
     }
 }
 
+type PrivacyClient = pb::privacy_service_client::PrivacyServiceClient<super::client::Conn>;
+
 pub async fn privacy(cmd: PrivacyCmd) -> Result<()> {
     let server = match &cmd {
         PrivacyCmd::Register { server, .. }
@@ -298,118 +323,131 @@ pub async fn privacy(cmd: PrivacyCmd) -> Result<()> {
         | PrivacyCmd::Extend { server, .. }
         | PrivacyCmd::Hold { server, .. } => server.clone(),
     };
-    let mut c = pb::privacy_service_client::PrivacyServiceClient::new(connect(&server).await?);
+    let mut c = PrivacyClient::new(connect(&server).await?);
     match cmd {
-        PrivacyCmd::Register { identifiers, .. } => {
-            let r = c
-                .register_consumer(pb::RegisterConsumerRequest {
-                    identifiers,
-                    default_region: String::new(),
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            let consumer = r.consumer.unwrap_or_default();
-            println!(
-                "{} {} ({} identifiers{})",
-                consumer.consumer_id,
-                if r.created {
-                    "registered"
-                } else {
-                    "already known"
-                },
-                consumer.identifiers.len(),
-                if r.added_identifiers.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} added", r.added_identifiers.len())
-                }
-            );
-        }
+        PrivacyCmd::Register { identifiers, .. } => register(&mut c, identifiers).await,
         PrivacyCmd::Submit {
             consumer,
             kind,
             jurisdiction,
             received_at,
             ..
-        } => {
-            let r = c
-                .submit_request(pb::SubmitRequestRequest {
-                    consumer_id: consumer,
-                    r#type: match kind {
-                        Kind::Access => pb::PrivacyRequestType::Access,
-                        Kind::Delete => pb::PrivacyRequestType::Delete,
-                    } as i32,
-                    jurisdiction: match jurisdiction {
-                        Law::Ccpa => pb::Jurisdiction::Ccpa,
-                        Law::Gdpr => pb::Jurisdiction::Gdpr,
-                    } as i32,
-                    received_at: received_at.map(ms_to_ts),
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            print_request(&r);
-        }
+        } => submit(&mut c, consumer, kind, jurisdiction, received_at).await,
         PrivacyCmd::Get { request_id, .. } => {
-            let r = c
-                .get_request(pb::GetRequestRequest { request_id })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            print_request(&r);
+            let r = c.get_request(pb::GetRequestRequest { request_id }).await;
+            print_request(&r.map_err(refused)?.into_inner());
+            Ok(())
         }
         PrivacyCmd::List {
             overdue, consumer, ..
-        } => {
-            let r = c
-                .list_requests(pb::ListRequestsRequest {
-                    overdue_only: overdue,
-                    consumer_id: consumer,
-                })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            for x in &r.requests {
-                print_request(x);
-            }
-            println!("{} requests", r.requests.len());
-        }
+        } => list(&mut c, overdue, consumer).await,
         PrivacyCmd::Extend {
             request_id, notice, ..
         } => {
             let r = c
                 .extend_request(pb::ExtendRequestRequest { request_id, notice })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            print_request(&r);
+                .await;
+            print_request(&r.map_err(refused)?.into_inner());
+            Ok(())
         }
         PrivacyCmd::Hold {
             contact,
             reason,
             release,
             ..
-        } => {
-            let req = pb::LegalHoldRequest {
-                contact,
-                reason,
-                default_region: String::new(),
-            };
-            let r = if release {
-                c.release_legal_hold(req).await
-            } else {
-                c.place_legal_hold(req).await
-            }
-            .map_err(refused)?
-            .into_inner();
-            println!(
-                "legal hold {} for {} (seq {})",
-                if release { "released" } else { "placed" },
-                preflight::model::mask(&r.normalized_contact),
-                r.seq
-            );
-        }
+        } => hold(&mut c, contact, reason, release).await,
     }
+}
+
+async fn register(c: &mut PrivacyClient, identifiers: Vec<String>) -> Result<()> {
+    let r = c
+        .register_consumer(pb::RegisterConsumerRequest {
+            identifiers,
+            default_region: String::new(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let consumer = r.consumer.unwrap_or_default();
+    println!(
+        "{} {} ({} identifiers{})",
+        consumer.consumer_id,
+        if r.created {
+            "registered"
+        } else {
+            "already known"
+        },
+        consumer.identifiers.len(),
+        if r.added_identifiers.is_empty() {
+            String::new()
+        } else {
+            format!(", {} added", r.added_identifiers.len())
+        }
+    );
+    Ok(())
+}
+
+async fn submit(
+    c: &mut PrivacyClient,
+    consumer: String,
+    kind: Kind,
+    jurisdiction: Law,
+    received_at: Option<Millis>,
+) -> Result<()> {
+    let r = c
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer,
+            r#type: match kind {
+                Kind::Access => pb::PrivacyRequestType::Access,
+                Kind::Delete => pb::PrivacyRequestType::Delete,
+            } as i32,
+            jurisdiction: match jurisdiction {
+                Law::Ccpa => pb::Jurisdiction::Ccpa,
+                Law::Gdpr => pb::Jurisdiction::Gdpr,
+            } as i32,
+            received_at: received_at.map(ms_to_ts),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print_request(&r);
+    Ok(())
+}
+
+async fn list(c: &mut PrivacyClient, overdue: bool, consumer: String) -> Result<()> {
+    let r = c
+        .list_requests(pb::ListRequestsRequest {
+            overdue_only: overdue,
+            consumer_id: consumer,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    for x in &r.requests {
+        print_request(x);
+    }
+    println!("{} requests", r.requests.len());
+    Ok(())
+}
+
+async fn hold(c: &mut PrivacyClient, contact: String, reason: String, release: bool) -> Result<()> {
+    let req = pb::LegalHoldRequest {
+        contact,
+        reason,
+        default_region: String::new(),
+    };
+    let r = if release {
+        c.release_legal_hold(req).await
+    } else {
+        c.place_legal_hold(req).await
+    }
+    .map_err(refused)?
+    .into_inner();
+    println!(
+        "legal hold {} for {} (seq {})",
+        if release { "released" } else { "placed" },
+        preflight::model::mask(&r.normalized_contact),
+        r.seq
+    );
     Ok(())
 }

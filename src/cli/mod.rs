@@ -131,92 +131,107 @@ pub struct CheckArgs {
 #[derive(Subcommand, Debug)]
 pub enum DncCmd {
     /// Add entries (one per contact).
-    Add {
-        #[arg(required = true)]
-        contacts: Vec<String>,
-        #[arg(long = "type", value_parser = dnc_type, default_value = "corporate")]
-        dnc_type: DncType,
-        /// List name; required for STATE (e.g. TX).
-        #[arg(long, default_value = "")]
-        list: String,
-        /// Entry expires after this many days.
-        #[arg(long)]
-        expires_in_days: Option<u32>,
-        #[arg(long, default_value = "cli")]
-        source: String,
-        #[arg(long, default_value = "")]
-        note: String,
-        #[arg(long, env = "USER", default_value = "cli")]
-        actor: String,
-        #[arg(long, default_value = "")]
-        idempotency_key: String,
-        #[command(flatten)]
-        server: ServerArg,
-    },
+    Add(DncAddArgs),
     /// Archive entries (soft delete, kept until their retention date).
-    Remove {
-        #[arg(required = true)]
-        contacts: Vec<String>,
-        /// Only this type; default: every CORPORATE and PERSONAL entry.
-        #[arg(long = "type", value_parser = dnc_type)]
-        dnc_type: Option<DncType>,
-        #[arg(long, default_value = "")]
-        list: String,
-        /// Who removes (required).
-        #[arg(long)]
-        actor: String,
-        /// Why (required).
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        server: ServerArg,
-    },
+    Remove(DncRemoveArgs),
     /// Import registry files (full or change files, plain or gzip) as a new version of a list.
-    Import {
-        /// FEDERAL, STATE:<code> (e.g. STATE:TX), LITIGATOR, or a custom list name.
-        #[arg(long)]
-        list: String,
-        /// Files holding the whole list (one 10-digit number, or `area,number`, per line).
-        #[arg(long, num_args = 1.., conflicts_with = "changes", required_unless_present = "changes")]
-        full: Vec<PathBuf>,
-        /// Change files: a number and an action field `A` (add) or `D` (delete) per line.
-        #[arg(long, num_args = 1..)]
-        changes: Vec<PathBuf>,
-        /// Refuse the import when more than this fraction of lines are malformed (server default: 0.001).
-        #[arg(long)]
-        max_reject_fraction: Option<f64>,
-        #[command(flatten)]
-        server: ServerArg,
-    },
+    Import(DncImportArgs),
     /// List the registry lists loaded, with version, count, checksums and import time.
     Registries {
         #[command(flatten)]
         server: ServerArg,
     },
     /// Write a deterministic registry-format file of N numbers over real NANP area codes.
-    Generate {
-        #[arg(long)]
-        count: u64,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// `area,number` lines instead of 10 digits.
-        #[arg(long)]
-        comma: bool,
-        /// gzip the output.
-        #[arg(long)]
-        gzip: bool,
-    },
+    Generate(DncGenerateArgs),
     /// Show a contact's entries.
-    Get {
-        contact: String,
-        /// Include archived entries.
-        #[arg(long)]
-        archived: bool,
-        #[command(flatten)]
-        server: ServerArg,
-    },
+    Get(DncGetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DncAddArgs {
+    #[arg(required = true)]
+    pub contacts: Vec<String>,
+    #[arg(long = "type", value_parser = dnc_type, default_value = "corporate")]
+    pub dnc_type: DncType,
+    /// List name; required for STATE (e.g. TX).
+    #[arg(long, default_value = "")]
+    pub list: String,
+    /// Entry expires after this many days.
+    #[arg(long)]
+    pub expires_in_days: Option<u32>,
+    #[arg(long, default_value = "cli")]
+    pub source: String,
+    #[arg(long, default_value = "")]
+    pub note: String,
+    #[arg(long, env = "USER", default_value = "cli")]
+    pub actor: String,
+    #[arg(long, default_value = "")]
+    pub idempotency_key: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Args, Debug)]
+pub struct DncRemoveArgs {
+    #[arg(required = true)]
+    pub contacts: Vec<String>,
+    /// Only this type; default: every CORPORATE and PERSONAL entry.
+    #[arg(long = "type", value_parser = dnc_type)]
+    pub dnc_type: Option<DncType>,
+    #[arg(long, default_value = "")]
+    pub list: String,
+    /// Who removes (required).
+    #[arg(long)]
+    pub actor: String,
+    /// Why (required).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Args, Debug)]
+pub struct DncImportArgs {
+    /// FEDERAL, STATE:<code> (e.g. STATE:TX), LITIGATOR, or a custom list name.
+    #[arg(long)]
+    pub list: String,
+    /// Files holding the whole list (one 10-digit number, or `area,number`, per line).
+    #[arg(long, num_args = 1.., conflicts_with = "changes", required_unless_present = "changes")]
+    pub full: Vec<PathBuf>,
+    /// Change files: a number and an action field `A` (add) or `D` (delete) per line.
+    #[arg(long, num_args = 1..)]
+    pub changes: Vec<PathBuf>,
+    /// Refuse the import when more than this fraction of lines are malformed (server default: 0.001).
+    #[arg(long)]
+    pub max_reject_fraction: Option<f64>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Args, Debug)]
+pub struct DncGenerateArgs {
+    #[arg(long)]
+    pub count: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// `area,number` lines instead of 10 digits.
+    #[arg(long)]
+    pub comma: bool,
+    /// gzip the output.
+    #[arg(long)]
+    pub gzip: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DncGetArgs {
+    pub contact: String,
+    /// Include archived entries.
+    #[arg(long)]
+    pub archived: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 #[derive(Args, Debug)]
