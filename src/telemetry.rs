@@ -133,10 +133,25 @@ impl Default for DecisionCounters {
 }
 
 /// The index's state gauges: its seq, how long since it heard from its store, its size.
-pub fn index_state(seq: u64, age_ms: crate::model::Millis, identifiers: usize) {
+pub fn index_state(seq: u64, age_ms: crate::model::Millis, size: &IndexSize) {
     metrics::gauge!("preflight_index_seq").set(seq as f64);
     metrics::gauge!("preflight_index_age_seconds").set(age_ms as f64 / 1e3);
-    metrics::gauge!("preflight_index_identifiers").set(identifiers as f64);
+    metrics::gauge!("preflight_index_identifiers").set(size.identifiers as f64);
+    metrics::gauge!("preflight_index_contacts").set(size.identifiers as f64);
+    metrics::gauge!("preflight_index_bytes").set(size.bytes as f64);
+    if let Some(b) = size.store_bytes {
+        metrics::gauge!("preflight_store_bytes").set(b as f64);
+    }
+}
+
+/// How big the index and its store are.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct IndexSize {
+    /// Identifiers the index holds facts for (phones, emails, external ids, tokens).
+    pub identifiers: usize,
+    /// The index's own accounting of its memory.
+    pub bytes: usize,
+    pub store_bytes: Option<u64>,
 }
 
 /// One registry list's gauges.

@@ -89,7 +89,7 @@ impl Engine {
         let mut dnc = Vec::new();
         let mut seen = BTreeSet::new();
         for k in &keys {
-            let (report, _) = self.index.report(&k.as_ref());
+            let (report, _) = self.report(&k.as_ref())?;
             // An entry mirrored to the person shows once.
             for v in report.dnc.into_iter().filter(|v| seen.insert(v.seq)) {
                 dnc.push(json!({

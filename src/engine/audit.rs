@@ -28,12 +28,20 @@ impl Engine {
             .map(|(i, ev)| {
                 let mut contacts: Vec<ContactKey> = ev.contacts().into_iter().cloned().collect();
                 let before = match ev {
-                    Event::DncRemoved(r) => match self.index.dnc_view(r.entry_seq) {
-                        Some(v) => {
+                    Event::DncRemoved(r) => match self.dnc_view(r.entry_seq) {
+                        Ok(Some(v)) => {
                             contacts.push(v.entry.contact.clone());
                             json!({ "entry": dnc_json(&v) })
                         }
-                        None => Value::Null,
+                        other => {
+                            if let Err(e) = other {
+                                tracing::error!(error = %e, entry_seq = r.entry_seq, "cannot read the removed DNC entry for its audit record");
+                            }
+                            // Still about the identifier the removal names, so that an
+                            // erasure finds and strips this record.
+                            contacts.extend(r.contact.iter().cloned());
+                            Value::Null
+                        }
                     },
                     Event::SubjectsErased(_) => Value::Null,
                     _ => Value::Array(contacts.iter().map(|c| self.state_of(c, ev)).collect()),
@@ -82,7 +90,7 @@ impl Engine {
                         .filter(|x| {
                             x.channels.iter().any(|ch| new.channels.contains(ch))
                                 && x.purposes.iter().any(|p| new.purposes.contains(p))
-                                && x.category.as_deref() == new.category.as_deref()
+                                && x.category == new.category.as_deref()
                         })
                         .max_by_key(|x| (x.effective_at, x.seq))
                         .map_or(Value::Null, |x| {
@@ -91,7 +99,7 @@ impl Engine {
                                 "status": x.status,
                                 "channels": x.channels,
                                 "purposes": x.purposes,
-                                "category": x.category.as_deref(),
+                                "category": x.category,
                                 "effective_at": x.effective_at,
                                 "expires_at": x.expires_at,
                             })
@@ -106,7 +114,7 @@ impl Engine {
                         .map(|x| {
                             json!({
                                 "entry_id": dnc_id(x.seq), "type": x.dnc_type,
-                                "list": x.list.as_deref(), "expires_at": x.expires_at,
+                                "list": x.list, "expires_at": x.expires_at,
                             })
                         })
                         .collect();

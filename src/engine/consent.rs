@@ -159,12 +159,12 @@ impl Engine {
         let region = self.region("default_region", default_region)?;
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
-        let (mut facts, seq) = self.index.report(&key);
+        let (mut facts, seq) = self.report(&key)?;
         // What a DELETE kept of this identifier and of the rest of its person (opt-outs,
         // DNC entries, under their tokens) explains why it is still blocked; none of it is
         // personal.
         for t in self.index.erased_tokens(&key) {
-            let (kept, _) = self.index.report(&crate::model::ContactRef::Erased(t));
+            let (kept, _) = self.report(&crate::model::ContactRef::Erased(t))?;
             facts.consents.extend(kept.consents);
             facts.dnc.extend(kept.dnc);
         }
@@ -174,7 +174,7 @@ impl Engine {
             let person_key = ContactKey::External(p.as_str().into());
             for k in members.iter().chain(std::iter::once(&person_key)) {
                 if k.as_ref() != key {
-                    let (more, _) = self.index.report(&k.as_ref());
+                    let (more, _) = self.report(&k.as_ref())?;
                     facts.consents.extend(more.consents);
                     facts.dnc.extend(more.dnc);
                 }

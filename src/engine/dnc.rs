@@ -203,7 +203,7 @@ impl Engine {
                     .find(|x| {
                         x.is_active(now)
                             && x.dnc_type == ev.dnc_type
-                            && x.list.as_deref() == ev.list.as_deref()
+                            && x.list == ev.list.as_deref()
                     })
                     .map(|x| x.seq)
             });
@@ -264,6 +264,7 @@ impl Engine {
                 if taken.insert(seq) {
                     events.push(Event::DncRemoved(DncRemoveEvent {
                         entry_seq: seq,
+                        contact: self.index.entry_owner(seq, &contact.to_key()),
                         actor: actor.clone(),
                         reason: reason.clone(),
                         retain_until,
@@ -365,7 +366,7 @@ impl Engine {
                 .iter()
                 .filter(|x| x.is_active(now))
                 .filter(|x| match t {
-                    Some(t) => x.dnc_type == t && (list.is_none() || x.list.as_deref() == list),
+                    Some(t) => x.dnc_type == t && (list.is_none() || x.list == list),
                     None => matches!(x.dnc_type, DncType::Corporate | DncType::Personal),
                 })
                 .map(|x| x.seq)
@@ -409,7 +410,7 @@ impl Engine {
         let region = self.region("default_region", default_region)?;
         let key = self.contact("contact", contact, region)?;
         let now = self.clock.now_ms();
-        let (report, seq) = self.index.report(&key);
+        let (report, seq) = self.report(&key)?;
         let entries = report
             .dnc
             .into_iter()

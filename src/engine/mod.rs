@@ -9,6 +9,7 @@ mod identity;
 mod inbound;
 mod privacy;
 mod projection;
+mod records;
 mod registry;
 mod watch;
 mod writes;
@@ -124,11 +125,20 @@ impl Engine {
     /// Sets the gauges that describe state rather than events, just before a scrape renders.
     pub fn refresh_gauges(&self) {
         let now = self.clock.now_ms();
-        crate::telemetry::index_state(self.index.seq(), self.index.age_ms(now), self.index.len());
+        crate::telemetry::index_state(self.index.seq(), self.index.age_ms(now), &self.index_size());
         for l in self.registries.list() {
             crate::telemetry::registry_state(&l.name, l.count, l.version, l.imported_at);
         }
         self.privacy_metrics();
+    }
+
+    /// How big the index and the store are.
+    pub fn index_size(&self) -> crate::telemetry::IndexSize {
+        crate::telemetry::IndexSize {
+            identifiers: self.index.len(),
+            bytes: self.index.bytes(),
+            store_bytes: self.store.bytes(),
+        }
     }
 
     /// Whether this replica should take traffic: its index holds a full load and its store

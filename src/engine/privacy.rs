@@ -454,17 +454,17 @@ impl Engine {
             match self.privacy.hold(&k) {
                 Some(h) => {
                     let reason = format!("legal hold: {}", h.reason);
-                    let (report, _) = self.index.report(&k.as_ref());
+                    let (records, _) = self.index.records(&k.as_ref());
                     let before = retained.len();
-                    for c in report.consents {
+                    for seq in records.consents {
                         retained.push(Retained {
-                            record_id: consent_id(c.seq),
+                            record_id: consent_id(seq),
                             reason: reason.clone(),
                         });
                     }
-                    for d in report.dnc {
+                    for (seq, _) in records.dnc {
                         retained.push(Retained {
-                            record_id: dnc_id(d.seq),
+                            record_id: dnc_id(seq),
                             reason: reason.clone(),
                         });
                     }

@@ -63,8 +63,8 @@ impl EventSink for Projection {
         self.index.heard_from_store(now);
     }
 
-    fn history_of(&self, contacts: &[ContactKey]) -> Vec<StoredEvent> {
-        self.index.history_of(contacts)
+    fn fact_seqs(&self, contacts: &[ContactKey]) -> Vec<u64> {
+        self.index.fact_seqs(contacts)
     }
 
     fn contacts_for_tokens(&self, tokens: &[crate::model::Token]) -> Vec<ContactKey> {

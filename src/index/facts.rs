@@ -1,5 +1,6 @@
 //! What the index knows about one identifier: a compact, decision-only form kept inline in
-//! the map (one cache miss per lookup), and the full records behind it for reports.
+//! the map (one cache miss per lookup), and the shape of the full records reports read
+//! from the store.
 use crate::model::{
     Channel, ChannelSet, ConsentEvent, ConsentStatus, DncAddEvent, DncType, Millis, PurposeSet,
 };
@@ -14,7 +15,8 @@ pub struct ConsentFact {
     pub status: ConsentStatus,
     pub channels: ChannelSet,
     pub purposes: PurposeSet,
-    pub category: Option<Box<str>>,
+    /// Interned: categories are few.
+    pub category: Option<&'static str>,
 }
 
 impl ConsentFact {
@@ -26,7 +28,7 @@ impl ConsentFact {
             status: c.status,
             channels: c.channels,
             purposes: c.purposes,
-            category: c.category.as_deref().map(Into::into),
+            category: c.category.as_deref().map(interned),
         }
     }
 }
@@ -36,7 +38,8 @@ impl ConsentFact {
 pub struct DncFact {
     pub seq: u64,
     pub dnc_type: DncType,
-    pub list: Option<Box<str>>,
+    /// Interned: list names are few.
+    pub list: Option<&'static str>,
     pub expires_at: Option<Millis>,
     pub removed: bool,
 }
@@ -46,7 +49,7 @@ impl DncFact {
         DncFact {
             seq,
             dnc_type: d.dnc_type,
-            list: d.list.as_deref().map(Into::into),
+            list: d.list.as_deref().map(interned),
             expires_at: d.expires_at,
             removed: false,
         }
@@ -58,16 +61,23 @@ impl DncFact {
     }
 }
 
+/// The name's one shared copy.
+fn interned(name: &str) -> &'static str {
+    super::names::NAMES.get(super::names::NAMES.intern(name))
+}
+
+/// An identifier's facts decoded for a decision (see `packed` for how they are stored):
+/// inline up to four of each, so the check path allocates nothing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContactFacts {
     /// In seq order.
-    pub consents: SmallVec<[ConsentFact; 1]>,
+    pub consents: SmallVec<[ConsentFact; 4]>,
     /// In seq order, archived entries included until their retention date.
-    pub dnc: SmallVec<[DncFact; 1]>,
+    pub dnc: SmallVec<[DncFact; 4]>,
     /// The person (external id) this identifier is linked to.
     pub person: Option<Box<str>>,
-    /// Last inbound message time per channel (0: none), boxed as few contacts have one.
-    pub last_inbound: Option<Box<[Millis; 6]>>,
+    /// Last inbound message time per channel (0: none).
+    pub last_inbound: Option<[Millis; 6]>,
 }
 
 impl ContactFacts {
@@ -110,7 +120,7 @@ impl ContactFacts {
     }
 
     pub(crate) fn record_inbound(&mut self, channel: Channel, at: Millis) {
-        let slots = self.last_inbound.get_or_insert_with(|| Box::new([0; 6]));
+        let slots = self.last_inbound.get_or_insert([0; 6]);
         let slot = &mut slots[channel_slot(channel)];
         *slot = (*slot).max(at);
     }
@@ -164,11 +174,4 @@ impl DncView {
 pub struct ContactReport {
     pub consents: Vec<ConsentView>,
     pub dnc: Vec<DncView>,
-}
-
-/// The full record behind a fact, keyed by seq in the index.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Detail {
-    Consent(ConsentView),
-    Dnc(DncView),
 }

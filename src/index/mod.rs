@@ -1,6 +1,8 @@
 //! The in-memory index that reads see: per-identifier facts in sharded maps, the identity
 //! graph, applied in seq order from the change log and fanned out to watchers.
 mod facts;
+mod names;
+mod packed;
 
 pub use facts::{ConsentFact, ConsentView, ContactFacts, ContactReport, DncFact, DncView, Removal};
 
@@ -9,14 +11,12 @@ use crate::model::{
     ConsentStatus, ContactKey, ContactRef, DncType, Event, Millis, StoredEvent, Token,
 };
 use dashmap::DashMap;
-use facts::Detail;
+use packed::Slot;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
-
-static NO_FACTS: ContactFacts = ContactFacts::new();
 
 /// Events a slow watcher may fall behind by before it is told to resume.
 pub const WATCH_BUFFER: usize = 65_536;
@@ -34,12 +34,12 @@ pub enum Applied {
 }
 
 pub struct Index {
-    phones: FastMap<u64, ContactFacts>,
-    emails: FastMap<Box<str>, ContactFacts>,
+    phones: FastMap<u64, Slot>,
+    emails: FastMap<Box<str>, Slot>,
     /// External ids; a person's own facts live under their external id.
-    externals: FastMap<Box<str>, ContactFacts>,
+    externals: FastMap<Box<str>, Slot>,
     /// Erased identifiers by token: what keeps an erased person's opt-outs enforced.
-    erased: FastMap<Token, ContactFacts>,
+    erased: FastMap<Token, Slot>,
     /// Each token of an erased person to every token of that person: the identity links
     /// are gone, so this is what carries one identifier's opt-out to the others.
     erased_groups: FastMap<Token, Arc<[Token]>>,
@@ -50,10 +50,15 @@ pub struct Index {
     tokenizer: OnceLock<Tokenizer>,
     /// Person (external id) to the identifiers linked to them.
     members: FastMap<Box<str>, Vec<ContactKey>>,
-    /// Full records by the seq that created them (reports, removals).
-    details: FastMap<u64, Detail>,
-    /// Withdrawal, refusal or company DNC entry seq to the person its fact was mirrored to.
-    mirrors: FastMap<u64, Box<str>>,
+    /// Removed DNC entries still within retention: entry seq to its removal. Full records
+    /// stay in the store; reports read them from there by seq.
+    archived: FastMap<u64, Archived>,
+    /// Withdrawal, refusal or company DNC entry seq to the person its fact was mirrored to
+    /// (and the identifier it was recorded for).
+    mirrors: FastMap<u64, Mirror>,
+    /// Heap bytes behind the identifier maps' entries (spilled facts, string keys), kept
+    /// as they change so that sizing the index never walks it.
+    heap: AtomicI64,
     seq: AtomicU64,
     /// When the index last heard from its store (an event or a heartbeat).
     heard_at: AtomicI64,
@@ -75,8 +80,9 @@ impl Default for Index {
             any_erased: AtomicBool::new(false),
             tokenizer: OnceLock::new(),
             members: FastMap::default(),
-            details: FastMap::default(),
+            archived: FastMap::default(),
             mirrors: FastMap::default(),
+            heap: AtomicI64::new(0),
             seq: AtomicU64::new(0),
             heard_at: AtomicI64::new(0),
             authoritative: AtomicBool::new(false),
@@ -84,6 +90,30 @@ impl Default for Index {
             changes: broadcast::channel(WATCH_BUFFER).0,
         }
     }
+}
+
+/// A removed DNC entry kept until its retention date.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Archived {
+    pub removal_seq: u64,
+    pub retain_until: Millis,
+    /// Where the entry's fact is held.
+    pub owner: ContactKey,
+}
+
+/// Where a fact of one identifier was copied to: the person it was linked to.
+#[derive(Clone, Debug, PartialEq)]
+struct Mirror {
+    person: Box<str>,
+    owner: ContactKey,
+}
+
+/// The seqs of the records held for one identifier, for reports to read from the store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordSeqs {
+    pub consents: Vec<u64>,
+    /// Each DNC entry with its removal, when archived.
+    pub dnc: Vec<(u64, Option<Archived>)>,
 }
 
 fn key_ref(k: &ContactKey) -> ContactRef<'_> {
@@ -220,7 +250,12 @@ impl Index {
     }
 
     fn token_facts(&self, token: &Token) -> Option<ContactFacts> {
-        self.erased.get(token).map(|g| g.clone())
+        self.erased.get(token).map(|g| g.decode())
+    }
+
+    /// `key`'s own facts, decoded (person link included).
+    fn facts_of(&self, key: &ContactRef<'_>) -> ContactFacts {
+        self.get(key).map(|g| g.slot().decode()).unwrap_or_default()
     }
 
     /// Runs `f` over the facts that decide for `key` and the seq they were read at.
@@ -242,27 +277,27 @@ impl Index {
         let token = self.erased_key(key).filter(|t| self.token_known(t));
         let person: Option<Box<str>> = {
             let guard = self.get(key);
-            let own = guard.as_ref().map(|g| g.facts()).unwrap_or(&NO_FACTS);
+            let slot = guard.as_ref().map(|g| g.slot());
             let person = match key {
                 ContactRef::External(x) if self.members.contains_key(*x) => Some((*x).into()),
-                _ => own.person.clone(),
+                _ => slot.and_then(|s| s.person()).map(Into::into),
             };
             if person.is_none() && token.is_none() {
+                let mut own = ContactFacts::new();
+                if let Some(s) = slot {
+                    s.decode_facts(&mut own);
+                }
+                drop(guard);
                 let f = f.take().expect("called once");
-                return f(&[own], seq);
+                return f(&[&own], seq);
             }
             person
         };
-        let mut own: ContactFacts = self.get(key).map(|g| g.facts().clone()).unwrap_or_default();
+        let mut own: ContactFacts = self.facts_of(key);
         let mut owned: Vec<ContactFacts> = Vec::new();
         if let Some(person) = &person {
             if !matches!(key, ContactRef::External(x) if **x == **person) {
-                owned.push(
-                    self.externals
-                        .get(&**person)
-                        .map(|g| g.clone())
-                        .unwrap_or_default(),
-                );
+                owned.push(self.facts_of(&ContactRef::External(person)));
             }
             let members: Vec<ContactKey> = self
                 .members
@@ -271,11 +306,7 @@ impl Index {
                 .unwrap_or_default();
             for m in members {
                 if key_ref(&m) != *key {
-                    owned.push(
-                        self.get(&key_ref(&m))
-                            .map(|g| g.facts().clone())
-                            .unwrap_or_default(),
-                    );
+                    owned.push(self.facts_of(&key_ref(&m)));
                 }
             }
         }
@@ -309,7 +340,9 @@ impl Index {
     pub fn person_of(&self, key: &ContactRef<'_>) -> Option<(String, Vec<ContactKey>)> {
         let person: Box<str> = match key {
             ContactRef::External(x) if self.members.contains_key(*x) => (*x).into(),
-            _ => self.get(key).and_then(|g| g.facts().person.clone())?,
+            _ => self
+                .get(key)
+                .and_then(|g| g.slot().person().map(Into::into))?,
         };
         let members = self
             .members
@@ -319,30 +352,23 @@ impl Index {
         Some((person.into(), members))
     }
 
-    /// The full records of `key` and the seq they were read at, for reports (not the hot path).
-    pub fn report(&self, key: &ContactRef<'_>) -> (ContactReport, u64) {
+    /// The seqs of `key`'s own records and the index seq they were read at, for reports
+    /// (not the hot path): the records themselves are read from the store.
+    pub fn records(&self, key: &ContactRef<'_>) -> (RecordSeqs, u64) {
         let seq = self.seq();
-        let (consent_seqs, dnc_seqs) = match self.get(key) {
-            Some(g) => {
-                let f = g.facts();
-                let c: Vec<u64> = f.consents.iter().map(|c| c.seq).collect();
-                let d: Vec<u64> = f.dnc.iter().map(|d| d.seq).collect();
-                (c, d)
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-        let mut report = ContactReport::default();
-        for s in consent_seqs {
-            if let Some(Detail::Consent(c)) = self.details.get(&s).map(|d| d.clone()) {
-                report.consents.push(c);
-            }
-        }
-        for s in dnc_seqs {
-            if let Some(Detail::Dnc(d)) = self.details.get(&s).map(|d| d.clone()) {
-                report.dnc.push(d);
-            }
-        }
-        (report, seq)
+        let f = self.facts_of(key);
+        let consents: Vec<u64> = f.consents.iter().map(|c| c.seq).collect();
+        let dnc: Vec<u64> = f.dnc.iter().map(|d| d.seq).collect();
+        let dnc = dnc
+            .into_iter()
+            .map(|s| (s, self.archived.get(&s).map(|a| a.clone())))
+            .collect();
+        (RecordSeqs { consents, dnc }, seq)
+    }
+
+    /// The removal of the DNC entry added at `seq`, while it is archived.
+    pub fn archived(&self, seq: u64) -> Option<Archived> {
+        self.archived.get(&seq).map(|a| a.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -411,14 +437,6 @@ impl Index {
         c: &crate::model::ConsentEvent,
         mirror_to: Option<Box<str>>,
     ) {
-        self.details.insert(
-            ev.seq,
-            Detail::Consent(ConsentView {
-                seq: ev.seq,
-                recorded_at: ev.recorded_at,
-                record: c.clone(),
-            }),
-        );
         let fact = ConsentFact::of(ev.seq, c);
         // A fact already held for this seq (an erasure's history re-applied over a
         // snapshot that was rewritten already) is not added twice.
@@ -429,7 +447,13 @@ impl Index {
         };
         if let Some(p) = mirror_to {
             self.update_person(&p, |f| add(f, fact.clone()));
-            self.mirrors.insert(ev.seq, p);
+            self.mirrors.insert(
+                ev.seq,
+                Mirror {
+                    person: p,
+                    owner: c.contact.clone(),
+                },
+            );
         }
         self.update(&c.contact, |f| add(f, fact));
     }
@@ -440,15 +464,6 @@ impl Index {
         d: &crate::model::DncAddEvent,
         mirror_to: Option<Box<str>>,
     ) {
-        self.details.insert(
-            ev.seq,
-            Detail::Dnc(DncView {
-                seq: ev.seq,
-                added_at: ev.recorded_at,
-                entry: d.clone(),
-                removal: None,
-            }),
-        );
         let fact = DncFact::of(ev.seq, d);
         let add = |f: &mut ContactFacts, fact: DncFact| {
             if !f.dnc.iter().any(|x| x.seq == fact.seq) {
@@ -457,7 +472,13 @@ impl Index {
         };
         if let Some(p) = mirror_to {
             self.update_person(&p, |f| add(f, fact.clone()));
-            self.mirrors.insert(ev.seq, p);
+            self.mirrors.insert(
+                ev.seq,
+                Mirror {
+                    person: p,
+                    owner: d.contact.clone(),
+                },
+            );
         }
         self.update(&d.contact, |f| add(f, fact));
     }
@@ -465,53 +486,102 @@ impl Index {
     fn dnc_removed(&self, ev: &StoredEvent, r: &crate::model::DncRemoveEvent) {
         // Take what is needed out of one map before locking another: never hold
         // two guards at once.
-        let contact = match self.details.get_mut(&r.entry_seq).as_deref_mut() {
-            Some(Detail::Dnc(view)) => {
-                view.removal = Some(Removal {
-                    seq: ev.seq,
-                    at: ev.recorded_at,
-                    actor: r.actor.clone(),
-                    reason: r.reason.clone(),
-                    retain_until: r.retain_until,
-                });
-                Some(view.entry.contact.clone())
-            }
-            _ => None,
+        let mirror = self.mirrors.get(&r.entry_seq).map(|m| m.clone());
+        let owner = match &mirror {
+            Some(m) => Some(m.owner.clone()),
+            None => self.owner_of(r.entry_seq, r.contact.as_ref()),
+        };
+        let Some(owner) = owner else {
+            return;
         };
         let mark = |f: &mut ContactFacts| {
             if let Some(e) = f.dnc.iter_mut().find(|e| e.seq == r.entry_seq) {
                 e.removed = true;
             }
         };
-        if let Some(contact) = contact {
-            self.update(&contact, mark);
+        self.update(&owner, mark);
+        if let Some(m) = mirror {
+            self.update_person(&m.person, mark);
         }
-        let mirrored = self.mirrors.get(&r.entry_seq).map(|p| p.clone());
-        if let Some(p) = mirrored {
-            self.update_person(&p, mark);
+        self.archived.insert(
+            r.entry_seq,
+            Archived {
+                removal_seq: ev.seq,
+                retain_until: r.retain_until,
+                owner,
+            },
+        );
+    }
+
+    /// The identifier the DNC entry added at `seq` was recorded for, found through `via`
+    /// (the identifier a removal was asked for, which may hold only a copy of it).
+    pub fn entry_owner(&self, seq: u64, via: &ContactKey) -> Option<ContactKey> {
+        match self.mirrors.get(&seq).map(|m| m.owner.clone()) {
+            Some(owner) => Some(owner),
+            None => self.owner_of(seq, Some(via)),
         }
     }
 
+    /// The identifier holding the DNC entry added at `seq`: the one the removal names, its
+    /// token once erased, or (for removals recorded before they named one) a search.
+    fn owner_of(&self, seq: u64, named: Option<&ContactKey>) -> Option<ContactKey> {
+        let holds = |k: &ContactRef<'_>| self.get(k).is_some_and(|g| g.slot().holds(seq));
+        if let Some(k) = named {
+            if holds(&k.as_ref()) {
+                return Some(k.clone());
+            }
+            if let Some(t) = self.erased_key(&k.as_ref())
+                && holds(&ContactRef::Erased(t))
+            {
+                return Some(ContactKey::Erased(t));
+            }
+        }
+        let has = |f: &Slot| f.holds(seq);
+        self.phones
+            .iter()
+            .find(|e| has(e.value()))
+            .map(|e| ContactKey::Phone(*e.key()))
+            .or_else(|| {
+                self.emails
+                    .iter()
+                    .find(|e| has(e.value()))
+                    .map(|e| ContactKey::Email(e.key().clone()))
+            })
+            .or_else(|| {
+                self.externals
+                    .iter()
+                    .find(|e| has(e.value()))
+                    .map(|e| ContactKey::External(e.key().clone()))
+            })
+            .or_else(|| {
+                self.erased
+                    .iter()
+                    .find(|e| has(e.value()))
+                    .map(|e| ContactKey::Erased(*e.key()))
+            })
+    }
+
     fn linked(&self, l: &crate::model::LinkEvent) {
-        let previous = self
-            .get(&l.contact.as_ref())
-            .and_then(|g| g.facts().person.clone());
+        let previous = self.facts_of(&l.contact.as_ref()).person;
         if previous.as_deref() != Some(l.person.as_str()) {
             if let Some(prev) = previous {
                 self.leave(&prev, &l.contact);
             }
-            self.members
-                .entry(l.person.as_str().into())
-                .or_default()
-                .push(l.contact.clone());
+            let person: Box<str> = l.person.as_str().into();
+            let mut grew = member_bytes(&l.contact);
+            let mut m = self.members.entry(person.clone()).or_insert_with(|| {
+                grew += person.heap_bytes();
+                Vec::new()
+            });
+            m.push(l.contact.clone());
+            drop(m);
+            self.heap.fetch_add(grew as i64, Ordering::Relaxed);
             self.update(&l.contact, |f| f.person = Some(l.person.as_str().into()));
         }
     }
 
     fn unlinked(&self, u: &crate::model::UnlinkEvent) {
-        let previous = self
-            .get(&u.contact.as_ref())
-            .and_then(|g| g.facts().person.clone());
+        let previous = self.facts_of(&u.contact.as_ref()).person;
         if let Some(prev) = previous {
             self.leave(&prev, &u.contact);
             self.update(&u.contact, |f| f.person = None);
@@ -553,35 +623,114 @@ impl Index {
         if matches!(contact, ContactKey::External(_) | ContactKey::Erased(_)) {
             return None;
         }
-        self.get(&contact.as_ref())
-            .and_then(|g| g.facts().person.clone())
+        self.facts_of(&contact.as_ref()).person
     }
 
     fn leave(&self, person: &str, contact: &ContactKey) {
         if let Some(mut m) = self.members.get_mut(person) {
+            let before = m.len();
             m.retain(|c| c != contact);
+            let gone = (before - m.len()) * member_bytes(contact);
+            self.heap.fetch_sub(gone as i64, Ordering::Relaxed);
         }
     }
 
     fn update(&self, key: &ContactKey, f: impl FnOnce(&mut ContactFacts)) {
         match key {
-            ContactKey::Phone(p) => f(&mut self.phones.entry(*p).or_default()),
-            ContactKey::Email(e) => f(&mut self.emails.entry(e.clone()).or_default()),
-            ContactKey::External(x) => f(&mut self.externals.entry(x.clone()).or_default()),
+            ContactKey::Phone(p) => self.upsert(&self.phones, *p, f),
+            ContactKey::Email(e) => self.upsert(&self.emails, e.clone(), f),
+            ContactKey::External(x) => self.upsert(&self.externals, x.clone(), f),
             ContactKey::Erased(t) => {
                 self.any_erased.store(true, Ordering::Release);
-                f(&mut self.erased.entry(*t).or_default())
+                self.upsert(&self.erased, *t, f)
             }
         }
     }
 
     fn remove(&self, key: &ContactKey) -> Option<ContactFacts> {
-        match key {
+        let slot = match key {
             ContactKey::Phone(p) => self.phones.remove(p).map(|(_, f)| f),
             ContactKey::Email(e) => self.emails.remove(e).map(|(_, f)| f),
             ContactKey::External(x) => self.externals.remove(x).map(|(_, f)| f),
             ContactKey::Erased(t) => self.erased.remove(t).map(|(_, f)| f),
+        };
+        let heap = key.heap_bytes() + slot.as_ref().map_or(0, |s| s.heap_bytes());
+        if slot.is_some() {
+            self.heap.fetch_sub(heap as i64, Ordering::Relaxed);
         }
+        slot.map(|s| s.decode())
+    }
+
+    /// Changes one identifier's facts: decoded, changed by `f`, stored packed again (the
+    /// entry goes once nothing is left). Writes are rare next to checks, so they pay the
+    /// decoding.
+    fn upsert<K: std::hash::Hash + Eq + HeapBytes>(
+        &self,
+        map: &FastMap<K, Slot>,
+        key: K,
+        f: impl FnOnce(&mut ContactFacts),
+    ) {
+        use dashmap::mapref::entry::Entry;
+        let key_heap = key.heap_bytes() as i64;
+        let delta = match map.entry(key) {
+            Entry::Occupied(mut o) => {
+                let before = o.get().heap_bytes() as i64;
+                let mut facts = o.get().decode();
+                f(&mut facts);
+                match Slot::encode(&facts) {
+                    Some(s) => {
+                        let after = s.heap_bytes() as i64;
+                        *o.get_mut() = s;
+                        after - before
+                    }
+                    None => {
+                        o.remove();
+                        -before - key_heap
+                    }
+                }
+            }
+            Entry::Vacant(v) => {
+                let mut facts = ContactFacts::new();
+                f(&mut facts);
+                match Slot::encode(&facts) {
+                    Some(s) => {
+                        let after = s.heap_bytes() as i64;
+                        v.insert(s);
+                        after + key_heap
+                    }
+                    None => 0,
+                }
+            }
+        };
+        self.heap.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// What the index takes in memory by its own accounting: the maps' tables at their
+    /// capacity, what their entries point to, and the side maps. RSS growth stays within a
+    /// few percent of it (allocator rounding is counted, fragmentation is not).
+    pub fn bytes(&self) -> usize {
+        fn table<K, V>(m: &FastMap<K, V>) -> usize
+        where
+            K: std::hash::Hash + Eq,
+        {
+            // hashbrown: buckets are a power of two at 8/7 of the capacity, each the entry
+            // plus one control byte.
+            let buckets = (m.capacity() * 8 / 7).max(1);
+            buckets * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let side = |n: usize, each: usize| n * each;
+        table(&self.phones)
+            + table(&self.emails)
+            + table(&self.externals)
+            + table(&self.erased)
+            + table(&self.erased_groups)
+            + table(&self.members)
+            + table(&self.archived)
+            + table(&self.mirrors)
+            + self.heap.load(Ordering::Relaxed).max(0) as usize
+            + side(self.mirrors.len(), 32)
+            + side(self.archived.len(), 16)
+            + names::NAMES.usage().1
     }
 
     /// Forgets `contacts` in clear, then re-applies their history as rewritten by the
@@ -589,8 +738,10 @@ impl Index {
     pub fn erase(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
         for c in contacts {
             if let ContactKey::External(x) = c
-                && let Some((_, members)) = self.members.remove(&**x)
+                && let Some((person, members)) = self.members.remove(&**x)
             {
+                let gone = person.heap_bytes() + members.iter().map(member_bytes).sum::<usize>();
+                self.heap.fetch_sub(gone as i64, Ordering::Relaxed);
                 for m in members {
                     self.update(&m, |f| f.person = None);
                 }
@@ -607,9 +758,9 @@ impl Index {
                 .map(|x| x.seq)
                 .chain(facts.dnc.iter().map(|x| x.seq))
             {
-                self.details.remove(&seq);
-                if let Some((_, p)) = self.mirrors.remove(&seq) {
-                    self.update_person(&p, |f| {
+                self.archived.remove(&seq);
+                if let Some((_, m)) = self.mirrors.remove(&seq) {
+                    self.update_person(&m.person, |f| {
                         f.dnc.retain(|e| e.seq != seq);
                     });
                 }
@@ -638,14 +789,12 @@ impl Index {
         let mut seqs: Vec<u64> = Vec::new();
         for c in contacts {
             if let Some(g) = self.get(&c.as_ref()) {
-                let f = g.facts();
-                seqs.extend(f.consents.iter().map(|x| x.seq));
-                seqs.extend(f.dnc.iter().map(|x| x.seq));
+                seqs.extend(g.slot().seqs());
             }
         }
         let mut out: Vec<String> = Vec::new();
         for s in seqs {
-            if let Some(p) = self.mirrors.get(&s).map(|p| p.to_string())
+            if let Some(p) = self.mirrors.get(&s).map(|m| m.person.to_string())
                 && !out.contains(&p)
             {
                 out.push(p);
@@ -683,49 +832,21 @@ impl Index {
         out
     }
 
-    /// The consent and DNC events about `contacts` (their own facts), rebuilt from the kept
-    /// records in seq order: what an erasure rewrites in the index.
-    pub fn history_of(&self, contacts: &[ContactKey]) -> Vec<StoredEvent> {
+    /// The seqs of the consent and DNC events about `contacts` (their own facts, with the
+    /// removals of archived entries), in order: what an erasure reads back and rewrites.
+    pub fn fact_seqs(&self, contacts: &[ContactKey]) -> Vec<u64> {
         let mut seqs = std::collections::BTreeSet::new();
         for c in contacts {
             if let Some(g) = self.get(&c.as_ref()) {
-                let f = g.facts();
-                seqs.extend(f.consents.iter().map(|x| x.seq));
-                seqs.extend(f.dnc.iter().map(|x| x.seq));
+                seqs.extend(g.slot().seqs());
             }
         }
-        let mut out = Vec::new();
-        for seq in seqs {
-            match self.details.get(&seq).map(|d| d.clone()) {
-                Some(Detail::Consent(v)) => out.push(StoredEvent {
-                    seq,
-                    recorded_at: v.recorded_at,
-                    event: Event::ConsentRecorded(v.record),
-                }),
-                Some(Detail::Dnc(v)) => {
-                    out.push(StoredEvent {
-                        seq,
-                        recorded_at: v.added_at,
-                        event: Event::DncAdded(v.entry),
-                    });
-                    if let Some(r) = v.removal {
-                        out.push(StoredEvent {
-                            seq: r.seq,
-                            recorded_at: r.at,
-                            event: Event::DncRemoved(crate::model::DncRemoveEvent {
-                                entry_seq: seq,
-                                actor: r.actor,
-                                reason: r.reason,
-                                retain_until: r.retain_until,
-                            }),
-                        });
-                    }
-                }
-                None => {}
-            }
-        }
-        out.sort_by_key(|e| e.seq);
-        out
+        let removals: Vec<u64> = seqs
+            .iter()
+            .filter_map(|s| self.archived.get(s).map(|a| a.removal_seq))
+            .collect();
+        seqs.extend(removals);
+        seqs.into_iter().collect()
     }
 
     /// A SHA-256 over everything decisions read, in a canonical order: two replicas at the
@@ -762,55 +883,80 @@ impl Index {
         for (k, v) in sorted(&self.members) {
             h.update(format!("m{k}={v}\n"));
         }
-        for (k, v) in sorted(&self.details) {
-            h.update(format!("d{k}={v}\n"));
+        for (k, v) in sorted(&self.archived) {
+            h.update(format!("a{k}={v}\n"));
         }
         hex::encode(h.finalize())
     }
 
-    /// A DNC entry by the seq that added it (archived ones too, until purged).
-    pub fn dnc_view(&self, seq: u64) -> Option<DncView> {
-        match self.details.get(&seq).as_deref() {
-            Some(Detail::Dnc(v)) => Some(v.clone()),
-            _ => None,
-        }
-    }
-
     fn update_person(&self, person: &str, f: impl FnOnce(&mut ContactFacts)) {
-        f(&mut self.externals.entry(person.into()).or_default())
+        self.upsert(&self.externals, person.into(), f)
     }
 
     /// Drops archived DNC entries whose retention date has passed.
     pub fn purge_archived(&self, now: Millis) -> usize {
         let expired: Vec<(u64, ContactKey)> = self
-            .details
+            .archived
             .iter()
-            .filter_map(|d| match d.value() {
-                Detail::Dnc(v) if v.removal.as_ref().is_some_and(|r| r.retain_until <= now) => {
-                    Some((v.seq, v.entry.contact.clone()))
-                }
-                _ => None,
-            })
+            .filter(|a| a.retain_until <= now)
+            .map(|a| (*a.key(), a.owner.clone()))
             .collect();
-        for (seq, contact) in &expired {
-            self.details.remove(seq);
-            self.update(contact, |f| f.dnc.retain(|e| e.seq != *seq));
-            if let Some((_, p)) = self.mirrors.remove(seq) {
-                self.update_person(&p, |f| f.dnc.retain(|e| e.seq != *seq));
+        for (seq, owner) in &expired {
+            self.archived.remove(seq);
+            self.update(owner, |f| f.dnc.retain(|e| e.seq != *seq));
+            if let Some((_, m)) = self.mirrors.remove(seq) {
+                self.update_person(&m.person, |f| f.dnc.retain(|e| e.seq != *seq));
             }
         }
         expired.len()
     }
 }
 
+/// What one identifier in a person's member list takes.
+fn member_bytes(k: &ContactKey) -> usize {
+    std::mem::size_of::<ContactKey>() + k.heap_bytes()
+}
+
+/// Heap bytes a map key points to, at the allocator's size class.
+trait HeapBytes {
+    fn heap_bytes(&self) -> usize;
+}
+
+impl HeapBytes for u64 {
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl HeapBytes for Token {
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl HeapBytes for Box<str> {
+    fn heap_bytes(&self) -> usize {
+        packed::size_class(self.len())
+    }
+}
+
+impl HeapBytes for ContactKey {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            ContactKey::Email(e) | ContactKey::External(e) => e.heap_bytes(),
+            ContactKey::Phone(_) | ContactKey::Erased(_) => 0,
+        }
+    }
+}
+
 enum Guard<'a> {
-    Phone(dashmap::mapref::one::Ref<'a, u64, ContactFacts>),
-    Name(dashmap::mapref::one::Ref<'a, Box<str>, ContactFacts>),
-    Erased(dashmap::mapref::one::Ref<'a, Token, ContactFacts>),
+    Phone(dashmap::mapref::one::Ref<'a, u64, Slot>),
+    Name(dashmap::mapref::one::Ref<'a, Box<str>, Slot>),
+    Erased(dashmap::mapref::one::Ref<'a, Token, Slot>),
 }
 
 impl Guard<'_> {
-    fn facts(&self) -> &ContactFacts {
+    fn slot(&self) -> &Slot {
         match self {
             Guard::Phone(g) => g.value(),
             Guard::Name(g) => g.value(),
@@ -848,15 +994,16 @@ mod tests {
         assert_eq!(idx.apply(&ev(1, Event::DncAdded(add))), Applied::Applied);
         let rm = DncRemoveEvent {
             entry_seq: 1,
+            contact: None,
             actor: "ops".into(),
             reason: "x".into(),
             retain_until: 5_000,
         };
         assert_eq!(idx.apply(&ev(2, Event::DncRemoved(rm))), Applied::Applied);
-        assert_eq!(idx.report(&contact.as_ref()).0.dnc.len(), 1);
+        assert_eq!(idx.records(&contact.as_ref()).0.dnc.len(), 1);
         assert_eq!(idx.purge_archived(4_999), 0);
         assert_eq!(idx.purge_archived(5_000), 1);
-        assert!(idx.report(&contact.as_ref()).0.dnc.is_empty());
+        assert!(idx.records(&contact.as_ref()).0.dnc.is_empty());
         assert!(idx.with_facts(&contact.as_ref(), |f, _| f[0].dnc.is_empty()));
     }
 

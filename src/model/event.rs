@@ -260,6 +260,11 @@ pub struct DncAddEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DncRemoveEvent {
     pub entry_seq: u64,
+    /// The identifier the entry is under, so the index need not keep a map from entry to
+    /// identifier. Events written before it was recorded lack it; the index then looks the
+    /// entry up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ContactKey>,
     pub actor: String,
     pub reason: String,
     pub retain_until: Millis,

@@ -120,7 +120,7 @@ fn covers(c: &ConsentFact, input: &CheckInput<'_>) -> bool {
         && r.effective_at <= input.at
         && match (&r.category, input.category) {
             (None, _) => true,
-            (Some(rc), Some(ic)) => rc.as_ref().eq_ignore_ascii_case(ic),
+            (Some(rc), Some(ic)) => rc.eq_ignore_ascii_case(ic),
             (Some(_), None) => false,
         }
 }

@@ -86,6 +86,8 @@ pub struct EmbeddedStore {
     db: Handle,
     tx: mpsc::Sender<Job>,
     health: WriteHealth,
+    /// The data file, for its size.
+    path: PathBuf,
 }
 
 pub struct EmbeddedOptions {
@@ -101,6 +103,17 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// redb's page cache. Its default (1 GiB) would fill from the replay at start and stay
+/// resident; the index, not this cache, is what reads are served from, so a small one
+/// that holds the B-trees' upper levels is enough.
+const PAGE_CACHE_BYTES: usize = 64 << 20;
+
+fn open_file(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .create(path)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -112,7 +125,7 @@ impl EmbeddedStore {
         crate::store::private::data_dir(dir)?;
         let path = dir.join(DB_FILE);
         crate::store::private::file(&path)?;
-        let db = Database::create(&path)
+        let db = open_file(&path)
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(unavailable)?;
         {
@@ -157,7 +170,12 @@ impl EmbeddedStore {
             .name("preflight-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(unavailable)?;
-        Ok(EmbeddedStore { db, tx, health })
+        Ok(EmbeddedStore {
+            db,
+            tx,
+            health,
+            path: dir.join(DB_FILE),
+        })
     }
 }
 
@@ -319,6 +337,10 @@ impl Store for EmbeddedStore {
             None => Ok(()),
             Some(why) => Err(why),
         }
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.path).ok().map(|m| m.len())
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -542,7 +564,7 @@ impl Writer {
                 free
             )));
         }
-        let db = Database::create(&self.path)
+        let db = open_file(&self.path)
             .map_err(|e| unavailable(format!("cannot reopen {}: {e}", self.path.display())))?;
         let db = Arc::new(db);
         self.db.set(Some(db.clone()));

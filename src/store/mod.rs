@@ -92,9 +92,9 @@ pub trait EventSink: Send + Sync + 'static {
     fn set_loaded(&self, yes: bool);
     /// The shared store was heard from at `now` (an event or a heartbeat).
     fn heard_from_store(&self, now: crate::model::Millis);
-    /// The consent and DNC events about `contacts`, rebuilt from what is held, in seq order:
-    /// what a shared store's erasure carries for the other replicas.
-    fn history_of(&self, contacts: &[ContactKey]) -> Vec<StoredEvent>;
+    /// The seqs of the consent and DNC events about `contacts`, in order: what a shared
+    /// store's erasure reads back, rewrites and carries for the other replicas.
+    fn fact_seqs(&self, contacts: &[ContactKey]) -> Vec<u64>;
     /// The identifiers held in clear whose tokens are in `tokens` (another replica's erasure).
     fn contacts_for_tokens(&self, tokens: &[Token]) -> Vec<ContactKey>;
     /// The key erased identifiers are hashed with.
@@ -132,6 +132,12 @@ pub trait Store: Send + Sync + 'static {
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "kind": "embedded" })
     }
+    /// Bytes the store takes where this process can see them (the embedded data file);
+    /// None for a store that does not know.
+    fn bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// The event at `seq`, if held.
     fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         Ok(self

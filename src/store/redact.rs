@@ -66,8 +66,13 @@ fn redact(erase: &HashMap<ContactKey, Token>, ev: &Event) -> Option<Event> {
                 _ => Event::LegalHoldReleased(h),
             })
         }
-        Event::DncRemoved(_)
-        | Event::Redacted(_)
+        Event::DncRemoved(r) => {
+            let t = token(r.contact.as_ref()?)?;
+            let mut r = r.clone();
+            r.contact = Some(t);
+            Some(Event::DncRemoved(r))
+        }
+        Event::Redacted(_)
         | Event::PrivacyRequestSubmitted(_)
         | Event::PrivacyRequestUpdated(_)
         | Event::SubjectsErased(_) => None,

@@ -232,6 +232,7 @@ async fn index_state(State(s): State<RestState>) -> Response {
         serde_json::json!({
             "index_seq": index.seq(),
             "identifiers": index.len(),
+            "size": engine.index_size(),
             "digest": index.digest(),
             "ready": index.ready(),
             "index_age_ms": index.age_ms(engine.now()),

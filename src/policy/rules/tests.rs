@@ -360,7 +360,7 @@ fn rule3_categories_narrow_purposes() {
         &[Purpose::Marketing],
         NOW - 10,
     );
-    newsletter.category = Some("newsletter".into());
+    newsletter.category = Some("newsletter");
     let f = facts(vec![newsletter], vec![]);
     let general = input(Channel::Email, Purpose::Marketing);
     assert!(evaluate(&policy(), &general, &[&f], &[], 0, 1).allowed());

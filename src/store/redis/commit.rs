@@ -520,7 +520,7 @@ impl Committer {
             if head.seq != shared.sink.seq() {
                 continue;
             }
-            let history = shared.sink.history_of(&req.contacts);
+            let history = shared.events_at(&shared.sink.fact_seqs(&req.contacts))?;
             let rider: Vec<StoredEvent> = history
                 .into_iter()
                 .map(|ev| match (req.redact)(&ev.event) {

@@ -187,6 +187,32 @@ impl LogCache {
         Ok(out)
     }
 
+    /// The entries at `seqs` (sorted), each block decoded once; seqs not held are skipped.
+    pub fn entries_at(&self, seqs: &[u64]) -> Result<Vec<LogEntry>, LogError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut rest = seqs;
+        for b in &self.blocks {
+            let n = rest.iter().take_while(|s| **s <= b.last).count();
+            let (here, after) = rest.split_at(n);
+            rest = after;
+            if here.iter().any(|s| *s >= b.first) {
+                out.extend(
+                    b.body
+                        .entries()?
+                        .into_iter()
+                        .filter(|e| here.binary_search(&e.seq()).is_ok()),
+                );
+            }
+        }
+        out.extend(
+            self.tail
+                .iter()
+                .filter(|e| rest.binary_search(&e.seq()).is_ok())
+                .cloned(),
+        );
+        Ok(out)
+    }
+
     /// Runs `f` over every entry with seq > `after`, block by block (bounded memory).
     pub fn for_each_after(
         &self,

@@ -193,6 +193,17 @@ impl Shared {
         apply_entries(self, &mut self.lock(), entries)
     }
 
+    /// The events at `seqs` (sorted) from this replica's copy of the log.
+    fn events_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
+        let cache = self.lock().cache.clone();
+        Ok(cache
+            .entries_at(seqs)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .into_iter()
+            .map(|e| e.e)
+            .collect())
+    }
+
     /// A fingerprint of the privacy key (a token of a fixed name), safe to store.
     fn key_id(&self) -> String {
         hex::encode(
@@ -304,6 +315,10 @@ impl Store for RedisStore {
             .into_iter()
             .map(|e| e.e)
             .collect())
+    }
+
+    fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self.shared.events_at(&[seq])?.pop())
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
