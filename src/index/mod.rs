@@ -1,10 +1,12 @@
 //! The in-memory index that reads see: per-identifier facts in sharded maps, the identity
 //! graph, applied in seq order from the change log and fanned out to watchers.
 mod facts;
+mod image;
 mod names;
 mod packed;
 
 pub use facts::{ConsentFact, ConsentView, ContactFacts, ContactReport, DncFact, DncView, Removal};
+pub use packed::ImageError;
 
 use crate::audit::Tokenizer;
 use crate::model::{

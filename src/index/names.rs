@@ -71,6 +71,14 @@ impl Names {
             .expect("name ids come from this table")
     }
 
+    /// Every name with its id, in id order (for an index image).
+    pub(crate) fn all(&self) -> Vec<(NameId, &'static str)> {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(NameId, &'static str)> = ids.iter().map(|(k, v)| (*v, *k)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Distinct names held and the bytes they take.
     pub(crate) fn usage(&self) -> (usize, usize) {
         let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());

@@ -269,6 +269,129 @@ pub(crate) fn size_class(n: usize) -> usize {
     }
 }
 
+/// Reading a stored image: what went wrong, for the caller to name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Format(String),
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Result<Kind, ImageError> {
+        Ok(match b {
+            0 => Kind::Granted,
+            1 => Kind::Withdrawn,
+            2 => Kind::Denied,
+            3 => Kind::Federal,
+            4 => Kind::State,
+            5 => Kind::Corporate,
+            6 => Kind::Personal,
+            7 => Kind::Litigator,
+            _ => return Err(ImageError::Format(format!("unknown fact kind {b}"))),
+        })
+    }
+}
+
+impl Packed {
+    /// The raw form, with the name as this process numbers it.
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.a.to_le_bytes());
+        out.extend_from_slice(&self.b.to_le_bytes());
+        out.extend_from_slice(&self.c.to_le_bytes());
+        out.extend_from_slice(&self.d.to_le_bytes());
+        out.push(self.kind as u8);
+        out.push(self.e);
+    }
+
+    /// Back from `write`'s form; `names` turns the writer's name ids into this process's.
+    fn read(r: &mut super::image::Reader<'_>, names: &[NameId]) -> Result<Packed, ImageError> {
+        let a = r.u64()?;
+        let b = r.u64()?;
+        let c = r.u32()?;
+        let d = r.u16()?;
+        let kind = Kind::from_byte(r.u8()?)?;
+        let e = r.u8()?;
+        let old = ((e as u32) << 16) | (a & 0xffff) as u32;
+        let new = if old == 0 {
+            0
+        } else {
+            *names
+                .get(old as usize)
+                .ok_or_else(|| ImageError::Format(format!("name id {old} not in the image")))?
+        };
+        Ok(Packed {
+            a: (a & !0xffff) | (new & 0xffff) as u64,
+            b,
+            c,
+            d,
+            kind,
+            e: (new >> 16) as u8,
+        })
+    }
+}
+
+impl Slot {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Slot::One(p) => {
+                out.push(0);
+                p.write(out);
+            }
+            Slot::Many(s) => {
+                out.push(1);
+                out.extend_from_slice(&(s.facts.len() as u32).to_le_bytes());
+                for p in s.facts.iter() {
+                    p.write(out);
+                }
+                super::image::write_opt_str(out, s.person.as_deref());
+                match &s.last_inbound {
+                    Some(t) => {
+                        out.push(1);
+                        for x in t.iter() {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn read(
+        r: &mut super::image::Reader<'_>,
+        names: &[NameId],
+    ) -> Result<Slot, ImageError> {
+        match r.u8()? {
+            0 => Ok(Slot::One(Packed::read(r, names)?)),
+            1 => {
+                let n = r.u32()? as usize;
+                let facts = (0..n)
+                    .map(|_| Packed::read(r, names))
+                    .collect::<Result<Box<[Packed]>, _>>()?;
+                let person = r.opt_str()?;
+                let last_inbound = match r.u8()? {
+                    0 => None,
+                    _ => {
+                        let mut t = [0; 6];
+                        for x in t.iter_mut() {
+                            *x = r.u64()? as Millis;
+                        }
+                        Some(Box::new(t))
+                    }
+                };
+                Ok(Slot::Many(Box::new(Spill {
+                    facts,
+                    person,
+                    last_inbound,
+                })))
+            }
+            t => Err(ImageError::Format(format!("unknown slot tag {t}"))),
+        }
+    }
+}
+
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.decode().fmt(f)
