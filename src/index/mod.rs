@@ -255,6 +255,12 @@ impl Index {
         self.erased.get(token).map(|g| g.decode())
     }
 
+    /// The person `key` is linked to, read from its slot without decoding its facts.
+    fn linked_person(&self, key: &ContactRef<'_>) -> Option<Box<str>> {
+        self.get(key)
+            .and_then(|g| g.slot().person().map(Into::into))
+    }
+
     /// `key`'s own facts, decoded (person link included).
     fn facts_of(&self, key: &ContactRef<'_>) -> ContactFacts {
         self.get(key).map(|g| g.slot().decode()).unwrap_or_default()
@@ -342,9 +348,7 @@ impl Index {
     pub fn person_of(&self, key: &ContactRef<'_>) -> Option<(String, Vec<ContactKey>)> {
         let person: Box<str> = match key {
             ContactRef::External(x) if self.members.contains_key(*x) => (*x).into(),
-            _ => self
-                .get(key)
-                .and_then(|g| g.slot().person().map(Into::into))?,
+            _ => self.linked_person(key)?,
         };
         let members = self
             .members
@@ -359,11 +363,11 @@ impl Index {
     pub fn records(&self, key: &ContactRef<'_>) -> (RecordSeqs, u64) {
         let seq = self.seq();
         let f = self.facts_of(key);
-        let consents: Vec<u64> = f.consents.iter().map(|c| c.seq).collect();
-        let dnc: Vec<u64> = f.dnc.iter().map(|d| d.seq).collect();
-        let dnc = dnc
-            .into_iter()
-            .map(|s| (s, self.archived.get(&s).map(|a| a.clone())))
+        let consents = f.consents.iter().map(|c| c.seq).collect();
+        let dnc = f
+            .dnc
+            .iter()
+            .map(|d| (d.seq, self.archived(d.seq)))
             .collect();
         (RecordSeqs { consents, dnc }, seq)
     }
@@ -564,7 +568,7 @@ impl Index {
     }
 
     fn linked(&self, l: &crate::model::LinkEvent) {
-        let previous = self.facts_of(&l.contact.as_ref()).person;
+        let previous = self.linked_person(&l.contact.as_ref());
         if previous.as_deref() != Some(l.person.as_str()) {
             if let Some(prev) = previous {
                 self.leave(&prev, &l.contact);
@@ -583,7 +587,7 @@ impl Index {
     }
 
     fn unlinked(&self, u: &crate::model::UnlinkEvent) {
-        let previous = self.facts_of(&u.contact.as_ref()).person;
+        let previous = self.linked_person(&u.contact.as_ref());
         if let Some(prev) = previous {
             self.leave(&prev, &u.contact);
             self.update(&u.contact, |f| f.person = None);
@@ -625,7 +629,7 @@ impl Index {
         if matches!(contact, ContactKey::External(_) | ContactKey::Erased(_)) {
             return None;
         }
-        self.facts_of(&contact.as_ref()).person
+        self.linked_person(&contact.as_ref())
     }
 
     fn leave(&self, person: &str, contact: &ContactKey) {
