@@ -1,8 +1,9 @@
 //! Index scale run, printed as figures: the change log for N contacts written to an
-//! embedded store, then the service started on it afresh (cold start to SERVING, resident
-//! memory growth over the same service on an empty store, bytes a contact), the index's own
-//! accounting, checks in process (median and p99, hot working set and uniform over every
-//! contact) and disk bytes a record.
+//! embedded store, the service started on it without an image (full replay), an index image
+//! written (size, build and write time), checks in process (median and p99, hot working set
+//! and uniform over every contact), then the service started from the image (cold start to
+//! SERVING, resident memory growth over the same service on an empty store, bytes a
+//! contact, the index's own accounting) and disk bytes a record.
 //!
 //!     PREFLIGHT_BENCH_CONTACTS=10000000 cargo bench --bench index_scale
 //!     PREFLIGHT_BENCH_MIX=single PREFLIGHT_BENCH_CONTACTS=10000000 cargo bench --bench index_scale
@@ -241,36 +242,24 @@ fn main() {
         disk as f64 / records as f64
     );
 
-    // A restart: the service on the data directory against the same service on an empty one.
+    // A restart without an image: the whole log replayed.
     let (_, base_rss) = serve(&empty);
-    let (cold, rss) = serve(&data);
-    let growth = rss.saturating_sub(base_rss);
+    let (cold_replay, replay_rss) = serve(&data);
     println!(
-        "cold start to SERVING: {:.2} s (full replay of {records} events)",
-        cold.as_secs_f64()
-    );
-    println!(
-        "RSS growth after restart: {:.0} MB = {:.1} bytes a contact, {:.1} bytes an identifier \
-         (empty service {:.0} MB, loaded {:.0} MB)",
-        mb(growth),
-        growth as f64 / n as f64,
-        growth as f64 / identifiers as f64,
-        mb(base_rss),
-        mb(rss)
-    );
-    println!(
-        "index accounting: {:.0} MB = {:.1} bytes a contact ({:+.1}% of the RSS growth)",
-        mb(accounted),
-        accounted as f64 / n as f64,
-        (accounted as f64 / growth.max(1) as f64 - 1.0) * 100.0
+        "cold start to SERVING without an image: {:.2} s (full replay of {records} events, \
+         RSS growth {:.1} bytes a contact)",
+        cold_replay.as_secs_f64(),
+        replay_rss.saturating_sub(base_rss) as f64 / n as f64
     );
 
-    // Checks in process, on an engine that replayed the same data directory.
+    // The same data directory in process: the index image the builder would write.
     let engine = {
-        let cfg = Config {
+        let mut cfg = Config {
             data_dir: data.clone(),
             ..Config::default()
         };
+        // Only the image asked for below, none from the background builder.
+        cfg.index_images.every_events = u64::MAX;
         let t = Instant::now();
         let e = preflight::server::open_embedded(&cfg, "bench", Arc::new(SystemClock)).unwrap();
         println!(
@@ -279,6 +268,16 @@ fn main() {
         );
         e
     };
+    let image = engine.write_image().unwrap().expect("no erasure meanwhile");
+    println!(
+        "index image at seq {}: {:.0} MB = {:.1} bytes a contact; built in {:.2} s (replay \
+         of the log into the builder's own index, then the write), written in {:.2} s",
+        image.seq,
+        mb(image.bytes),
+        image.bytes as f64 / n as f64,
+        image.build_ms as f64 / 1e3,
+        image.write_ms as f64 / 1e3
+    );
     let samples = if smoke { 20_000 } else { 1_000_000 };
     for (name, span) in [("hot (4,096 contacts)", 4_096u64.min(n)), ("uniform", n)] {
         let inputs: Vec<String> = (0..samples as u64)
@@ -312,4 +311,28 @@ fn main() {
             pct(&times, 0.99).as_nanos()
         );
     }
+    drop(engine);
+
+    // A restart from the image: what every start after the first does.
+    let (cold, rss) = serve(&data);
+    let growth = rss.saturating_sub(base_rss);
+    println!(
+        "cold start to SERVING from the image: {:.2} s",
+        cold.as_secs_f64()
+    );
+    println!(
+        "RSS growth after restart: {:.0} MB = {:.1} bytes a contact, {:.1} bytes an identifier \
+         (empty service {:.0} MB, loaded {:.0} MB)",
+        mb(growth),
+        growth as f64 / n as f64,
+        growth as f64 / identifiers as f64,
+        mb(base_rss),
+        mb(rss)
+    );
+    println!(
+        "index accounting: {:.0} MB = {:.1} bytes a contact ({:+.1}% of the RSS growth)",
+        mb(accounted),
+        accounted as f64 / n as f64,
+        (accounted as f64 / growth.max(1) as f64 - 1.0) * 100.0
+    );
 }

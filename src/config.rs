@@ -52,6 +52,65 @@ pub struct Config {
     /// Redis as the store shared by many replicas; the embedded store when absent.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Durable images of the index, so that a start replays only the log after the newest.
+    #[serde(default)]
+    pub index_images: ImagesConfig,
+}
+
+/// When the background builder writes a new index image (embedded store).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// A new image is written once the log has grown this many events past the newest one:
+    /// what a start replays at most, besides loading the image.
+    #[serde(default = "default_image_every")]
+    pub every_events: u64,
+    /// How often the builder compares the log with the newest image.
+    #[serde(default = "default_image_check_ms")]
+    pub check_ms: u64,
+    /// Images kept: the newest, and older ones to fall back on if it fails its checksum.
+    #[serde(default = "default_image_keep")]
+    pub keep: usize,
+}
+
+fn default_image_every() -> u64 {
+    500_000
+}
+
+fn default_image_check_ms() -> u64 {
+    30_000
+}
+
+fn default_image_keep() -> usize {
+    2
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            every_events: default_image_every(),
+            check_ms: default_image_check_ms(),
+            keep: default_image_keep(),
+        }
+    }
+}
+
+impl ImagesConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.every_events == 0 {
+            return Err("index_images.every_events: 0; it must be at least 1".into());
+        }
+        if self.check_ms < 10 {
+            return Err(format!(
+                "index_images.check_ms: {}; it must be at least 10",
+                self.check_ms
+            ));
+        }
+        if self.keep == 0 {
+            return Err("index_images.keep: 0; at least one image must be kept".into());
+        }
+        Ok(())
+    }
 }
 
 /// PEM certificate chain and private key, served on the gRPC and HTTP listeners.

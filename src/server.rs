@@ -8,8 +8,8 @@ use crate::audit::{Caller, Tokenizer};
 use crate::auth::Auth;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
+use crate::engine::images::Images;
 use crate::engine::{Engine, EngineSettings, Policies, Projection};
-use crate::index::Applied;
 use crate::model::DAY_MS;
 use crate::normalize::Region;
 use crate::proto;
@@ -120,6 +120,7 @@ pub fn engine_parts(
     if let Some(r) = &config.redis {
         r.options(config.idempotency_hours).map_err(invalid)?;
     }
+    config.index_images.validate().map_err(invalid)?;
     let settings = EngineSettings {
         archive_retention_ms: i64::from(config.archive_retention_days) * DAY_MS,
         max_reject_fraction: config.registry_max_reject_fraction,
@@ -203,23 +204,12 @@ pub fn open_embedded(
 ) -> Result<Arc<Engine>, StartError> {
     let (policies, region, settings) = engine_parts(config, origin)?;
     let db = EmbeddedStore::open(&config.data_dir)?;
-    let projection = Projection::new(privacy_tokenizer(config)?);
+    let tokenizer = privacy_tokenizer(config)?;
+    let images = Images::open(&config.data_dir, (&config.index_images).into())?;
+    let last_seq = crate::store::embedded::last_seq_of(&db)?;
+    let read = |after, limit| read_events_from(&db, after, limit);
+    let projection = images.restore(&tokenizer, &read, last_seq)?;
     let index = projection.index.clone();
-    loop {
-        let events = read_events_from(&db, index.seq(), 50_000)?;
-        if events.is_empty() {
-            break;
-        }
-        for ev in &events {
-            if let Applied::Gap { expected } = projection.apply_in_order(ev) {
-                return Err(StoreError::Corrupt(format!(
-                    "change log jumps from {expected} to {}",
-                    ev.seq
-                ))
-                .into());
-            }
-        }
-    }
     tracing::info!(
         seq = index.seq(),
         identifiers = index.len(),
@@ -228,26 +218,25 @@ pub fn open_embedded(
     let opts = EmbeddedOptions {
         idempotency_retention_ms: i64::from(config.idempotency_hours) * 3_600_000,
     };
-    let store = EmbeddedStore::start(
+    let store: Arc<dyn crate::store::Store> = Arc::new(EmbeddedStore::start(
         db,
         &config.data_dir,
         Arc::new(projection.clone()),
         clock.clone(),
         opts,
-    )?;
+    )?);
+    images
+        .spawn_builder(Arc::downgrade(&store), tokenizer)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot start the index image builder: {e}"))
+        })?;
     index.set_authoritative(true);
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
     for l in registries.list() {
         tracing::info!(list = %l.name, version = l.version, count = l.count, "registry loaded");
     }
     let parts = (policies, region, settings);
-    Ok(engine(
-        &projection,
-        registries,
-        Arc::new(store),
-        parts,
-        clock,
-    ))
+    Ok(engine(&projection, registries, store, parts, clock))
 }
 
 /// What a started service does besides answering: records the policies it enforces, picks

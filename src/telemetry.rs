@@ -77,6 +77,26 @@ fn describe() {
         "Calls refused for missing, wrong or insufficient credentials"
     );
     describe_gauge!(
+        "preflight_index_image_seq",
+        "Seq of the newest index image on disk"
+    );
+    describe_gauge!(
+        "preflight_index_image_bytes",
+        "Size of the newest index image on disk"
+    );
+    describe_gauge!(
+        "preflight_index_image_build_seconds",
+        "How long the last index image build took"
+    );
+    describe_counter!(
+        "preflight_index_image_rejected_total",
+        "Index images refused at load (bad checksum, torn, or past the log)"
+    );
+    describe_counter!(
+        "preflight_index_image_failures_total",
+        "Index image builds that failed"
+    );
+    describe_gauge!(
         "preflight_privacy_requests_overdue",
         "Privacy requests past their response deadline"
     );
@@ -141,6 +161,16 @@ pub fn index_state(seq: u64, age_ms: crate::model::Millis, size: &IndexSize) {
     metrics::gauge!("preflight_index_bytes").set(size.bytes as f64);
     if let Some(b) = size.store_bytes {
         metrics::gauge!("preflight_store_bytes").set(b as f64);
+    }
+}
+
+/// The newest index image's gauges.
+pub fn image_state(newest_seq: Option<u64>, newest_bytes: Option<u64>) {
+    if let Some(q) = newest_seq {
+        metrics::gauge!("preflight_index_image_seq").set(q as f64);
+    }
+    if let Some(b) = newest_bytes {
+        metrics::gauge!("preflight_index_image_bytes").set(b as f64);
     }
 }
 

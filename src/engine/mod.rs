@@ -6,6 +6,7 @@ mod check;
 mod consent;
 mod dnc;
 mod identity;
+pub mod images;
 mod inbound;
 mod privacy;
 mod projection;
@@ -81,6 +82,7 @@ pub struct Engine {
     /// Privacy writes check-then-write (one consumer per identifier): one at a time.
     privacy_lock: tokio::sync::Mutex<()>,
     counters: crate::telemetry::DecisionCounters,
+    images: Option<Arc<images::Images>>,
 }
 
 impl Engine {
@@ -106,6 +108,7 @@ impl Engine {
             tokenizer: projection.tokenizer.clone(),
             privacy_lock: tokio::sync::Mutex::new(()),
             counters: crate::telemetry::DecisionCounters::new(),
+            images: projection.images.clone(),
         }
     }
 
@@ -126,10 +129,35 @@ impl Engine {
     pub fn refresh_gauges(&self) {
         let now = self.clock.now_ms();
         crate::telemetry::index_state(self.index.seq(), self.index.age_ms(now), &self.index_size());
+        if let Some(s) = self.image_status() {
+            crate::telemetry::image_state(s.newest_seq, s.newest_bytes);
+        }
         for l in self.registries.list() {
             crate::telemetry::registry_state(&l.name, l.count, l.version, l.imported_at);
         }
         self.privacy_metrics();
+    }
+
+    /// The index images, for a store that keeps them here (the embedded one).
+    pub fn image_status(&self) -> Option<images::ImageStatus> {
+        self.images.as_ref().map(|i| i.status())
+    }
+
+    /// Writes an index image of the log as it is now, in the calling thread (the builder
+    /// does the same in the background): what an operator asks for before a planned restart.
+    pub fn write_image(&self) -> Result<Option<images::ImageWritten>> {
+        let Some(images) = &self.images else {
+            return Err(Error::FailedPrecondition(
+                "this store keeps no index images (Redis replicas load the shared snapshot)".into(),
+            ));
+        };
+        let last = self.store.last_seq()?;
+        images
+            .build(&*self.store, &self.tokenizer, last)
+            .map_err(|e| {
+                images.failed(e.clone());
+                Error::Unavailable(format!("index image: {e}"))
+            })
     }
 
     /// How big the index and the store are.

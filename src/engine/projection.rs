@@ -11,16 +11,27 @@ pub struct Projection {
     pub index: Arc<Index>,
     pub privacy: Arc<PrivacyState>,
     pub tokenizer: Tokenizer,
+    /// The embedded store's index images, which an erasure removes.
+    pub images: Option<Arc<super::images::Images>>,
 }
 
 impl Projection {
     pub fn new(tokenizer: Tokenizer) -> Projection {
-        let index = Arc::new(Index::new());
+        Projection::with_index(tokenizer, Index::new(), None)
+    }
+
+    /// Over an index loaded from an image (or a new one), with its images when it has any.
+    pub fn with_index(
+        tokenizer: Tokenizer,
+        index: Index,
+        images: Option<Arc<super::images::Images>>,
+    ) -> Projection {
         index.set_tokenizer(tokenizer.clone());
         Projection {
-            index,
+            index: Arc::new(index),
             privacy: Arc::new(PrivacyState::default()),
             tokenizer,
+            images,
         }
     }
 
@@ -44,6 +55,9 @@ impl EventSink for Projection {
     }
 
     fn erased(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
+        if let Some(images) = &self.images {
+            images.invalidate();
+        }
         self.index.erase(contacts, history);
     }
 

@@ -181,7 +181,7 @@ impl EmbeddedStore {
 
 const DB_FILE: &str = "preflight.redb";
 
-fn last_seq_of(db: &Database) -> Result<u64, StoreError> {
+pub fn last_seq_of(db: &Database) -> Result<u64, StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
     let t = r.open_table(EVENTS).map_err(unavailable)?;
     Ok(t.last()

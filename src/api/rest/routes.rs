@@ -29,6 +29,7 @@ pub const PATHS: &[&str] = &[
     "/readyz",
     "/openapi.json",
     "/v1/admin/index",
+    "/v1/admin/index/image",
 ];
 
 pub fn routes() -> Router<RestState> {
@@ -43,6 +44,20 @@ pub fn routes() -> Router<RestState> {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/admin/index", get(index_state))
+        .route("/v1/admin/index/image", post(write_image))
+}
+
+/// Writes an index image now (before a planned restart), off the async workers.
+async fn write_image(State(s): State<RestState>) -> Result<Response, ApiError> {
+    let engine = s.engine.clone();
+    let written = tokio::task::spawn_blocking(move || engine.write_image())
+        .await
+        .map_err(|e| Error::Internal(format!("image task: {e}")))??;
+    Ok(Json(serde_json::json!({
+        "written": written,
+        "images": s.engine.image_status(),
+    }))
+    .into_response())
 }
 
 /// A JSON body read with the failing field's path in the error (`checks[2].channel: ...`).
@@ -233,6 +248,7 @@ async fn index_state(State(s): State<RestState>) -> Response {
             "index_seq": index.seq(),
             "identifiers": index.len(),
             "size": engine.index_size(),
+            "images": engine.image_status(),
             "digest": index.digest(),
             "ready": index.ready(),
             "index_age_ms": index.age_ms(engine.now()),
