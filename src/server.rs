@@ -303,9 +303,14 @@ const MAX_ENTRIES_MESSAGE: usize = crate::engine::MAX_BATCH
         + crate::model::limits::MAX_TEXT
         + 128);
 
-/// Largest single-record write (consent, link, inbound, privacy): one record at its limits,
-/// and LinkIdentifiers' most contacts.
-const MAX_WRITE_MESSAGE: usize = 1 << 20;
+/// Largest consent service message: an import chunk of 10,000 rows each at the limit of
+/// every field (it also bounds the single-record calls of that service).
+const MAX_IMPORT_MESSAGE: usize = crate::engine::MAX_BATCH
+    * (crate::model::limits::MAX_CONTACT
+        + 4 * crate::model::limits::MAX_LABEL
+        + crate::model::limits::MAX_EXTERNAL_ID
+        + crate::model::limits::MAX_TEXT
+        + 128);
 
 pub const STREAM_WINDOW: u32 = 8 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
@@ -382,7 +387,7 @@ fn dispatch(
             services::CONSENT,
             Handler::Consent(
                 ConsentServiceServer::new(ConsentApi::new(engine.clone()))
-                    .max_decoding_message_size(MAX_WRITE_MESSAGE),
+                    .max_decoding_message_size(MAX_IMPORT_MESSAGE),
             ),
         ),
         (

@@ -175,6 +175,26 @@ async fn dnc_client(server: &ServerArg) -> Result<DncClient> {
 type DncClient = pb::dnc_service_client::DncServiceClient<Conn>;
 
 async fn add_entries(a: DncAddArgs) -> Result<()> {
+    if let Some(input) = a.input {
+        let defaults = super::import::DncDefaults {
+            dnc_type: a.dnc_type,
+            list: a.list,
+            source: a.source,
+            actor: a.actor,
+        };
+        let args = super::import::ImportArgs {
+            input,
+            import_id: a.import_id,
+            rejects: a.rejects,
+            max_reject_fraction: a.max_reject_fraction,
+            format: None,
+            delimiter: ',',
+            chunk: 10_000,
+            region: a.region,
+            server: a.server,
+        };
+        return super::import::dnc(args, defaults).await;
+    }
     let expires_at = a
         .expires_in_days
         .map(|d| ms_to_ts(now_ms() + i64::from(d) * DAY_MS));
@@ -347,6 +367,7 @@ pub async fn consent(cmd: ConsentCmd) -> Result<()> {
     match cmd {
         ConsentCmd::Grant(a) => record(a, pb::ConsentStatus::Granted).await,
         ConsentCmd::Withdraw(a) => record(a, pb::ConsentStatus::Withdrawn).await,
+        ConsentCmd::Import(a) => super::import::consent(a).await,
         ConsentCmd::Get { contact, server } => {
             let mut c =
                 pb::consent_service_client::ConsentServiceClient::new(connect(&server).await?);

@@ -1,6 +1,7 @@
 //! Command-line parsing and the client subcommands (check, dnc, consent).
 mod client;
 mod compliance;
+mod import;
 mod scrub;
 
 use anyhow::{Context, Result};
@@ -149,8 +150,25 @@ pub enum DncCmd {
 
 #[derive(Args, Debug)]
 pub struct DncAddArgs {
-    #[arg(required = true)]
+    /// Contacts to add; or a file of them with --in.
+    #[arg(required_unless_present = "input")]
     pub contacts: Vec<String>,
+    /// A CSV (contact, type, list, expires_at, reason) or JSON Lines file, plain or gzip,
+    /// added in chunks that a re-run with the same --import-id resumes.
+    #[arg(long = "in", conflicts_with = "contacts")]
+    pub input: Option<PathBuf>,
+    /// Names the import (with --in); default: derived from the file.
+    #[arg(long, requires = "input")]
+    pub import_id: Option<String>,
+    /// Rejected rows (with --in); default `<in>.rejects.csv`.
+    #[arg(long, requires = "input")]
+    pub rejects: Option<PathBuf>,
+    /// Refuse (with --in) once more than this fraction of rows is rejected (default 0.001).
+    #[arg(long, requires = "input")]
+    pub max_reject_fraction: Option<f64>,
+    /// Region for numbers written without a country code (server default when empty).
+    #[arg(long, default_value = "")]
+    pub region: String,
     #[arg(long = "type", value_parser = dnc_type, default_value = "corporate")]
     pub dnc_type: DncType,
     /// List name; required for STATE (e.g. TX).
@@ -265,6 +283,10 @@ pub enum ConsentCmd {
     Grant(ConsentArgs),
     /// Record an opt-out.
     Withdraw(ConsentArgs),
+    /// Import a consent table: CSV with a header (contact, status, channels, purposes,
+    /// category, effective_at, expires_at, source, proof, campaign_id, external_id) or JSON
+    /// Lines, plain or gzip; resumable with --import-id.
+    Import(import::ImportArgs),
     /// Show consent history and DNC entries of a contact.
     Get {
         contact: String,

@@ -164,14 +164,19 @@ struct Input {
     total: u64,
 }
 
+/// `--delimiter` as the byte the CSV reader takes.
+pub(super) fn delimiter_byte(c: char) -> Result<u8> {
+    u8::try_from(c)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| anyhow!("--delimiter `{c}` must be one ASCII character"))
+}
+
 fn open_input(a: &ScrubArgs) -> Result<Input> {
     let file =
         std::fs::File::open(&a.input).with_context(|| format!("--in {}", a.input.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let delimiter = u8::try_from(a.delimiter)
-        .ok()
-        .filter(u8::is_ascii)
-        .ok_or_else(|| anyhow!("--delimiter `{}` must be one ASCII character", a.delimiter))?;
+    let delimiter = delimiter_byte(a.delimiter)?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(false)

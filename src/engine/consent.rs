@@ -69,6 +69,68 @@ fn bounded(field: &str, v: &str, max: usize) -> Result<String> {
     }
 }
 
+/// A consent record from a request about `contact` (already normalized), checked as every
+/// write path checks it: the scopes a status needs, times in order, text within bounds.
+pub(super) fn consent_event(
+    req: &ConsentRequest,
+    contact: ContactKey,
+    now: Millis,
+) -> Result<ConsentEvent> {
+    let status = req.status.require("status")?;
+    let mut channels = ChannelSet::EMPTY;
+    for (i, c) in req.channels.iter().enumerate() {
+        channels.insert(c.require(&format!("channels[{i}]"))?);
+    }
+    let mut purposes = PurposeSet::EMPTY;
+    for (i, p) in req.purposes.iter().enumerate() {
+        purposes.insert(p.require(&format!("purposes[{i}]"))?);
+    }
+    // Fail-safe scopes: a missing scope never narrows an opt-out, and never widens a grant.
+    if status == ConsentStatus::Granted {
+        if channels.is_empty() {
+            return Err(Error::invalid(
+                "channels",
+                "at least one channel is required to grant consent",
+            ));
+        }
+        if purposes.is_empty() {
+            return Err(Error::invalid(
+                "purposes",
+                "at least one purpose is required to grant consent",
+            ));
+        }
+    } else {
+        if channels.is_empty() {
+            channels = ChannelSet::all();
+        }
+        if purposes.is_empty() {
+            purposes = PurposeSet::of(&[Purpose::Marketing, Purpose::Service]);
+        }
+    }
+    let effective_at = super::time_arg("effective_at", req.effective_at)?.unwrap_or(now);
+    if let Some(exp) = super::time_arg("expires_at", req.expires_at)?
+        && exp <= effective_at
+    {
+        return Err(Error::invalid(
+            "expires_at",
+            format!("{exp} ms is not after effective_at {effective_at} ms"),
+        ));
+    }
+    let category = label("category", &req.category)?;
+    Ok(ConsentEvent {
+        contact,
+        status,
+        channels,
+        purposes,
+        category: (!category.is_empty()).then_some(category),
+        source: label("source", &req.source)?,
+        proof: text("proof", &req.proof)?,
+        effective_at,
+        expires_at: req.expires_at,
+        campaign_id: label("campaign_id", &req.campaign_id)?,
+    })
+}
+
 impl Engine {
     #[tracing::instrument(name = "record_consent", skip_all, fields(contact = tracing::field::Empty, actor = %caller.actor))]
     pub async fn record_consent(
@@ -80,60 +142,9 @@ impl Engine {
         let contact = self
             .logged_contact("contact", &req.contact, region)?
             .to_key();
-        let status = req.status.require("status")?;
-        let mut channels = ChannelSet::EMPTY;
-        for (i, c) in req.channels.iter().enumerate() {
-            channels.insert(c.require(&format!("channels[{i}]"))?);
-        }
-        let mut purposes = PurposeSet::EMPTY;
-        for (i, p) in req.purposes.iter().enumerate() {
-            purposes.insert(p.require(&format!("purposes[{i}]"))?);
-        }
-        // Fail-safe scopes: a missing scope never narrows an opt-out, and never widens a grant.
-        if status == ConsentStatus::Granted {
-            if channels.is_empty() {
-                return Err(Error::invalid(
-                    "channels",
-                    "at least one channel is required to grant consent",
-                ));
-            }
-            if purposes.is_empty() {
-                return Err(Error::invalid(
-                    "purposes",
-                    "at least one purpose is required to grant consent",
-                ));
-            }
-        } else {
-            if channels.is_empty() {
-                channels = ChannelSet::all();
-            }
-            if purposes.is_empty() {
-                purposes = PurposeSet::of(&[Purpose::Marketing, Purpose::Service]);
-            }
-        }
         let now = self.clock.now_ms();
-        let effective_at = super::time_arg("effective_at", req.effective_at)?.unwrap_or(now);
-        if let Some(exp) = super::time_arg("expires_at", req.expires_at)?
-            && exp <= effective_at
-        {
-            return Err(Error::invalid(
-                "expires_at",
-                format!("{exp} ms is not after effective_at {effective_at} ms"),
-            ));
-        }
-        let category = label("category", &req.category)?;
-        let event = ConsentEvent {
-            contact: contact.clone(),
-            status,
-            channels,
-            purposes,
-            category: (!category.is_empty()).then_some(category),
-            source: label("source", &req.source)?,
-            proof: text("proof", &req.proof)?,
-            effective_at,
-            expires_at: req.expires_at,
-            campaign_id: label("campaign_id", &req.campaign_id)?,
-        };
+        let event = consent_event(&req, contact.clone(), now)?;
+        let status = event.status;
         let normalized = contact.to_string();
         let (mut out, duplicate) = self
             .commit(

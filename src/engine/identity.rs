@@ -26,7 +26,7 @@ pub struct LinkOutcome {
     pub duplicate: bool,
 }
 
-fn person_id(field: &str, s: &str) -> Result<String> {
+pub(super) fn person_id(field: &str, s: &str) -> Result<String> {
     let id = s.trim();
     let id = id.strip_prefix("ext:").unwrap_or(id);
     use crate::model::limits::MAX_EXTERNAL_ID;

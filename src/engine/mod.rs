@@ -7,6 +7,7 @@ mod consent;
 mod dnc;
 mod identity;
 pub mod images;
+mod import;
 mod inbound;
 mod privacy;
 mod projection;
@@ -26,6 +27,7 @@ pub use dnc::{
     RemoveEntriesRequest, RemoveEntryRequest,
 };
 pub use identity::{LinkOutcome, LinkRequest};
+pub use import::{ConsentImport, ImportChunk, ImportReject, ImportRow, MAX_REJECTS};
 pub use inbound::{InboundOutcome, InboundRequest};
 pub use privacy::{RegisterOutcome, RequestView, SubmitRequest};
 pub use projection::Projection;

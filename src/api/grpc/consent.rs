@@ -1,7 +1,9 @@
 //! ConsentService: RecordConsent and GetContact over the engine.
 use super::convert::inbound_action_pb;
 use super::convert::{channel_arg, consent_record, dnc_entry, purpose_arg, status_arg, ts_to_ms};
-use crate::engine::{ConsentRequest, Engine, InboundRequest, LinkRequest};
+use crate::engine::{
+    ConsentImport, ConsentRequest, Engine, ImportChunk, ImportRow, InboundRequest, LinkRequest,
+};
 use crate::proto as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -16,8 +18,97 @@ impl ConsentApi {
     }
 }
 
+fn import_row(r: pb::ImportConsentRow) -> ImportRow {
+    ImportRow {
+        line: r.line,
+        external_id: r.external_id,
+        consent: ConsentRequest {
+            status: status_arg(r.status),
+            channels: r.channels.iter().map(|c| channel_arg(*c)).collect(),
+            purposes: r.purposes.iter().map(|p| purpose_arg(*p)).collect(),
+            effective_at: r.effective_at.as_ref().map(ts_to_ms),
+            expires_at: r.expires_at.as_ref().map(ts_to_ms),
+            contact: r.contact,
+            category: r.category,
+            source: r.source,
+            proof: r.proof,
+            campaign_id: r.campaign_id,
+            idempotency_key: String::new(),
+            default_region: String::new(),
+        },
+    }
+}
+
+fn import_response(i: &ConsentImport, index_seq: u64) -> pb::ImportConsentsResponse {
+    pb::ImportConsentsResponse {
+        import_id: i.import_id.clone(),
+        rows: i.rows,
+        imported: i.imported,
+        resumed: i.resumed,
+        rejected: i.rejected,
+        rejects: i
+            .rejects
+            .iter()
+            .map(|r| pb::ImportReject {
+                line: r.line,
+                field: r.field.clone(),
+                reason: r.reason.clone(),
+            })
+            .collect(),
+        rejects_omitted: i.rejects_omitted,
+        chunks_committed: i.chunks_committed,
+        chunks_resumed: i.chunks_resumed,
+        first_seq: i.first_seq,
+        last_seq: i.last_seq,
+        index_seq,
+    }
+}
+
 #[tonic::async_trait]
 impl pb::consent_service_server::ConsentService for ConsentApi {
+    async fn import_consents(
+        &self,
+        req: Request<tonic::Streaming<pb::ImportConsentsChunk>>,
+    ) -> Result<Response<pb::ImportConsentsResponse>, Status> {
+        use futures::StreamExt;
+        let caller = super::caller(&req);
+        let mut stream = req.into_inner();
+        let mut import = self.engine.consent_import();
+        while let Some(chunk) = stream.next().await {
+            let c = chunk?;
+            let chunk = ImportChunk {
+                import_id: c.import_id,
+                chunk: c.chunk,
+                rows: c.rows.into_iter().map(import_row).collect(),
+                default_region: c.default_region,
+                max_reject_fraction: c.max_reject_fraction,
+                rejected_by_client: c.rejected_by_client,
+            };
+            if let Err(e) = import.chunk(&self.engine, chunk, &caller).await {
+                // What was committed, and every reject so far, go with the refusal.
+                let status = Status::from(e);
+                let so_far = import_response(&import, self.engine.index().seq());
+                return Err(Status::with_details(
+                    status.code(),
+                    status.message(),
+                    prost::Message::encode_to_vec(&so_far).into(),
+                ));
+            }
+        }
+        tracing::info!(
+            import_id = %import.import_id,
+            rows = import.rows,
+            imported = import.imported,
+            resumed = import.resumed,
+            rejected = import.rejected,
+            "consent import finished"
+        );
+        Ok(Response::new(import_response(
+            &import,
+            self.engine.index().seq(),
+        )))
+    }
+
     async fn record_consent(
         &self,
         req: Request<pb::RecordConsentRequest>,

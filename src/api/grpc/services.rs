@@ -35,7 +35,8 @@ pub static SERVICES: &[ServiceSpec] = &[
     ServiceSpec {
         name: CONSENT,
         role: Some(Role::Write),
-        methods: &[],
+        // A bulk import can grant or withdraw millions at once, as a registry import can.
+        methods: &[("ImportConsents", Some(Role::Admin))],
         health: true,
     },
     ServiceSpec {
