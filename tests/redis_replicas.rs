@@ -86,7 +86,7 @@ fn get_json(url: &str) -> (u16, Value) {
 }
 
 fn index_state(s: &Server) -> Value {
-    get_json(&format!("{}/v1/admin/index", s.http_url())).1
+    get_json(&format!("{}/v1/admin/index?digest=true", s.http_url())).1
 }
 
 fn readyz(s: &Server) -> (u16, Value) {
