@@ -54,7 +54,8 @@ pub fn start_preflight(data_dir: &std::path::Path, envs: &[(&str, String)]) -> (
         .spawn()
         .expect("start preflight");
     let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // The listener opens once the index is loaded: minutes for a full replay at 10^8.
+    let deadline = Instant::now() + Duration::from_secs(1800);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "preflight did not start");
         std::thread::sleep(Duration::from_millis(50));
