@@ -18,20 +18,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn write_file(path: &Path, header: &str, n: u64, row: impl Fn(u64) -> String) {
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     writeln!(w, "{header}").unwrap();
@@ -44,7 +30,7 @@ fn write_file(path: &Path, header: &str, n: u64, row: impl Fn(u64) -> String) {
 fn run(label: &str, n: u64, data: &Path, args: &[&str]) {
     let (proc, port) = procs::start_preflight(data, &[]);
     let pid = proc.0.id();
-    let before = dir_bytes(data);
+    let before = procs::dir_bytes(data);
     let cpu0 = procs::cpu_secs(pid);
     let server = format!("http://127.0.0.1:{port}");
     let t = Instant::now();
@@ -63,7 +49,7 @@ fn run(label: &str, n: u64, data: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(proc);
-    let disk = dir_bytes(data) - before;
+    let disk = procs::dir_bytes(data) - before;
     println!(
         "{label}: {n} rows in {secs:.1} s = {:.0} rows/s end to end; service CPU {:.2} µs a row; \
          disk {:.0} bytes a record (log, audit, idempotency)",

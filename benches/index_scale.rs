@@ -138,20 +138,6 @@ fn mb(b: u64) -> f64 {
     b as f64 / 1_048_576.0
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Starts the service on `dir`: the time until it serves and its resident memory then.
 fn serve(dir: &Path) -> (Duration, u64) {
     let t = Instant::now();
@@ -235,7 +221,7 @@ fn main() {
     let accounted = index.bytes() as u64;
     drop(store);
     drop(index);
-    let disk = dir_bytes(&data);
+    let disk = procs::dir_bytes(&data);
     println!(
         "disk: {:.0} MB, {:.0} bytes an event (change log only: no audit records, which the \
          import path writes)",

@@ -436,15 +436,7 @@ async fn import(
     }
     let mut c = pb::dnc_service_client::DncServiceClient::new(connect(server).await?)
         .max_encoding_message_size(8 << 20);
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message("uploading");
+    let bar = super::import::progress(total, "uploading");
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportRegistryChunk>(8);
     let files = files.to_vec();
     let list = list.to_string();

@@ -444,7 +444,8 @@ fn default_import_id(path: &Path) -> Result<String> {
     Ok(format!("file-{}", hex::encode(&h[..8])))
 }
 
-fn progress(total: u64) -> indicatif::ProgressBar {
+/// A bar over `total` bytes (imports and registry uploads).
+pub(super) fn progress(total: u64, message: &'static str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -453,7 +454,7 @@ fn progress(total: u64) -> indicatif::ProgressBar {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_message("importing");
+    bar.set_message(message);
     bar
 }
 
@@ -516,27 +517,59 @@ struct Tally {
     rejected: u64,
 }
 
+/// The input of an import as both commands read it, with its id announced and a progress
+/// bar following the bytes read.
+struct Source {
+    import_id: String,
+    jsonl: bool,
+    delimiter: u8,
+    input: Box<dyn BufRead + Send>,
+    bar: indicatif::ProgressBar,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Source {
+    fn open(a: &ImportArgs) -> Result<Source> {
+        let import_id = match &a.import_id {
+            Some(id) => id.clone(),
+            None => default_import_id(&a.input)?,
+        };
+        let jsonl = is_jsonl(&a.input, a.format.as_deref())?;
+        let delimiter = super::scrub::delimiter_byte(a.delimiter)?;
+        let total = std::fs::metadata(&a.input)
+            .with_context(|| format!("cannot read {}", a.input.display()))?
+            .len();
+        let read = Arc::new(AtomicU64::new(0));
+        let input = open(&a.input, read.clone())?;
+        eprintln!("import id: {import_id} (the same --import-id resumes this import)");
+        let bar = progress(total, "importing");
+        let follower = follow(&bar, &read);
+        Ok(Source {
+            import_id,
+            jsonl,
+            delimiter,
+            input,
+            bar,
+            follower,
+        })
+    }
+}
+
 /// `preflight consent import`.
 pub async fn consent(a: ImportArgs) -> Result<()> {
     let fraction = check_fraction(a.max_reject_fraction)?;
-    let import_id = match &a.import_id {
-        Some(id) => id.clone(),
-        None => default_import_id(&a.input)?,
-    };
-    let jsonl = is_jsonl(&a.input, a.format.as_deref())?;
-    let delimiter = super::scrub::delimiter_byte(a.delimiter)?;
-    let total = std::fs::metadata(&a.input)
-        .with_context(|| format!("cannot read {}", a.input.display()))?
-        .len();
-    let read = Arc::new(AtomicU64::new(0));
-    let input = open(&a.input, read.clone())?;
+    let Source {
+        import_id,
+        jsonl,
+        delimiter,
+        input,
+        bar,
+        follower,
+    } = Source::open(&a)?;
     let mut client =
         pb::consent_service_client::ConsentServiceClient::new(connect(&a.server).await?)
             .max_encoding_message_size(64 << 20);
-    eprintln!("import id: {import_id} (the same --import-id resumes this import)");
     let t0 = Instant::now();
-    let bar = progress(total);
-    let follower = follow(&bar, &read);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportConsentsChunk>(4);
     let (id, region, chunk_rows) = (import_id.clone(), a.region.clone(), a.chunk as usize);
     let reader = tokio::task::spawn_blocking(move || -> Result<(Vec<Reject>, Tally)> {
@@ -645,24 +678,18 @@ pub async fn consent(a: ImportArgs) -> Result<()> {
 pub async fn dnc(a: ImportArgs, defaults: DncDefaults) -> Result<()> {
     let fraction = check_fraction(a.max_reject_fraction)?;
     let fraction = if fraction == 0.0 { 0.001 } else { fraction };
-    let import_id = match &a.import_id {
-        Some(id) => id.clone(),
-        None => default_import_id(&a.input)?,
-    };
-    let jsonl = is_jsonl(&a.input, a.format.as_deref())?;
-    let delimiter = super::scrub::delimiter_byte(a.delimiter)?;
-    let total = std::fs::metadata(&a.input)
-        .with_context(|| format!("cannot read {}", a.input.display()))?
-        .len();
-    let read = Arc::new(AtomicU64::new(0));
-    let input = open(&a.input, read.clone())?;
+    let Source {
+        import_id,
+        jsonl,
+        delimiter,
+        input,
+        bar,
+        follower,
+    } = Source::open(&a)?;
     let mut client: pb::dnc_service_client::DncServiceClient<Conn> =
         pb::dnc_service_client::DncServiceClient::new(connect(&a.server).await?)
             .max_encoding_message_size(64 << 20);
-    eprintln!("import id: {import_id} (the same --import-id resumes this import)");
     let t0 = Instant::now();
-    let bar = progress(total);
-    let follower = follow(&bar, &read);
     // Chunks of (line of each entry, entries, rows the reader rejected).
     type Chunk = (Vec<u64>, Vec<pb::DncEntryInput>, Vec<Reject>, u64);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
