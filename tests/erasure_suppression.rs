@@ -356,6 +356,61 @@ async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     c.stop();
 }
 
+/// 150 CORPORATE entries for numbers of another area code, in one call.
+async fn filler(ch: &Channel, round: u32) {
+    let entries = (0..150)
+        .map(|i| {
+            entry(
+                &format!("+1303555{:04}", round * 1000 + i),
+                pb::DncType::Corporate,
+            )
+        })
+        .collect();
+    dnc(ch)
+        .add_entries(pb::AddEntriesRequest {
+            entries,
+            idempotency_key: format!("filler-{round}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Every stored event and audit record (decompressed, as the store reads them) that holds
+/// one of `needles`, as (where, needle). The service must be stopped.
+fn stored_traces(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, String)> {
+    use preflight::store::embedded::{
+        EmbeddedStore, block_span, read_audit_from, read_events_from,
+    };
+    let db = EmbeddedStore::open(dir).unwrap();
+    let (events_in_blocks, audit_in_blocks) = block_span(&db).unwrap();
+    let place = |seq: u64, below: u64| {
+        if seq < below {
+            "in a block"
+        } else {
+            "in the tail"
+        }
+    };
+    let mut out = Vec::new();
+    let mut hunt = |at: String, bytes: &[u8]| {
+        for n in needles {
+            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                out.push((at.clone(), n.to_string()));
+            }
+        }
+    };
+    for ev in read_events_from(&db, 0, usize::MAX).unwrap() {
+        let at = format!("event {} {}", ev.seq, place(ev.seq, events_in_blocks));
+        hunt(at, &serde_json::to_vec(&ev).unwrap());
+    }
+    for a in read_audit_from(&db, 0, usize::MAX).unwrap() {
+        let at = format!("audit record {} {}", a.seq, place(a.seq, audit_in_blocks));
+        hunt(at.clone(), &a.record);
+        hunt(at, a.personal.as_deref().unwrap_or_default());
+    }
+    out
+}
+
 /// Every byte run under `dir` that holds one of `needles`, as (file, needle).
 fn traces(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -394,6 +449,9 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
     let email = "zoe.erasable@example.com";
     let proof = "proof-QX-8812 ip 203.0.113.77";
     let note = "ticket TK-99817 called in";
+    // Other people's entries before and after, so that the erased person's events and audit
+    // records end up inside a compressed block of the store, not in its uncompressed tail.
+    filler(&ch, 0).await;
     let mut c = consent(&ch);
     let mut g = grant(phone, &[Ch::Sms], &[P::Marketing]);
     g.proof = proof.into();
@@ -438,6 +496,7 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
     );
     let bundle = r.bundle_path;
     assert!(std::path::Path::new(&bundle).exists());
+    filler(&ch, 1).await;
     let needles = [
         "+12025550177",
         phone,
@@ -446,10 +505,21 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         "QX-8812",
         "TK-99817",
     ];
+    server.stop();
+    let held = stored_traces(dir, &needles);
+    for n in &needles[2..] {
+        assert!(
+            held.iter().any(|(_, m)| m == n),
+            "the test should see {n} in the store before the DELETE: {held:?}"
+        );
+    }
     assert!(
-        !traces(dir, &needles).is_empty(),
-        "the test should see the data before the DELETE"
+        held.iter().all(|(at, _)| at.contains("in a block")),
+        "the person's records should sit in compressed blocks: {held:?}"
     );
+    let mut server = Server::start(dir);
+    let ch = server.ready().await;
+    let mut p = privacy(&ch);
 
     // erased: the phone, the email and the external id.
     let r = run_request(
@@ -478,6 +548,11 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
     assert!(
         found.is_empty(),
         "the erased person is still in the data directory: {found:?}"
+    );
+    let found = stored_traces(dir, &needles);
+    assert!(
+        found.is_empty(),
+        "the erased person is still in the store's records: {found:?}"
     );
     // And a restart still blocks them.
     let mut server = Server::start(dir);

@@ -6,7 +6,7 @@ mod tokens;
 
 pub use caller::Caller;
 pub use chain::{
-    AuditDraft, AuditEntry, AuditRecord, Personal, RawAudit, Verification, chain_hash, entry_of,
-    verify,
+    AuditDraft, AuditEntry, AuditRecord, Personal, RawAudit, Rendered, Verification, chain_hash,
+    entry_of, verify,
 };
 pub use tokens::Tokenizer;

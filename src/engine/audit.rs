@@ -1,7 +1,9 @@
 //! Audit records for every write (built from its events and the state they change), and
 //! reading the trail back: export and verification.
 use super::Engine;
-use crate::audit::{AuditDraft, AuditEntry, Caller, Personal, Verification, entry_of, verify};
+use crate::audit::{
+    AuditDraft, AuditEntry, Caller, Personal, Rendered, Verification, entry_of, verify,
+};
 use crate::error::{Error, Result};
 use crate::model::event::{consumer_id, dnc_id, request_id};
 use crate::model::{ContactKey, Event, Millis};
@@ -21,7 +23,7 @@ pub struct AuditRange {
 impl Engine {
     /// One audit record per event, about the identifiers it names, with the state before
     /// as this request saw it and the event as the after.
-    pub(super) fn audit_drafts(&self, events: &[Event], caller: &Caller) -> Vec<AuditDraft> {
+    pub(super) fn audit_drafts(&self, events: &[Event], caller: &Caller) -> Vec<Rendered> {
         events
             .iter()
             .enumerate()
@@ -56,9 +58,7 @@ impl Engine {
                         .cloned()
                         .zip(contacts.iter().map(|c| c.to_string()))
                         .collect();
-                    let after = serde_json::to_value(ev).unwrap_or(Value::Null);
-                    serde_json::to_vec(&Personal::new(identifiers, before, after))
-                        .expect("personal parts serialize")
+                    Personal::encode(&identifiers, &before, ev)
                 });
                 AuditDraft {
                     kind: ev.audit_kind().to_string(),
@@ -69,6 +69,7 @@ impl Engine {
                     metadata: caller.metadata.clone(),
                     personal,
                 }
+                .render()
             })
             .collect()
     }
@@ -136,7 +137,7 @@ impl Engine {
     pub async fn audit_only(&self, drafts: Vec<AuditDraft>) -> Result<()> {
         self.store
             .append(crate::store::Append {
-                audit: drafts,
+                audit: drafts.into_iter().map(AuditDraft::render).collect(),
                 ..Default::default()
             })
             .await?;

@@ -233,7 +233,10 @@ impl Images {
     fn load(&self, seq: u64, path: &Path, last_seq: u64) -> Option<(Index, Vec<u64>)> {
         let read = std::fs::File::open(path)
             .map_err(|e| e.to_string())
-            .and_then(|mut f| Index::read_image(&mut f).map_err(|e| e.to_string()));
+            .and_then(|mut f| {
+                let bytes = f.metadata().map_err(|e| e.to_string())?.len();
+                Index::read_image(&mut f, bytes).map_err(|e| e.to_string())
+            });
         match read {
             Err(e) => {
                 self.reject(path, &e);

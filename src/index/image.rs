@@ -10,7 +10,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-const MAGIC: &[u8; 8] = b"PFIDX001";
+/// 002: each section starts with its entry count, so a load sizes its maps once.
+const MAGIC: &[u8; 8] = b"PFIDX002";
 /// Entries are flushed to the writer in pieces of about this size.
 const PIECE: usize = 1 << 20;
 
@@ -74,7 +75,8 @@ impl<W: Write> Sink<'_, W> {
         Ok(())
     }
 
-    /// Each entry is `1` then the entry; a section ends with `0`.
+    /// The entry count (u64), then each entry as `1` and the entry; a section ends with `0`.
+    /// The count only sizes the reader's map: the markers say where the section ends.
     fn section<K, V>(
         &mut self,
         map: &FastMap<K, V>,
@@ -83,6 +85,8 @@ impl<W: Write> Sink<'_, W> {
     where
         K: std::hash::Hash + Eq,
     {
+        self.buf
+            .extend_from_slice(&(map.len() as u64).to_le_bytes());
         for e in map.iter() {
             self.buf.push(1);
             entry(&mut self.buf, e.key(), e.value());
@@ -304,12 +308,20 @@ impl Index {
 
     /// An index from an image `write_image` wrote, with its privacy seqs; an image that is
     /// torn, corrupted or of another format is an error and nothing of it is kept.
-    pub fn read_image(r: &mut dyn Read) -> Result<(Index, Vec<u64>), ImageError> {
+    /// `bytes` is the image's length: no section can hold more entries than that allows,
+    /// whatever its count says before the checksum has been read.
+    pub fn read_image(r: &mut dyn Read, bytes: u64) -> Result<(Index, Vec<u64>), ImageError> {
         let mut r = Reader::new(r);
         if r.take(8)? != MAGIC {
-            return Err(ImageError::Format("not a preflight index image".into()));
+            return Err(ImageError::Format(
+                "not a preflight index image of this build's format".into(),
+            ));
         }
-        let idx = Index::new();
+        let mut idx = Index::new();
+        // Smallest entry: its marker and an 8-byte key.
+        let most = (bytes / 9) as usize;
+        let sized =
+            |r: &mut Reader| -> Result<usize, ImageError> { Ok((r.u64()? as usize).min(most)) };
         let seq = r.u64()?;
         let any_erased = r.u8()? != 0;
         // The writer's name ids to this process's.
@@ -323,13 +335,23 @@ impl Index {
             names[id] = NAMES.intern(&name);
         }
         let mut heap: usize = 0;
+        idx.phones = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
         while r.more()? {
             let k = r.u64()?;
             let v = Slot::read(&mut r, &names)?;
             heap += v.heap_bytes();
             idx.phones.insert(k, v);
         }
-        for map in [&idx.emails, &idx.externals] {
+        idx.emails = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
+        while r.more()? {
+            let k = r.str()?;
+            let v = Slot::read(&mut r, &names)?;
+            heap += v.heap_bytes() + k.heap_bytes();
+            idx.emails.insert(k, v);
+        }
+        idx.externals = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
+        {
+            let map = &idx.externals;
             while r.more()? {
                 let k = r.str()?;
                 let v = Slot::read(&mut r, &names)?;
@@ -337,18 +359,21 @@ impl Index {
                 map.insert(k, v);
             }
         }
+        idx.erased = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
         while r.more()? {
             let k = r.token()?;
             let v = Slot::read(&mut r, &names)?;
             heap += v.heap_bytes();
             idx.erased.insert(k, v);
         }
+        sized(&mut r)?;
         while r.more()? {
             let k = r.token()?;
             let n = r.count()?;
             let g = (0..n).map(|_| r.token()).collect::<Result<Vec<_>, _>>()?;
             idx.erased_groups.insert(k, Arc::from(g));
         }
+        idx.members = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
         while r.more()? {
             let k = r.str()?;
             let n = r.count()?;
@@ -356,6 +381,7 @@ impl Index {
             heap += k.heap_bytes() + m.iter().map(super::member_bytes).sum::<usize>();
             idx.members.insert(k, m);
         }
+        sized(&mut r)?;
         while r.more()? {
             let k = r.u64()?;
             let removal_seq = r.u64()?;
@@ -370,6 +396,7 @@ impl Index {
                 },
             );
         }
+        sized(&mut r)?;
         while r.more()? {
             let k = r.u64()?;
             let person = r.str()?;
@@ -457,7 +484,7 @@ mod tests {
         let mut bytes = Vec::new();
         let n = idx.write_image(&mut bytes, &[4, 9]).unwrap();
         assert_eq!(n, bytes.len() as u64);
-        let (back, privacy) = Index::read_image(&mut bytes.as_slice()).unwrap();
+        let (back, privacy) = Index::read_image(&mut bytes.as_slice(), bytes.len() as u64).unwrap();
         assert_eq!(privacy, vec![4, 9]);
         assert_eq!(back.seq(), 5);
         assert_eq!(back.digest(), idx.digest());
@@ -475,7 +502,7 @@ mod tests {
         idx.write_image(&mut bytes, &[]).unwrap();
         for cut in [0, 8, bytes.len() / 2, bytes.len() - 1] {
             assert!(
-                Index::read_image(&mut &bytes[..cut]).is_err(),
+                Index::read_image(&mut &bytes[..cut], cut as u64).is_err(),
                 "cut at {cut}"
             );
         }
@@ -483,12 +510,12 @@ mod tests {
             let mut bad = bytes.clone();
             bad[at] ^= 0x40;
             assert!(
-                Index::read_image(&mut bad.as_slice()).is_err(),
+                Index::read_image(&mut bad.as_slice(), bad.len() as u64).is_err(),
                 "flip at {at}"
             );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(Index::read_image(&mut longer.as_slice()).is_err());
+        assert!(Index::read_image(&mut longer.as_slice(), longer.len() as u64).is_err());
     }
 }

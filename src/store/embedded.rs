@@ -4,6 +4,8 @@
 //! arrive while a commit is in flight share the next one. A commit that fails (a full disk)
 //! leaves redb refusing every later write until it is reopened, so the writer reopens it,
 //! applies whatever did land, and says it cannot write until a probe write succeeds.
+use super::blocks::Item;
+use super::sequence::{self, Open};
 use super::{Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Store, StoreError};
 use crate::audit::chain::ChainHead;
 use crate::audit::{AuditRecord, RawAudit};
@@ -18,14 +20,32 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// Event seq -> the event's JSON (`StoredEvent`): the change log's tail.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// First event seq -> a compressed block of the events from it on.
+const EVENT_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("event_blocks");
 /// key -> created_at (8 bytes LE) ++ fingerprint (32) ++ response
 const IDEM: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 const IDEM_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("idempotency_by_time");
-/// Audit seq -> the record's JSON (`AuditRecord`), hash-chained.
+/// Audit seq -> the record's JSON (`AuditRecord`), hash-chained: the trail's tail.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-/// Audit seq -> the record's personal part, removed by erasure.
+/// Audit seq -> the record's personal part, removed by erasure (the tail's).
 pub const AUDIT_PERSONAL: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_personal");
+/// First audit seq -> a compressed block of records from it on, each with its personal part.
+const AUDIT_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_blocks");
+
+const EVENT_LOG: sequence::Tables = sequence::Tables {
+    blocks: EVENT_BLOCKS,
+    main: EVENTS,
+    extra: None,
+    what: "event",
+};
+pub const AUDIT_TRAIL: sequence::Tables = sequence::Tables {
+    blocks: AUDIT_BLOCKS,
+    main: AUDIT,
+    extra: Some(AUDIT_PERSONAL),
+    what: "audit",
+};
 /// Written and removed again to find out whether the disk takes writes (see `probe`).
 const PROBE: TableDefinition<u8, &[u8]> = TableDefinition::new("write_probe");
 /// (subject token, audit seq): the records about a subject.
@@ -130,6 +150,8 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(unavailable)?;
         {
             txn.open_table(EVENTS).map_err(unavailable)?;
+            txn.open_table(EVENT_BLOCKS).map_err(unavailable)?;
+            txn.open_table(AUDIT_BLOCKS).map_err(unavailable)?;
             txn.open_table(IDEM).map_err(unavailable)?;
             txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
             txn.open_table(AUDIT).map_err(unavailable)?;
@@ -137,6 +159,16 @@ impl EmbeddedStore {
             txn.open_table(AUDIT_SUBJECTS).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
+        for def in [EVENT_LOG, AUDIT_TRAIL] {
+            let n = sequence::fold(&db, def)?;
+            if n > 0 {
+                tracing::info!(
+                    records = n,
+                    kind = def.what,
+                    "records of an earlier store format folded into compressed blocks"
+                );
+            }
+        }
         Ok(db)
     }
 
@@ -181,29 +213,33 @@ impl EmbeddedStore {
 
 const DB_FILE: &str = "preflight.redb";
 
+/// The first event seq and the first audit seq still held one by one: everything below
+/// them is in compressed blocks.
+pub fn block_span(db: &Database) -> Result<(u64, u64), StoreError> {
+    let r = db.begin_read().map_err(unavailable)?;
+    Ok((
+        Open::read(&r, EVENT_LOG)?.tail_start()?,
+        Open::read(&r, AUDIT_TRAIL)?.tail_start()?,
+    ))
+}
+
 pub fn last_seq_of(db: &Database) -> Result<u64, StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
-    let t = r.open_table(EVENTS).map_err(unavailable)?;
-    Ok(t.last()
-        .map_err(unavailable)?
-        .map(|(k, _)| k.value())
-        .unwrap_or(0))
+    Open::read(&r, EVENT_LOG)?.last_seq()
 }
 
 /// The next audit seq and the hash to chain it to.
 fn audit_head(db: &Database) -> Result<(u64, String), StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
-    let t = r.open_table(AUDIT).map_err(unavailable)?;
-    match t.last().map_err(unavailable)? {
+    match Open::read(&r, AUDIT_TRAIL)?.last()? {
         None => Ok((1, crate::audit::chain::GENESIS.to_string())),
-        Some((k, v)) => {
-            let rec: AuditRecord = serde_json::from_slice(v.value()).map_err(|e| {
+        Some((seq, it)) => {
+            let rec: AuditRecord = serde_json::from_slice(&it.main).map_err(|e| {
                 StoreError::Corrupt(format!(
-                    "last audit record {} unreadable, refusing to extend the chain: {e}",
-                    k.value()
+                    "last audit record {seq} unreadable, refusing to extend the chain: {e}"
                 ))
             })?;
-            Ok((k.value() + 1, rec.hash))
+            Ok((seq + 1, rec.hash))
         }
     }
 }
@@ -214,40 +250,30 @@ pub fn read_audit_from(
     limit: usize,
 ) -> Result<Vec<RawAudit>, StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
-    let t = r.open_table(AUDIT).map_err(unavailable)?;
-    let p = r.open_table(AUDIT_PERSONAL).map_err(unavailable)?;
-    let mut out = Vec::new();
-    for item in t.range(after + 1..).map_err(unavailable)?.take(limit) {
-        let (k, v) = item.map_err(unavailable)?;
-        out.push(raw_audit(&p, k.value(), v.value())?);
-    }
-    Ok(out)
+    let trail = Open::read(&r, AUDIT_TRAIL)?;
+    Ok(trail
+        .range(after, limit)?
+        .into_iter()
+        .map(|(seq, it)| raw_audit(seq, it))
+        .collect())
 }
 
 /// A stored record with its personal part, if that is still held.
-fn raw_audit(
-    personal: &redb::ReadOnlyTable<u64, &'static [u8]>,
-    seq: u64,
-    record: &[u8],
-) -> Result<RawAudit, StoreError> {
-    Ok(RawAudit {
+fn raw_audit(seq: u64, it: Item) -> RawAudit {
+    RawAudit {
         seq,
-        record: record.to_vec(),
-        personal: personal
-            .get(seq)
-            .map_err(unavailable)?
-            .map(|v| v.value().to_vec()),
-    })
+        record: it.main,
+        personal: it.extra,
+    }
 }
 
 fn read_audit_seqs(db: &Database, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
-    let t = r.open_table(AUDIT).map_err(unavailable)?;
-    let p = r.open_table(AUDIT_PERSONAL).map_err(unavailable)?;
+    let trail = Open::read(&r, AUDIT_TRAIL)?;
     let mut out = Vec::new();
     for &seq in seqs {
-        if let Some(v) = t.get(seq).map_err(unavailable)? {
-            out.push(raw_audit(&p, seq, v.value())?);
+        if let Some(it) = trail.get(seq)? {
+            out.push(raw_audit(seq, it));
         }
     }
     Ok(out)
@@ -274,15 +300,23 @@ pub fn read_events_from(
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let r = db.begin_read().map_err(unavailable)?;
-    let t = r.open_table(EVENTS).map_err(unavailable)?;
-    let mut out = Vec::new();
-    for item in t.range(after + 1..).map_err(unavailable)?.take(limit) {
-        let (k, v) = item.map_err(unavailable)?;
-        let ev: StoredEvent = serde_json::from_slice(v.value())
-            .map_err(|e| StoreError::Corrupt(format!("event {}: {e}", k.value())))?;
-        out.push(ev);
+    let log = Open::read(&r, EVENT_LOG)?;
+    log.range(after, limit)?
+        .into_iter()
+        .map(|(seq, it)| parse_event(seq, &it.main))
+        .collect()
+}
+
+fn parse_event(seq: u64, bytes: &[u8]) -> Result<StoredEvent, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))
+}
+
+fn read_event_at(db: &Database, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+    let r = db.begin_read().map_err(unavailable)?;
+    match Open::read(&r, EVENT_LOG)?.get(seq)? {
+        Some(it) => parse_event(seq, &it.main).map(Some),
+        None => Ok(None),
     }
-    Ok(out)
 }
 
 impl EmbeddedStore {
@@ -330,6 +364,10 @@ impl Store for EmbeddedStore {
 
     fn last_seq(&self) -> Result<u64, StoreError> {
         last_seq_of(&*self.db.get()?)
+    }
+
+    fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        read_event_at(&*self.db.get()?, seq)
     }
 
     fn writable(&self) -> Result<(), String> {
@@ -604,31 +642,29 @@ impl Writer {
         let first_seq = next;
         let appended;
         {
-            let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let mut events = Open::write(&txn, EVENT_LOG)?;
             let mut audit = AuditTables::open(&txn)?;
             let mut seqs = BTreeSet::new();
             for t in &req.tokens {
                 seqs.extend(subject_seqs(&audit.subjects, t)?);
             }
             for a in seqs {
-                if audit.personal.remove(a).map_err(unavailable)?.is_some() {
+                let Some(mut record) = audit.trail.get(a)? else {
+                    continue;
+                };
+                let event_seq = serde_json::from_slice::<AuditRecord>(&record.main)
+                    .map_err(|e| StoreError::Corrupt(format!("audit record {a}: {e}")))?
+                    .event_seq;
+                if record.extra.take().is_some() {
+                    audit.trail.replace(a, record)?;
                     stripped += 1;
                 }
-                let event_seq = match audit.records.get(a).map_err(unavailable)? {
-                    Some(v) => {
-                        serde_json::from_slice::<AuditRecord>(v.value())
-                            .map_err(|e| StoreError::Corrupt(format!("audit record {a}: {e}")))?
-                            .event_seq
-                    }
-                    None => None,
-                };
                 let Some(es) = event_seq else { continue };
                 if history.contains_key(&es) {
                     continue;
                 }
-                let stored = match events.get(es).map_err(unavailable)? {
-                    Some(v) => serde_json::from_slice::<StoredEvent>(v.value())
-                        .map_err(|e| StoreError::Corrupt(format!("event {es}: {e}")))?,
+                let stored = match events.get(es)? {
+                    Some(it) => parse_event(es, &it.main)?,
                     None => continue,
                 };
                 let stored = match (req.redact)(&stored.event) {
@@ -636,7 +672,7 @@ impl Writer {
                         let ev = StoredEvent { event, ..stored };
                         let bytes = serde_json::to_vec(&ev)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        events.insert(es, bytes.as_slice()).map_err(unavailable)?;
+                        events.replace(es, Item::new(bytes))?;
                         rewritten += 1;
                         ev
                     }
@@ -644,8 +680,11 @@ impl Writer {
                 };
                 history.insert(es, stored);
             }
-            appended = write_events(&mut events, req.append.events, &mut next, now)?;
+            let mut staged = Vec::new();
+            appended = write_events(&mut staged, req.append.events, &mut next, now)?;
+            events.append(staged, usize::MAX)?;
             audit.write(&mut chain, req.append.audit, first_seq, now)?;
+            audit.flush()?;
             let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
             let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
             forget_answers_naming(&mut idem, &mut idem_time, &req.contacts)?;
@@ -742,7 +781,7 @@ fn stage(
     let txn = db.begin_write().map_err(unavailable)?;
     let mut pending = Vec::with_capacity(requests.len());
     {
-        let mut events = txn.open_table(EVENTS).map_err(unavailable)?;
+        let mut events = Vec::new();
         let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
         let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
         let mut audit = AuditTables::open(&txn)?;
@@ -780,6 +819,8 @@ fn stage(
             };
             pending.push(Pending::Commit(outcome, stored));
         }
+        Open::write(&txn, EVENT_LOG)?.append(events, usize::MAX)?;
+        audit.flush()?;
     }
     Ok((txn, pending))
 }
@@ -822,8 +863,10 @@ fn probe(db: &Database) -> Result<(), StoreError> {
     txn.commit().map_err(unavailable)
 }
 
+/// Gives `batch` its seqs and stages it in `events`, to be appended at the end of the
+/// transaction.
 fn write_events(
-    events: &mut redb::Table<u64, &[u8]>,
+    events: &mut Vec<(u64, Item)>,
     batch: Vec<crate::model::Event>,
     next: &mut u64,
     now: Millis,
@@ -836,9 +879,7 @@ fn write_events(
             event,
         };
         let bytes = serde_json::to_vec(&ev).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        events
-            .insert(*next, bytes.as_slice())
-            .map_err(unavailable)?;
+        events.push((*next, Item::new(bytes)));
         stored.push(ev);
         *next += 1;
     }
@@ -846,42 +887,48 @@ fn write_events(
 }
 
 struct AuditTables<'t> {
-    records: redb::Table<'t, u64, &'static [u8]>,
-    personal: redb::Table<'t, u64, &'static [u8]>,
+    trail: Open<redb::Table<'t, u64, &'static [u8]>>,
     subjects: redb::Table<'t, (&'static [u8], u64), ()>,
+    /// Sealed in this transaction, appended by `flush`.
+    staged: Vec<(u64, Item)>,
 }
 
 impl<'t> AuditTables<'t> {
     fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
         Ok(AuditTables {
-            records: txn.open_table(AUDIT).map_err(unavailable)?,
-            personal: txn.open_table(AUDIT_PERSONAL).map_err(unavailable)?,
+            trail: Open::write(txn, AUDIT_TRAIL)?,
             subjects: txn.open_table(AUDIT_SUBJECTS).map_err(unavailable)?,
+            staged: Vec::new(),
         })
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut self.staged);
+        self.trail.append(staged, usize::MAX)?;
+        Ok(())
     }
 
     /// Chains and writes `drafts`; `first_seq` is the seq of the append's first event.
     fn write(
         &mut self,
         chain: &mut ChainHead,
-        drafts: Vec<crate::audit::AuditDraft>,
+        drafts: Vec<crate::audit::Rendered>,
         first_seq: u64,
         now: Millis,
     ) -> Result<(), StoreError> {
         for rec in crate::audit::chain::seal(chain, drafts, first_seq, now) {
-            self.records
-                .insert(rec.seq, rec.json.as_slice())
-                .map_err(unavailable)?;
-            if let Some(p) = &rec.personal {
-                self.personal
-                    .insert(rec.seq, p.as_slice())
-                    .map_err(unavailable)?;
-            }
             for t in &rec.tokens {
                 self.subjects
                     .insert((t.as_slice(), rec.seq), ())
                     .map_err(unavailable)?;
             }
+            self.staged.push((
+                rec.seq,
+                Item {
+                    main: rec.json,
+                    extra: rec.personal,
+                },
+            ));
         }
         Ok(())
     }

@@ -1,11 +1,13 @@
 //! The source of truth: an append-only change log with gap-free seqs and idempotency records.
+pub mod blocks;
 pub mod embedded;
 pub mod idempotency;
 pub mod private;
 pub mod redact;
 pub mod redis;
+pub mod sequence;
 
-use crate::audit::{AuditDraft, RawAudit};
+use crate::audit::{RawAudit, Rendered};
 use crate::model::{ContactKey, Event, StoredEvent, Token};
 use futures::future::BoxFuture;
 
@@ -36,7 +38,7 @@ pub struct IdempotencyClaim {
 pub struct Append {
     pub events: Vec<Event>,
     pub idempotency: Option<IdempotencyClaim>,
-    pub audit: Vec<AuditDraft>,
+    pub audit: Vec<Rendered>,
 }
 
 /// Rewrites one stored event so that it no longer names an erased identifier in clear;

@@ -113,7 +113,7 @@ impl Round {
         shared: &Shared,
         head: &mut Head,
         events: Vec<Event>,
-        drafts: Vec<crate::audit::AuditDraft>,
+        drafts: Vec<crate::audit::Rendered>,
         rider: Vec<StoredEvent>,
         now: i64,
     ) -> (u64, u64) {
