@@ -117,13 +117,16 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// Bytes of every file under `dir`.
+/// Disk a directory takes: blocks allocated, as `du` counts them. redb extends its file
+/// ahead of use and leaves the extension sparse, so file lengths overstate it.
 pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .map(|e| match e.metadata() {
                     Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
+                    Ok(m) => m.blocks() * 512,
                     Err(_) => 0,
                 })
                 .sum()

@@ -356,12 +356,14 @@ async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     c.stop();
 }
 
-/// 150 CORPORATE entries for numbers of another area code, in one call.
+/// CORPORATE entries for numbers of another area code, in one call: 150, then 1,500 (more
+/// than the largest block, so the records between them are folded into one).
 async fn filler(ch: &Channel, round: u32) {
-    let entries = (0..150)
+    let n = if round == 0 { 150 } else { 1_500 };
+    let entries = (0..n)
         .map(|i| {
             entry(
-                &format!("+1303555{:04}", round * 1000 + i),
+                &format!("+1{}555{i:04}", if round == 0 { 303 } else { 720 }),
                 pb::DncType::Corporate,
             )
         })

@@ -89,7 +89,7 @@ impl Personal {
 }
 
 fn fresh_salt() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    crate::model::ids::hex_string(&rand::random::<[u8; 16]>())
 }
 
 /// A record as stored: bytes, so that verification sees exactly what is on disk.
@@ -234,7 +234,7 @@ pub fn seal(
         h.update(head.prev.as_bytes());
         h.update(b"\n");
         h.update(&json);
-        let hash = hex::encode(h.finalize());
+        let hash = crate::model::ids::hex_string(&h.finalize());
         json.truncate(json.len() - 2);
         json.extend_from_slice(hash.as_bytes());
         json.extend_from_slice(b"\"}");
@@ -252,7 +252,7 @@ pub fn seal(
 }
 
 pub fn personal_digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    crate::model::ids::hex_string(&Sha256::digest(bytes))
 }
 
 /// A record with its personal part, as exported.

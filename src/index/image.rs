@@ -10,6 +10,9 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// Phone entries handed from the decoding thread to the inserting one at a time.
+const PHONE_BATCH: usize = 16_384;
+
 /// 002: each section starts with its entry count, so a load sizes its maps once.
 const MAGIC: &[u8; 8] = b"PFIDX002";
 /// Entries are flushed to the writer in pieces of about this size.
@@ -336,12 +339,45 @@ impl Index {
         }
         let mut heap: usize = 0;
         idx.phones = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-        while r.more()? {
-            let k = r.u64()?;
-            let v = Slot::read(&mut r, &names)?;
-            heap += v.heap_bytes();
-            idx.phones.insert(k, v);
-        }
+        // Phones are nearly all of a large index: one thread decodes them while another
+        // inserts, so a start takes the longer of the two rather than their sum.
+        let phones = &idx.phones;
+        std::thread::scope(|scope| -> Result<(), ImageError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Slot)>>(4);
+            let inserter = scope.spawn(move || {
+                for batch in rx {
+                    for (k, v) in batch {
+                        phones.insert(k, v);
+                    }
+                }
+            });
+            let mut batch = Vec::with_capacity(PHONE_BATCH);
+            let decoded = (|| -> Result<(), ImageError> {
+                while r.more()? {
+                    let k = r.u64()?;
+                    let v = Slot::read(&mut r, &names)?;
+                    heap += v.heap_bytes();
+                    batch.push((k, v));
+                    if batch.len() == PHONE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(PHONE_BATCH));
+                        if tx.send(full).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            drop(tx);
+            if inserter.join().is_err() {
+                return Err(ImageError::Format(
+                    "the image loader's insert thread failed".into(),
+                ));
+            }
+            decoded
+        })?;
         idx.emails = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
         while r.more()? {
             let k = r.str()?;

@@ -1,5 +1,5 @@
 //! Compressed blocks of consecutive records (change-log events, audit records with their
-//! personal parts): what the embedded store keeps once a run of `BLOCK` records is complete.
+//! personal parts): what the embedded store keeps once a run of records is complete.
 //!
 //! Stored records are JSON that repeats itself (field names, the same list names, a hash
 //! that is the next record's `prev_hash`); compressed together they take a fraction of their
@@ -9,14 +9,10 @@
 //! record, its main bytes and its optional second part, each length-prefixed (varint; the
 //! second part's length is stored plus one, zero meaning absent).
 
-/// Records a block holds. Large enough that a block compresses well, small enough that
-/// reading one record back (GetContact, an ACCESS bundle) decompresses little.
-pub const BLOCK: usize = 128;
-
 const FORMAT: u8 = 1;
 
-/// Most bytes a block may hold uncompressed: BLOCK records at the largest a write takes,
-/// with room to spare; a frame claiming more is damaged.
+/// Most bytes a block may hold uncompressed: a block's most records at the largest a write
+/// takes, with room to spare; a frame claiming more is damaged.
 const MAX_RAW: usize = 256 << 20;
 
 /// zstd's fast end: the store's writer thread compresses every block, and level 1 keeps
@@ -143,14 +139,14 @@ mod tests {
 
     #[test]
     fn round_trips_records_with_and_without_a_second_part() {
-        let items: Vec<Item> = (0..BLOCK)
+        let items: Vec<Item> = (0..128)
             .map(|i| Item {
                 main: format!("{{\"seq\":{i},\"kind\":\"consent_recorded\"}}").into_bytes(),
                 extra: (i % 3 == 0).then(|| vec![i as u8; i]),
             })
             .collect();
         let block = encode(&items).unwrap();
-        assert_eq!(count(&block).unwrap(), BLOCK);
+        assert_eq!(count(&block).unwrap(), 128);
         assert_eq!(decode(&block).unwrap(), items);
         // Repetitive records shrink.
         let raw: usize = items.iter().map(|i| i.main.len()).sum();

@@ -5,7 +5,7 @@
 //! leaves redb refusing every later write until it is reopened, so the writer reopens it,
 //! applies whatever did land, and says it cannot write until a probe write succeeds.
 use super::blocks::Item;
-use super::sequence::{self, Open};
+use super::sequence::{self, Open, Sizing};
 use super::{Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Store, StoreError};
 use crate::audit::chain::ChainHead;
 use crate::audit::{AuditRecord, RawAudit};
@@ -197,6 +197,7 @@ impl EmbeddedStore {
             audit_next,
             audit_prev,
             retention: opts.idempotency_retention_ms,
+            sizing: Sizings::default(),
         };
         std::thread::Builder::new()
             .name("preflight-writer".into())
@@ -399,6 +400,14 @@ struct Writer {
     audit_next: u64,
     audit_prev: String,
     retention: Millis,
+    sizing: Sizings,
+}
+
+/// How large the next block of each sequence is made.
+#[derive(Default)]
+struct Sizings {
+    events: Sizing,
+    audit: Sizing,
 }
 
 /// What one request turned into inside a transaction.
@@ -484,7 +493,7 @@ impl Writer {
             Ok(db) => db,
             Err(e) => return fail_all(replies, &e),
         };
-        let staged = stage(&db, requests, now, &mut next, &mut chain);
+        let staged = stage(&db, requests, now, &mut next, &mut chain, &mut self.sizing);
         let (txn, pending) = match staged {
             Ok(s) => s,
             Err(e) => {
@@ -682,9 +691,9 @@ impl Writer {
             }
             let mut staged = Vec::new();
             appended = write_events(&mut staged, req.append.events, &mut next, now)?;
-            events.append(staged, usize::MAX)?;
+            events.append(staged, usize::MAX, &mut self.sizing.events)?;
             audit.write(&mut chain, req.append.audit, first_seq, now)?;
-            audit.flush()?;
+            audit.flush(&mut self.sizing.audit)?;
             let mut idem = txn.open_table(IDEM).map_err(unavailable)?;
             let mut idem_time = txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
             forget_answers_naming(&mut idem, &mut idem_time, &req.contacts)?;
@@ -777,6 +786,7 @@ fn stage(
     now: Millis,
     next: &mut u64,
     chain: &mut ChainHead,
+    sizing: &mut Sizings,
 ) -> Result<(redb::WriteTransaction, Vec<Pending>), StoreError> {
     let txn = db.begin_write().map_err(unavailable)?;
     let mut pending = Vec::with_capacity(requests.len());
@@ -819,8 +829,8 @@ fn stage(
             };
             pending.push(Pending::Commit(outcome, stored));
         }
-        Open::write(&txn, EVENT_LOG)?.append(events, usize::MAX)?;
-        audit.flush()?;
+        Open::write(&txn, EVENT_LOG)?.append(events, usize::MAX, &mut sizing.events)?;
+        audit.flush(&mut sizing.audit)?;
     }
     Ok((txn, pending))
 }
@@ -902,9 +912,9 @@ impl<'t> AuditTables<'t> {
         })
     }
 
-    fn flush(&mut self) -> Result<(), StoreError> {
+    fn flush(&mut self, sizing: &mut Sizing) -> Result<(), StoreError> {
         let staged = std::mem::take(&mut self.staged);
-        self.trail.append(staged, usize::MAX)?;
+        self.trail.append(staged, usize::MAX, sizing)?;
         Ok(())
     }
 

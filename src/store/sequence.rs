@@ -1,15 +1,52 @@
-//! A numbered sequence of records in redb (the change log, the audit trail): whole runs of
-//! `BLOCK` records as compressed blocks keyed by their first seq, then the newest records one
-//! by one (the tail) until they make a block.
+//! A numbered sequence of records in redb (the change log, the audit trail): runs of records
+//! as compressed blocks keyed by their first seq, then the newest records one by one (the
+//! tail) until there are enough for a block.
 //!
 //! The tail tables are the ones every earlier build wrote record by record, so a data
 //! directory from before blocks existed reads as one long tail, and `fold` turns it into
 //! blocks in steps.
 use super::StoreError;
-use super::blocks::{self, BLOCK, Item};
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use super::blocks::{self, Item};
+use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 pub type Def = TableDefinition<'static, u64, &'static [u8]>;
+
+/// Bytes a block aims to stay under. redb gives a value larger than a page a run of pages
+/// rounded up to a power of two, so a block just over 16 KiB would take 32 KiB: blocks are
+/// sized to fill one 32 KiB run (less room for the page's own header).
+const TARGET: usize = 32 * 1024 - 256;
+/// The share of `TARGET` a block is sized for, so that most land under it first time.
+const FILL: f64 = 0.93;
+/// Bounds on the records of one block: reading one record back decompresses its block.
+const MIN_RECORDS: usize = 16;
+const MAX_RECORDS: usize = 1024;
+const FIRST_RECORDS: usize = 128;
+
+/// How many records the next block of a sequence takes, learnt from the compressed size
+/// of the blocks written before it (records of one kind compress alike).
+#[derive(Clone, Copy, Debug)]
+pub struct Sizing {
+    bytes_per_record: f64,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Sizing {
+            bytes_per_record: TARGET as f64 * FILL / FIRST_RECORDS as f64,
+        }
+    }
+}
+
+impl Sizing {
+    pub fn records(&self) -> usize {
+        ((TARGET as f64 * FILL / self.bytes_per_record) as usize).clamp(MIN_RECORDS, MAX_RECORDS)
+    }
+
+    fn learn(&mut self, records: usize, bytes: usize) {
+        let seen = bytes as f64 / records.max(1) as f64;
+        self.bytes_per_record = 0.2 * self.bytes_per_record + 0.8 * seen.max(1.0);
+    }
+}
 
 /// The tables of one sequence.
 #[derive(Clone, Copy)]
@@ -204,16 +241,18 @@ impl Open<Table<'_, u64, &'static [u8]>> {
         Ok(())
     }
 
-    /// Appends `new` (the seqs right after the last record, in order), then folds whole
-    /// blocks off the front of the tail: at most `max_blocks`, and only the tail's first
-    /// `max_blocks * BLOCK` records are read. Returns the blocks written.
+    /// Appends `new` (the seqs right after the last record, in order), then folds blocks
+    /// off the front of the tail while it holds enough records for one: at most
+    /// `max_blocks`, and only the tail's first `max_blocks * MAX_RECORDS` records are read.
+    /// Returns the records folded.
     pub fn append(
         &mut self,
         new: Vec<(u64, Item)>,
         max_blocks: usize,
+        sizing: &mut Sizing,
     ) -> Result<usize, StoreError> {
         let start = self.tail_start()?;
-        let room = max_blocks.saturating_mul(BLOCK);
+        let room = max_blocks.saturating_mul(MAX_RECORDS);
         // Enough of the stored tail to know whether a block is complete.
         let mut held = Vec::new();
         for r in self.main.range(start..).map_err(unavailable)? {
@@ -223,8 +262,7 @@ impl Open<Table<'_, u64, &'static [u8]>> {
             let (k, _) = r.map_err(unavailable)?;
             held.push(k.value());
         }
-        let whole = ((held.len() + new.len()) / BLOCK).min(max_blocks);
-        if whole == 0 {
+        if held.len() + new.len() < sizing.records() || max_blocks == 0 {
             for (seq, it) in &new {
                 self.put_tail(*seq, it)?;
             }
@@ -255,13 +293,28 @@ impl Open<Table<'_, u64, &'static [u8]>> {
                 )));
             }
         }
-        let folded = whole * BLOCK;
-        for chunk in items[..folded].chunks(BLOCK) {
-            let block = blocks::encode(chunk.iter().map(|(_, it)| it))
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.def.what)))?;
-            self.blocks
-                .insert(chunk[0].0, block.as_slice())
-                .map_err(unavailable)?;
+        let mut folded = 0;
+        let mut written = 0;
+        while written < max_blocks && items.len() - folded >= sizing.records() {
+            let mut n = sizing.records();
+            loop {
+                let run = &items[folded..folded + n];
+                let block = blocks::encode(run.iter().map(|(_, it)| it))
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.def.what)))?;
+                if block.len() > TARGET && n > MIN_RECORDS {
+                    // Over: fewer records, in proportion, and again.
+                    n = ((n as f64 * TARGET as f64 / block.len() as f64 * 0.97) as usize)
+                        .clamp(MIN_RECORDS, n - 1);
+                    continue;
+                }
+                sizing.learn(n, block.len());
+                self.blocks
+                    .insert(run[0].0, block.as_slice())
+                    .map_err(unavailable)?;
+                break;
+            }
+            folded += n;
+            written += 1;
         }
         for &seq in held.iter().take(folded) {
             self.drop_tail(seq)?;
@@ -269,7 +322,7 @@ impl Open<Table<'_, u64, &'static [u8]>> {
         for (seq, it) in &items[folded.max(held.len())..] {
             self.put_tail(*seq, it)?;
         }
-        Ok(whole)
+        Ok(folded)
     }
 
     /// Replaces the record at `seq` (held: an erasure rewriting it). Returns false when no
@@ -295,28 +348,45 @@ impl Open<Table<'_, u64, &'static [u8]>> {
     }
 }
 
-/// Folds a long tail (a data directory written before blocks) into blocks, one bounded
-/// transaction at a time; returns the records folded.
+/// Folds a tail longer than any block (a data directory written before blocks) into
+/// blocks, one bounded transaction at a time; returns the records folded.
 pub fn fold(db: &redb::Database, def: Tables) -> Result<u64, StoreError> {
     let mut total = 0u64;
+    let mut sizing = Sizing::default();
+    {
+        // A tail this store wrote itself is shorter than a block; the writer folds it as
+        // it grows (refolding it here would rewrite it in the default size on every start).
+        let r = db.begin_read().map_err(unavailable)?;
+        let open = Open::read(&r, def)?;
+        let start = open.tail_start()?;
+        let held = open
+            .main
+            .range(start..)
+            .map_err(unavailable)?
+            .take(MAX_RECORDS + 1)
+            .count();
+        if held <= MAX_RECORDS {
+            return Ok(0);
+        }
+    }
     loop {
         let txn = db.begin_write().map_err(unavailable)?;
         let n = {
             let mut open = Open::write(&txn, def)?;
-            open.append(Vec::new(), 512)?
+            open.append(Vec::new(), 256, &mut sizing)?
         };
         txn.commit().map_err(unavailable)?;
         if n == 0 {
             return Ok(total);
         }
-        total += (n * BLOCK) as u64;
+        total += n as u64;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use redb::ReadableTableMetadata;
 
     const LOG: Tables = Tables {
         blocks: TableDefinition::new("t_blocks"),
@@ -339,12 +409,21 @@ mod tests {
     }
 
     fn append(db: &redb::Database, seqs: std::ops::Range<u64>) {
+        append_sized(db, seqs, &mut Sizing::default());
+    }
+
+    fn append_sized(db: &redb::Database, seqs: std::ops::Range<u64>, sizing: &mut Sizing) {
         let txn = db.begin_write().unwrap();
         Open::write(&txn, LOG)
             .unwrap()
-            .append(seqs.map(|s| (s, item(s))).collect(), usize::MAX)
+            .append(seqs.map(|s| (s, item(s))).collect(), usize::MAX, sizing)
             .unwrap();
         txn.commit().unwrap();
+    }
+
+    fn tail_len(db: &redb::Database) -> u64 {
+        let r = db.begin_read().unwrap();
+        r.open_table(LOG.main).unwrap().len().unwrap()
     }
 
     fn all(db: &redb::Database) -> Vec<(u64, Item)> {
@@ -361,8 +440,9 @@ mod tests {
     fn appends_of_any_size_read_back_whole_and_in_order() {
         let (_d, db) = db();
         let mut next = 1;
-        for n in [1, 5, 200, 1, 127, 300, 0, 2] {
-            append(&db, next..next + n);
+        let mut sizing = Sizing::default();
+        for n in [1, 5, 200, 1, 127, 300, 0, 2, 2_000, 1] {
+            append_sized(&db, next..next + n, &mut sizing);
             next += n;
         }
         let total = next - 1;
@@ -372,9 +452,14 @@ mod tests {
             assert_eq!(*seq, i as u64 + 1);
             assert_eq!(*it, item(*seq));
         }
-        assert_eq!(blocks_held(&db), total / BLOCK as u64);
         let r = db.begin_read().unwrap();
         let open = Open::read(&r, LOG).unwrap();
+        // Blocks hold everything before the tail, and the tail is short of a block.
+        assert!(blocks_held(&db) >= 2);
+        assert_eq!(open.tail_start().unwrap() - 1 + tail_len(&db), total);
+        assert!(tail_len(&db) < sizing.records() as u64);
+        // These records compress well: blocks grew past the first ones' 128 records.
+        assert!(sizing.records() > FIRST_RECORDS, "{sizing:?}");
         assert_eq!(open.last_seq().unwrap(), total);
         assert_eq!(open.last().unwrap().unwrap(), (total, item(total)));
         for seq in [1, 127, 128, 129, 256, total] {
@@ -394,15 +479,63 @@ mod tests {
     }
 
     #[test]
+    fn blocks_of_records_that_compress_poorly_still_fill_one_allocation() {
+        let (_d, db) = db();
+        // Hash-like hex: about half a byte of entropy a character.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rec = |seq: u64| {
+            let mut hex = String::new();
+            for _ in 0..12 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                hex.push_str(&format!("{x:016x}"));
+            }
+            (
+                seq,
+                Item::new(format!("{{\"seq\":{seq},\"hash\":\"{hex}\"}}").into_bytes()),
+            )
+        };
+        let mut sizing = Sizing::default();
+        let mut next = 1;
+        for _ in 0..40 {
+            let batch: Vec<_> = (next..next + 100).map(&mut rec).collect();
+            next += 100;
+            let txn = db.begin_write().unwrap();
+            Open::write(&txn, LOG)
+                .unwrap()
+                .append(batch, usize::MAX, &mut sizing)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(LOG.blocks).unwrap();
+        let sizes: Vec<usize> = t
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().len())
+            .collect();
+        assert!(sizes.len() >= 3, "{sizes:?}");
+        assert!(sizes.iter().all(|&s| s <= TARGET), "{sizes:?}");
+        // Within a few blocks the sizing has learnt them and blocks fill most of the
+        // allocation.
+        assert!(
+            sizes[3..].iter().all(|&s| s > TARGET * 85 / 100),
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
     fn a_block_filled_exactly_leaves_no_tail_and_the_last_record_is_in_it() {
         let (_d, db) = db();
-        append(&db, 1..1 + BLOCK as u64);
+        let first = FIRST_RECORDS as u64;
+        append(&db, 1..1 + first);
         let r = db.begin_read().unwrap();
         let open = Open::read(&r, LOG).unwrap();
         assert_eq!(open.main.len().unwrap(), 0);
-        assert_eq!(open.tail_start().unwrap(), BLOCK as u64 + 1);
-        assert_eq!(open.last().unwrap().unwrap().0, BLOCK as u64);
-        assert_eq!(open.last_seq().unwrap(), BLOCK as u64);
+        assert_eq!(open.tail_start().unwrap(), first + 1);
+        assert_eq!(open.last().unwrap().unwrap().0, first);
+        assert_eq!(open.last_seq().unwrap(), first);
     }
 
     #[test]
@@ -448,7 +581,8 @@ mod tests {
         }
         txn.commit().unwrap();
         let folded = fold(&db, LOG).unwrap();
-        assert_eq!(folded, 70_000 / BLOCK as u64 * BLOCK as u64);
+        assert!(folded > 70_000 - MAX_RECORDS as u64, "{folded}");
+        assert_eq!(tail_len(&db), 70_000 - folded);
         let got = all(&db);
         assert_eq!(got.len(), 70_000);
         assert!(got.iter().all(|(s, it)| *it == item(*s)));
