@@ -55,15 +55,6 @@ pub struct Personal {
 }
 
 impl Personal {
-    pub fn new(identifiers: BTreeMap<String, String>, before: Value, after: Value) -> Personal {
-        Personal {
-            salt: fresh_salt(),
-            identifiers,
-            before,
-            after,
-        }
-    }
-
     /// The stored form of a personal part whose `after` is any serializable value (an
     /// event), written straight from it; it reads back as a `Personal`.
     pub fn encode(
@@ -79,17 +70,13 @@ impl Personal {
             after: &'a A,
         }
         serde_json::to_vec(&Out {
-            salt: fresh_salt(),
+            salt: crate::model::ids::hex_string(&rand::random::<[u8; 16]>()),
             identifiers,
             before,
             after,
         })
         .expect("personal parts serialize")
     }
-}
-
-fn fresh_salt() -> String {
-    crate::model::ids::hex_string(&rand::random::<[u8; 16]>())
 }
 
 /// A record as stored: bytes, so that verification sees exactly what is on disk.
@@ -146,22 +133,21 @@ pub struct Rendered {
 
 impl AuditDraft {
     pub fn render(self) -> Rendered {
-        let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
         let mut head = Vec::with_capacity(64);
         head.extend_from_slice(b"\"actor\":");
-        json(&mut head, &self.actor);
+        put_json(&mut head, &self.actor);
         head.extend_from_slice(b",\"kind\":");
-        json(&mut head, &self.kind);
+        put_json(&mut head, &self.kind);
         let mut body = Vec::with_capacity(256);
         body.extend_from_slice(b",\"subjects\":");
-        json(&mut body, &self.subjects);
+        put_json(&mut body, &self.subjects);
         body.extend_from_slice(b",\"summary\":");
-        json(&mut body, &self.summary);
+        put_json(&mut body, &self.summary);
         body.extend_from_slice(b",\"metadata\":");
-        json(&mut body, &self.metadata);
+        put_json(&mut body, &self.metadata);
         if let Some(p) = &self.personal {
             body.extend_from_slice(b",\"personal_sha256\":");
-            json(&mut body, &personal_digest(p));
+            put_json(&mut body, &personal_digest(p));
         }
         let tokens = self
             .subjects
@@ -181,17 +167,10 @@ impl AuditDraft {
     }
 }
 
-/// Serializing the draft's differently typed fields through one helper.
-mod erased {
-    pub trait Json {
-        fn write(&self, out: &mut Vec<u8>);
-    }
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            // Strings, string maps and JSON values always serialize.
-            serde_json::to_writer(out, self).expect("audit fields serialize");
-        }
-    }
+/// Appends `v` as JSON: the record's strings, string maps and JSON values.
+fn put_json(out: &mut Vec<u8>, v: &(impl Serialize + ?Sized)) {
+    // These types always serialize, and writing into a Vec cannot fail.
+    serde_json::to_writer(out, v).expect("audit fields serialize");
 }
 
 /// A record ready to store: its JSON, its personal part and the erased subjects it names.
@@ -228,7 +207,7 @@ pub fn seal(
         }
         json.extend_from_slice(&d.body);
         json.extend_from_slice(b",\"prev_hash\":");
-        erased::Json::write(&head.prev, &mut json);
+        put_json(&mut json, &head.prev);
         json.extend_from_slice(b",\"hash\":\"\"}");
         let mut h = Sha256::new();
         h.update(head.prev.as_bytes());
@@ -420,12 +399,11 @@ mod tests {
         let mut prev = GENESIS.to_string();
         (1..=n)
             .map(|seq| {
-                let personal = serde_json::to_vec(&Personal::new(
-                    BTreeMap::from([("erased:00".into(), "+12025550100".into())]),
-                    Value::Null,
-                    serde_json::json!({"status": "WITHDRAWN"}),
-                ))
-                .unwrap();
+                let personal = Personal::encode(
+                    &BTreeMap::from([("erased:00".into(), "+12025550100".into())]),
+                    &Value::Null,
+                    &serde_json::json!({"status": "WITHDRAWN"}),
+                );
                 let mut r = AuditRecord {
                     seq,
                     time: 1_000 + seq as i64,

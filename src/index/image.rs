@@ -378,16 +378,8 @@ impl Index {
             }
             decoded
         })?;
-        idx.emails = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-        while r.more()? {
-            let k = r.str()?;
-            let v = Slot::read(&mut r, &names)?;
-            heap += v.heap_bytes() + k.heap_bytes();
-            idx.emails.insert(k, v);
-        }
-        idx.externals = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-        {
-            let map = &idx.externals;
+        for map in [&mut idx.emails, &mut idx.externals] {
+            *map = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
             while r.more()? {
                 let k = r.str()?;
                 let v = Slot::read(&mut r, &names)?;

@@ -76,31 +76,31 @@ pub struct Open<T> {
     pub extra: Option<T>,
 }
 
-impl<'txn> Open<Table<'txn, u64, &'static [u8]>> {
-    pub fn write(txn: &'txn WriteTransaction, def: Tables) -> Result<Self, StoreError> {
+impl<T> Open<T> {
+    /// The tables of `def`, each opened by `open` (read and write transactions open tables
+    /// through different methods).
+    fn with<E: std::fmt::Display>(
+        def: Tables,
+        mut open: impl FnMut(Def) -> Result<T, E>,
+    ) -> Result<Self, StoreError> {
         Ok(Open {
             def,
-            blocks: txn.open_table(def.blocks).map_err(unavailable)?,
-            main: txn.open_table(def.main).map_err(unavailable)?,
-            extra: match def.extra {
-                Some(d) => Some(txn.open_table(d).map_err(unavailable)?),
-                None => None,
-            },
+            blocks: open(def.blocks).map_err(unavailable)?,
+            main: open(def.main).map_err(unavailable)?,
+            extra: def.extra.map(&mut open).transpose().map_err(unavailable)?,
         })
+    }
+}
+
+impl<'txn> Open<Table<'txn, u64, &'static [u8]>> {
+    pub fn write(txn: &'txn WriteTransaction, def: Tables) -> Result<Self, StoreError> {
+        Open::with(def, |d| txn.open_table(d))
     }
 }
 
 impl Open<redb::ReadOnlyTable<u64, &'static [u8]>> {
     pub fn read(txn: &redb::ReadTransaction, def: Tables) -> Result<Self, StoreError> {
-        Ok(Open {
-            def,
-            blocks: txn.open_table(def.blocks).map_err(unavailable)?,
-            main: txn.open_table(def.main).map_err(unavailable)?,
-            extra: match def.extra {
-                Some(d) => Some(txn.open_table(d).map_err(unavailable)?),
-                None => None,
-            },
-        })
+        Open::with(def, |d| txn.open_table(d))
     }
 }
 
@@ -114,6 +114,15 @@ impl<T: ReadableTable<u64, &'static [u8]>> Open<T> {
                 Ok(k.value() + n as u64)
             }
         }
+    }
+
+    /// Records in the tail: it runs without a gap from `start` (the `tail_start`) to its
+    /// last key.
+    fn tail_len(&self, start: u64) -> Result<usize, StoreError> {
+        Ok(match self.main.last().map_err(unavailable)? {
+            Some((k, _)) if k.value() >= start => (k.value() - start + 1) as usize,
+            _ => 0,
+        })
     }
 
     fn tail_item(&self, seq: u64, main: &[u8]) -> Result<Item, StoreError> {
@@ -182,10 +191,9 @@ impl<T: ReadableTable<u64, &'static [u8]>> Open<T> {
                 None => Ok(None),
             };
         }
-        Ok(self.block_of(seq)?.and_then(|(first, mut items)| {
-            let i = (seq - first) as usize;
-            (i < items.len()).then(|| items.swap_remove(i))
-        }))
+        Ok(self
+            .block_of(seq)?
+            .map(|(first, mut items)| items.swap_remove((seq - first) as usize)))
     }
 
     /// The newest record.
@@ -252,32 +260,20 @@ impl Open<Table<'_, u64, &'static [u8]>> {
         sizing: &mut Sizing,
     ) -> Result<usize, StoreError> {
         let start = self.tail_start()?;
-        let room = max_blocks.saturating_mul(MAX_RECORDS);
-        // Enough of the stored tail to know whether a block is complete.
-        let mut held = Vec::new();
-        for r in self.main.range(start..).map_err(unavailable)? {
-            if held.len() >= room {
-                break;
-            }
-            let (k, _) = r.map_err(unavailable)?;
-            held.push(k.value());
-        }
-        if held.len() + new.len() < sizing.records() || max_blocks == 0 {
+        if self.tail_len(start)? + new.len() < sizing.records() || max_blocks == 0 {
             for (seq, it) in &new {
                 self.put_tail(*seq, it)?;
             }
             return Ok(0);
         }
-        let mut items = Vec::with_capacity(held.len() + new.len());
-        for &seq in &held {
-            let main = self
-                .main
-                .get(seq)
-                .map_err(unavailable)?
-                .map(|v| v.value().to_vec())
-                .unwrap_or_default();
-            items.push((seq, self.tail_item(seq, &main)?));
+        // The stored tail's first records, as many as `max_blocks` blocks could take.
+        let room = max_blocks.saturating_mul(MAX_RECORDS);
+        let mut items = Vec::new();
+        for r in self.main.range(start..).map_err(unavailable)?.take(room) {
+            let (k, v) = r.map_err(unavailable)?;
+            items.push((k.value(), self.tail_item(k.value(), v.value())?));
         }
+        let held: Vec<u64> = items.iter().map(|(seq, _)| *seq).collect();
         items.extend(new);
         if items[0].0 != start {
             return Err(StoreError::Corrupt(format!(
@@ -358,14 +354,7 @@ pub fn fold(db: &redb::Database, def: Tables) -> Result<u64, StoreError> {
         // it grows (refolding it here would rewrite it in the default size on every start).
         let r = db.begin_read().map_err(unavailable)?;
         let open = Open::read(&r, def)?;
-        let start = open.tail_start()?;
-        let held = open
-            .main
-            .range(start..)
-            .map_err(unavailable)?
-            .take(MAX_RECORDS + 1)
-            .count();
-        if held <= MAX_RECORDS {
+        if open.tail_len(open.tail_start()?)? <= MAX_RECORDS {
             return Ok(0);
         }
     }
