@@ -16,6 +16,9 @@
 //! `cargo test` runs it with 20,000 contacts as a smoke test.
 #[path = "procs.rs"]
 mod procs;
+
+// Checks in process run on the service's allocator and its page settings.
+preflight::service_allocator!();
 #[path = "support.rs"]
 mod support;
 
@@ -277,7 +280,9 @@ fn main() {
                     x ^= x >> 31;
                     x.wrapping_mul(0xBF58_476D_1CE4_E5B9) % n
                 } else {
-                    (j % span) * (n / span)
+                    // An odd stride, so the hot set holds every shape of the mix in its
+                    // share (an even one picks only consents from the single mix).
+                    ((j % span) * ((n / span) | 1)) % n
                 };
                 format!("+{}", support::phone(i))
             })

@@ -1,5 +1,6 @@
 //! preflight: a contact-compliance decision service. The library holds the whole core;
 //! `main.rs` is only the command line.
+pub mod alloc;
 pub mod api;
 pub mod audit;
 pub mod auth;

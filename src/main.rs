@@ -3,10 +3,7 @@ mod cli;
 
 use anyhow::Result;
 
-// glibc malloc was a third of a scrub's CPU time (millions of short strings per second);
-// jemalloc's thread caches cut that for the client and the service alike.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+preflight::service_allocator!();
 use clap::Parser;
 
 fn main() -> Result<()> {

@@ -136,13 +136,14 @@ impl Engine {
         };
         let age = index_age_ms.unwrap_or(Millis::MAX);
         // The registry loads start now and arrive while the index is read.
+        let lists = self.registries.current();
         if let (ContactRef::Phone(p), None) = (&contact, phone) {
-            self.registries.prefetch(&[*p]);
+            lists.prefetch(&[*p]);
         }
         let decision = self.index.with_facts(&contact, |facts, seq| {
             let mut hits = [RegistryHit::EMPTY; MAX_HITS];
             let n = match &contact {
-                ContactRef::Phone(p) => self.registries.hits(*p, &mut hits),
+                ContactRef::Phone(p) => lists.hits(*p, &mut hits),
                 _ => 0,
             };
             evaluate(policy, &input, facts, &hits[..n], age, seq)

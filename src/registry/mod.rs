@@ -148,6 +148,36 @@ fn intern(name: &str) -> &'static str {
     leaked
 }
 
+/// A snapshot of every list's current version.
+pub struct Lists(arc_swap::Guard<Arc<Vec<Arc<RegistrySet>>>>);
+
+impl Lists {
+    /// Starts loading what checking these numbers against every list will read.
+    #[inline]
+    pub fn prefetch(&self, e164: &[u64]) {
+        for l in self.0.iter() {
+            l.set.prefetch(e164);
+        }
+    }
+
+    /// Fills `out` with the lists holding `e164`; returns how many.
+    #[inline]
+    pub fn hits(&self, e164: u64, out: &mut [RegistryHit; MAX_HITS]) -> usize {
+        let mut n = 0;
+        for l in self.0.iter() {
+            if n < MAX_HITS && l.contains(e164) {
+                out[n] = RegistryHit {
+                    dnc_type: l.info.dnc_type,
+                    list: l.name,
+                    version: l.info.version,
+                };
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// Every list's current version. Readers take a snapshot of the table without waiting;
 /// an import builds the new version aside and swaps it in whole.
 pub struct Registries {
@@ -185,30 +215,17 @@ impl Registries {
             .join(".incoming")
     }
 
+    /// The lists as they are now, for a check that reads them twice (prefetch, then hits):
+    /// one snapshot instead of two.
+    #[inline]
+    pub fn current(&self) -> Lists {
+        Lists(self.table.load())
+    }
+
     /// Starts loading what checking these numbers against every list will read.
     #[inline]
     pub fn prefetch(&self, e164: &[u64]) {
-        for l in self.table.load().iter() {
-            l.set.prefetch(e164);
-        }
-    }
-
-    /// Fills `out` with the lists holding `e164`; returns how many.
-    #[inline]
-    pub fn hits(&self, e164: u64, out: &mut [RegistryHit; MAX_HITS]) -> usize {
-        let table = self.table.load();
-        let mut n = 0;
-        for l in table.iter() {
-            if n < MAX_HITS && l.contains(e164) {
-                out[n] = RegistryHit {
-                    dnc_type: l.info.dnc_type,
-                    list: l.name,
-                    version: l.info.version,
-                };
-                n += 1;
-            }
-        }
-        n
+        self.current().prefetch(e164)
     }
 
     pub fn list(&self) -> Vec<ListInfo> {
