@@ -2,7 +2,7 @@
 //!
 //!     PREFLIGHT_BENCH_CONTACTS=1000000 cargo bench --bench evaluate
 use criterion::{Criterion, criterion_group, criterion_main};
-use preflight::engine::{Arg, CheckRequest};
+use preflight::engine::{Arg, CheckRequest, When};
 use preflight::model::{Channel, Purpose};
 use std::hint::black_box;
 
@@ -29,13 +29,18 @@ fn bench(c: &mut Criterion) {
         .map(|i| format!("+{}", support::phone((i * 7_919 + 13) % n)))
         .collect();
     let mut g = c.benchmark_group(format!("check/{n}_contacts"));
+    // Calling hours are judged on every check; inside them by default, and at 00:00 in New
+    // York (every check blocked, `next_allowed_at` worked out) for the last case.
+    let day = support::daytime_ms();
+    let night = day + 10 * 3_600_000;
     // The first four cycle through 4,096 contacts spread over the overlay (a hot working set).
-    for (name, set) in [
-        ("e164_hit", &inputs),
-        ("e164_miss", &misses),
-        ("nanp10", &nanp10),
-        ("formatted", &formatted),
-        ("e164_random_all", &all),
+    for (name, set, at) in [
+        ("e164_hit", &inputs, day),
+        ("e164_miss", &misses, day),
+        ("nanp10", &nanp10, day),
+        ("formatted", &formatted, day),
+        ("e164_random_all", &all, day),
+        ("e164_hit_outside_hours", &inputs, night),
     ] {
         let reqs: Vec<CheckRequest<'_>> = set
             .iter()
@@ -43,6 +48,7 @@ fn bench(c: &mut Criterion) {
                 contact: s,
                 channel: Arg::Set(Channel::Sms),
                 purpose: Arg::Set(Purpose::Marketing),
+                at: When::Millis(at),
                 ..Default::default()
             })
             .collect();

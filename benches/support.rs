@@ -18,6 +18,28 @@ pub fn contact_count() -> u64 {
         .unwrap_or(1_000_000)
 }
 
+/// The next weekday (after today, UTC) at 19:00Z: inside the calling hours of every US zone
+/// (09:00 in Honolulu, 14:00 in New York), so that a bench measures the same path whatever
+/// the time it runs at; and after any consent the overlay records now.
+pub fn daytime_ms() -> i64 {
+    let mut day = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .tomorrow()
+        .unwrap();
+    while matches!(
+        day.weekday(),
+        jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
+    ) {
+        day = day.tomorrow().unwrap();
+    }
+    day.at(19, 0, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_millisecond()
+}
+
 /// The i-th synthetic number: spread over real NANP area codes, valid exchanges.
 pub fn phone(i: u64) -> u64 {
     const AREAS: [u64; 16] = [

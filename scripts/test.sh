@@ -6,11 +6,19 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # redis-server: the Redis integration tests start real servers on free loopback ports.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# python3 and pip: tests/calling_zones.rs regenerates the committed location tables with the
+# pinned phonenumbers and zipcodes packages and diffs them.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import phonenumbers, zipcodes, sys; sys.exit(phonenumbers.__version__ != "9.0.43" or zipcodes.__version__ != "3.0.0")' 2>/dev/null; then
+  echo "installing: phonenumbers==9.0.43 zipcodes==3.0.0 (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check phonenumbers==9.0.43 zipcodes==3.0.0 \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages phonenumbers==9.0.43 zipcodes==3.0.0
 fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt

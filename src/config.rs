@@ -1,5 +1,6 @@
 //! One typed config: the TOML file, then PREFLIGHT_* environment variables, then flags.
 pub use crate::auth::TokenConfig;
+use crate::calling::{CallingContext, CallingHoursConfig, RulesError, line_of};
 use crate::keywords::{Inbound, KeywordConfig, Keywords, ProgramConfig, Programs};
 use crate::model::{Channel, ChannelSet, Purpose, PurposeSet};
 use crate::policy::{Policy, PolicyConfig};
@@ -55,6 +56,12 @@ pub struct Config {
     /// Durable images of the index, so that a start replays only the log after the newest.
     #[serde(default)]
     pub index_images: ImagesConfig,
+    /// Where the calling-hours rules come from, and the zones for numbers without one.
+    #[serde(default)]
+    pub calling_hours: CallingHoursConfig,
+    /// The text the config was read from, so that faults found after parsing can name lines.
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// When the background builder writes a new index image (embedded store).
@@ -235,6 +242,12 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut c: Config = Self::parse_only(text, origin)?;
+        c.source = text.to_string();
+        Ok(c)
+    }
+
+    fn parse_only(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, key) = match e.span() {
                 Some(span) => {
@@ -279,6 +292,9 @@ impl Config {
         if let Some(v) = get("PREFLIGHT_PRIVACY_KEY_FILE").filter(|v| !v.trim().is_empty()) {
             self.privacy.key_file = Some(v.into());
         }
+        if let Some(v) = get("PREFLIGHT_CALLING_RULES_FILE").filter(|v| !v.trim().is_empty()) {
+            self.calling_hours.rules_file = Some(v.into());
+        }
         if let Some(v) = get("PREFLIGHT_REDIS_URL").filter(|v| !v.trim().is_empty()) {
             match &mut self.redis {
                 Some(r) => r.url = v,
@@ -298,12 +314,45 @@ impl Config {
                 ),
             });
         }
+        let at = |e: RulesError| ConfigError::Parse {
+            path: e.origin,
+            line: e.line,
+            key: e.key,
+            message: e.message,
+        };
+        let calling = CallingContext::load(&self.calling_hours).map_err(|e| {
+            // Faults of the config's own keys are the config's; the rules file names itself.
+            if e.origin == "config" {
+                at(RulesError {
+                    origin: origin.into(),
+                    line: line_of(&self.source, &["calling_hours", "unknown_zones"]),
+                    ..e
+                })
+            } else {
+                at(e)
+            }
+        })?;
         self.policies
             .iter()
             .map(|(name, pc)| {
-                Policy::from_config(name, pc).map_err(|e| ConfigError::Invalid {
-                    origin: origin.into(),
-                    message: format!("policies.{name}.{}: {}", e.key, e.message),
+                let hours = calling
+                    .compile(
+                        &pc.calling_hours,
+                        &pc.calling_windows,
+                        &self.source,
+                        origin,
+                        &["policies", name],
+                    )
+                    .map_err(at)?;
+                Policy::with_calling_hours(name, pc, hours).map_err(|e| {
+                    let mut path = vec!["policies", name.as_str()];
+                    path.extend(e.key.split('.'));
+                    ConfigError::Parse {
+                        path: origin.into(),
+                        line: line_of(&self.source, &path),
+                        key: path.join("."),
+                        message: e.message,
+                    }
                 })
             })
             .collect()
@@ -390,6 +439,51 @@ mod tests {
         let e = c.compiled_policies("x.toml").unwrap_err().to_string();
         assert!(
             e.contains("policies.lax.block_dnc") && e.contains("FEDERAL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn calling_hours_faults_name_file_line_and_key() {
+        let fault = |text: &str| {
+            Config::parse(text, "x.toml")
+                .unwrap()
+                .compiled_policies("x.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = fault("[policies.p]\ncalling_hours = [\"federal\", \"provincial\"]\n");
+        assert!(
+            e.contains("x.toml, line 2, key `policies.p.calling_hours.1`")
+                && e.contains("provincial"),
+            "{e}"
+        );
+        let e = fault(
+            "[policies.p]\n[[policies.p.calling_windows]]\nname = \"late\"\nhours = \"20:00-09:00\"\n",
+        );
+        assert!(
+            e.contains("line 4, key `policies.p.calling_windows.0.hours`")
+                && e.contains("after its end"),
+            "{e}"
+        );
+        let w = "[[policies.p.calling_windows]]\nname = \"a\"\nhours = \"09:00-20:00\"\n";
+        let e = fault(&format!("[policies.p]\n{w}{}", w.replace("\"a\"", "\"b\"")));
+        assert!(
+            e.contains("line 6, key `policies.p.calling_windows.1.name`") && e.contains("overlaps"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(&rules, "[[rules]]\nset = \"federal\"\nname = \"x\"\nhours = \"08:00-21:00\"\nsaturday = \"10:00-09:00\"\n").unwrap();
+        let e = fault(&format!(
+            "[calling_hours]\nrules_file = {:?}\n",
+            rules.display().to_string()
+        ));
+        assert!(
+            e.contains(&format!(
+                "{}, line 5, key `rules.0.saturday`",
+                rules.display()
+            )),
             "{e}"
         );
     }

@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod calling;
 pub mod clock;
 pub mod config;
 pub mod engine;

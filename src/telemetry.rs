@@ -334,6 +334,7 @@ mod tests {
             reasons,
             matched: Default::default(),
             index_seq: 0,
+            next_allowed_at: None,
         };
         assert_eq!(
             DecisionCounters::slot(&d),
@@ -346,6 +347,7 @@ mod tests {
             reasons: ReasonSet::EMPTY,
             matched: Default::default(),
             index_seq: 0,
+            next_allowed_at: None,
         };
         assert_eq!(DecisionCounters::slot(&allow), 0);
     }

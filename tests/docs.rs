@@ -118,7 +118,11 @@ fn example_keys() -> BTreeMap<String, usize> {
     for raw in text.lines() {
         let line = raw.trim_start_matches('#').trim();
         if let Some(s) = line.strip_prefix("[[").and_then(|s| s.split_once("]]")) {
-            section = format!("{}[]", s.0.trim());
+            let parts: Vec<&str> = s.0.trim().split('.').collect();
+            section = match parts.as_slice() {
+                ["policies", _, rest] => format!("policies.<name>.{rest}[]"),
+                _ => format!("{}[]", s.0.trim()),
+            };
             continue;
         }
         if let Some(s) = line.strip_prefix('[').and_then(|s| s.split_once(']')) {

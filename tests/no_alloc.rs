@@ -1,12 +1,11 @@
 //! The check path for E.164 input allocates nothing: a counting global allocator proves it.
 use preflight::audit::Caller;
-use preflight::clock::SystemClock;
+use preflight::clock::ManualClock;
 use preflight::config::Config;
 use preflight::engine::{AddEntriesRequest, Arg, CheckRequest, ConsentRequest, DncEntryRequest};
-use preflight::model::{Channel, ConsentStatus, DncType, Purpose};
+use preflight::model::{Channel, ConsentStatus, DncType, Purpose, Reason};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 
 struct Counting;
 
@@ -44,7 +43,9 @@ async fn e164_checks_allocate_nothing() {
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
-    let engine = preflight::server::open_embedded(&config, "test", Arc::new(SystemClock)).unwrap();
+    // Noon in Washington, inside the calling hours of the numbers below.
+    let clock = ManualClock::new(ms("2026-12-02T17:00:00Z"));
+    let engine = preflight::server::open_embedded(&config, "test", clock.clone()).unwrap();
     engine
         .record_consent(
             ConsentRequest {
@@ -119,4 +120,24 @@ async fn e164_checks_allocate_nothing() {
         vec![true, false, false, true, false],
         "the checks really decided"
     );
+
+    // At 22:00 in Washington every check is outside the calling hours, and working out when
+    // they open again allocates nothing either.
+    clock.set(ms("2026-12-03T03:00:00Z"));
+    let n = allocations_during(|| {
+        for r in &reqs {
+            let o = engine.check(r).unwrap();
+            assert!(
+                o.decision.reasons.contains(Reason::OutsideCallingHours),
+                "{:?}",
+                o.decision
+            );
+            assert_eq!(o.decision.next_allowed_at, Some(ms("2026-12-03T13:00:00Z")));
+        }
+    });
+    assert_eq!(n, 0, "check() allocated outside the calling hours");
+}
+
+fn ms(t: &str) -> i64 {
+    t.parse::<jiff::Timestamp>().unwrap().as_millisecond()
 }

@@ -83,7 +83,8 @@ async fn scrub_keeps_columns_adds_verdicts_and_fails_without_output() {
             "notes",
             "verdict",
             "reasons",
-            "normalized_contact"
+            "normalized_contact",
+            "next_allowed_at"
         ]
     );
     let rows: Vec<Vec<String>> = r
@@ -100,16 +101,17 @@ async fn scrub_keeps_columns_adds_verdicts_and_fails_without_output() {
             "said \"call me\"",
             "ALLOW",
             "",
-            "+12025550101"
+            "+12025550101",
+            ""
         ]
     );
     assert_eq!(
         rows[1][4..],
-        ["BLOCK", "DNC_CORPORATE;NO_CONSENT", "+12025550102"]
+        ["BLOCK", "DNC_CORPORATE;NO_CONSENT", "+12025550102", ""]
     );
-    assert_eq!(rows[2][4..], ["BLOCK", "NO_CONSENT", "+12025550103"]);
-    assert_eq!(rows[3][4..], ["BLOCK", "INVALID_CONTACT", ""]);
-    assert_eq!(rows[4][4..], ["BLOCK", "INVALID_CONTACT", ""]);
+    assert_eq!(rows[2][4..], ["BLOCK", "NO_CONSENT", "+12025550103", ""]);
+    assert_eq!(rows[3][4..], ["BLOCK", "INVALID_CONTACT", "", ""]);
+    assert_eq!(rows[4][4..], ["BLOCK", "INVALID_CONTACT", "", ""]);
     // Order is the input's, across batch boundaries.
     for (i, row) in rows[5..].iter().enumerate() {
         assert_eq!(row[0], (100 + i).to_string());

@@ -4,7 +4,7 @@ use super::ServerArg;
 use super::client::{connect, refused};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use preflight::api::grpc::convert::{channel_pb, purpose_pb};
+use preflight::api::grpc::convert::{channel_pb, ms_to_ts, purpose_pb, ts_to_ms};
 use preflight::model::{Channel, Purpose};
 use preflight::proto as pb;
 use std::collections::BTreeMap;
@@ -34,6 +34,13 @@ pub struct ScrubArgs {
     /// Region for numbers written without a country code (server default when empty).
     #[arg(long, default_value = "")]
     pub region: String,
+    /// Header of the postal-code column (US ZIP or Canadian postal code); default: the first
+    /// of postal_code, zip, zip_code, zipcode, postal, when present.
+    #[arg(long)]
+    pub postal_column: Option<String>,
+    /// When the contacts would be made (RFC 3339, or a date); default: now, at the service.
+    #[arg(long)]
+    pub at: Option<String>,
     /// Field delimiter.
     #[arg(long, default_value = ",")]
     pub delimiter: char,
@@ -56,13 +63,38 @@ const CONTACT_HEADERS: &[&str] = &[
     "msisdn",
     "email",
 ];
-const ADDED: [&str; 3] = ["verdict", "reasons", "normalized_contact"];
+const POSTAL_HEADERS: &[&str] = &["postal_code", "zip", "zip_code", "zipcode", "postal"];
+const ADDED: [&str; 4] = [
+    "verdict",
+    "reasons",
+    "normalized_contact",
+    "next_allowed_at",
+];
 
-fn contact_column(headers: &csv::ByteRecord, wanted: Option<&str>) -> Result<usize> {
-    let names: Vec<String> = headers
+fn header_names(headers: &csv::ByteRecord) -> Vec<String> {
+    headers
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
-        .collect();
+        .collect()
+}
+
+/// The postal-code column: the one named, else the first usual name present, else none.
+fn postal_column(headers: &csv::ByteRecord, wanted: Option<&str>) -> Result<Option<usize>> {
+    let names = header_names(headers);
+    let find = |w: &str| names.iter().position(|n| n.eq_ignore_ascii_case(w));
+    match wanted {
+        Some(w) => find(w).map(Some).ok_or_else(|| {
+            anyhow!(
+                "--postal-column `{w}` is not a header of the input; headers: {}",
+                names.join(", ")
+            )
+        }),
+        None => Ok(POSTAL_HEADERS.iter().find_map(|w| find(w))),
+    }
+}
+
+fn contact_column(headers: &csv::ByteRecord, wanted: Option<&str>) -> Result<usize> {
+    let names = header_names(headers);
     let find = |w: &str| names.iter().position(|n| n.eq_ignore_ascii_case(w));
     match wanted {
         Some(w) => find(w).ok_or_else(|| {
@@ -159,6 +191,7 @@ struct Input {
     reader: csv::Reader<std::fs::File>,
     headers: csv::ByteRecord,
     column: usize,
+    postal: Option<usize>,
     delimiter: u8,
     /// Bytes in the file, for the progress bar.
     total: u64,
@@ -187,10 +220,12 @@ fn open_input(a: &ScrubArgs) -> Result<Input> {
         .with_context(|| format!("--in {}: reading the header row", a.input.display()))?
         .clone();
     let column = contact_column(&headers, a.column.as_deref())?;
+    let postal = postal_column(&headers, a.postal_column.as_deref())?;
     Ok(Input {
         reader,
         headers,
         column,
+        postal,
         delimiter,
         total,
     })
@@ -221,6 +256,7 @@ fn spawn_reader(
     bar: indicatif::ProgressBar,
     rows_tx: std::sync::mpsc::SyncSender<Batch>,
     req_tx: tokio::sync::mpsc::Sender<pb::CheckBatchRequest>,
+    at: Option<prost_types::Timestamp>,
 ) -> tokio::task::JoinHandle<Result<u64>> {
     let template = pb::CheckRequest {
         channel: channel_pb(a.channel) as i32,
@@ -228,6 +264,7 @@ fn spawn_reader(
         category: a.category.clone(),
         policy: a.policy.clone(),
         default_region: a.region.clone(),
+        at,
         ..Default::default()
     };
     let batch_size = a.batch as usize;
@@ -252,6 +289,9 @@ fn spawn_reader(
                 let contact = record.get(input.column).unwrap_or_default();
                 let mut c = template.clone();
                 c.contact = String::from_utf8_lossy(contact).into_owned();
+                if let Some(p) = input.postal.and_then(|i| record.get(i)) {
+                    c.postal_code = String::from_utf8_lossy(p).into_owned();
+                }
                 checks.push(c);
                 batch.push(&record);
             }
@@ -310,7 +350,17 @@ fn spawn_writer(
                     *s.reasons.entry(name).or_default() += 1;
                 }
                 let verdict: &[u8] = if allowed { b"ALLOW" } else { b"BLOCK" };
-                let added = [verdict, reasons.as_bytes(), r.normalized_contact.as_bytes()];
+                let next = r
+                    .next_allowed_at
+                    .as_ref()
+                    .map(|t| preflight::model::time::format_time(ts_to_ms(t)))
+                    .unwrap_or_default();
+                let added = [
+                    verdict,
+                    reasons.as_bytes(),
+                    r.normalized_contact.as_bytes(),
+                    next.as_bytes(),
+                ];
                 writer.write_record(rows.row(i).chain(added))?;
                 s.rows += 1;
             }
@@ -326,6 +376,11 @@ fn spawn_writer(
 
 pub async fn scrub(a: ScrubArgs) -> Result<()> {
     let started = Instant::now();
+    let at =
+        a.at.as_deref()
+            .map(|t| preflight::model::time::parse_time(t.trim()).map_err(|e| anyhow!("--at: {e}")))
+            .transpose()?
+            .map(ms_to_ts);
     let input = open_input(&a)?;
     let (writer, partial) = open_output(&a, &input)?;
     let mut client =
@@ -338,7 +393,7 @@ pub async fn scrub(a: ScrubArgs) -> Result<()> {
     // The rows of each batch wait here for their answers; bounded like the requests.
     let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<Batch>(in_flight + 1);
     let bar = progress(input.total);
-    let reader_task = spawn_reader(&a, input, bar.clone(), rows_tx, req_tx);
+    let reader_task = spawn_reader(&a, input, bar.clone(), rows_tx, req_tx, at);
 
     let mut responses = client
         .check_stream(tokio_stream::wrappers::ReceiverStream::new(req_rx))
@@ -447,7 +502,12 @@ mod tests {
         let h = csv::ByteRecord::from(vec!["phone", "Verdict"]);
         assert_eq!(
             added_headers(&h),
-            ["preflight_verdict", "reasons", "normalized_contact"]
+            [
+                "preflight_verdict",
+                "reasons",
+                "normalized_contact",
+                "next_allowed_at"
+            ]
         );
     }
 }

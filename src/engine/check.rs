@@ -1,5 +1,6 @@
 //! Pre-flight checks, one at a time and in batches.
 use super::{Arg, Engine};
+use crate::calling::{Judgement, Place, parse_postal, places};
 use crate::error::Error;
 use crate::error::Result;
 use crate::model::limits::{MAX_CONTACT, MAX_LABEL, key_problem, text_problem};
@@ -24,6 +25,8 @@ pub struct CheckRequest<'a> {
     pub at: super::When<'a>,
     /// The caller's own id for the check, echoed in the answer.
     pub correlation_id: &'a str,
+    /// The person's postal code (US ZIP or Canadian); empty when unknown.
+    pub postal_code: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct CheckOutcome<'a> {
     pub index_age_ms: Option<Millis>,
     /// The request's correlation_id to echo: empty when it was itself refused.
     pub correlation_id: &'a str,
+    /// Where the person was placed, for calling hours; None when the request was refused.
+    pub place: Option<Place<'a>>,
 }
 
 /// A batch's answers in request order, and the index seq the batch answers at.
@@ -107,12 +112,10 @@ impl Engine {
         let policy = self.policies.get(req.policy)?;
         let region = self.region("default_region", req.default_region)?;
         let category = req.category.trim();
-        let input = CheckInput {
-            channel,
-            purpose,
-            category: (!category.is_empty()).then_some(category),
-            direction,
-            at: req.at.resolve("at")?.unwrap_or(now),
+        let at = req.at.resolve("at")?.unwrap_or(now);
+        let postal = match req.postal_code.trim() {
+            "" => None,
+            p => Some(parse_postal(p).map_err(|m| Error::invalid("postal_code", m))?),
         };
         let parsed = match phone {
             Some(p) => Ok(ContactRef::Phone(p)),
@@ -131,8 +134,26 @@ impl Engine {
                     )),
                     index_age_ms,
                     correlation_id: req.correlation_id,
+                    place: None,
                 });
             }
+        };
+        let phone = match contact {
+            ContactRef::Phone(p) => Some(p),
+            _ => None,
+        };
+        let location = places().locate(phone, postal);
+        let hours = match direction {
+            Direction::Outbound => policy.calling.judge(&location, channel, purpose, at),
+            Direction::Inbound => Judgement::default(),
+        };
+        let input = CheckInput {
+            channel,
+            purpose,
+            category: (!category.is_empty()).then_some(category),
+            direction,
+            at,
+            hours,
         };
         let age = index_age_ms.unwrap_or(Millis::MAX);
         // The registry loads start now and arrive while the index is read.
@@ -155,6 +176,7 @@ impl Engine {
             problem: None,
             index_age_ms,
             correlation_id: req.correlation_id,
+            place: Some(Place::new(location, &policy.calling)),
         })
     }
 
@@ -193,6 +215,7 @@ impl Engine {
                                 .to_string(),
                         ),
                         index_age_ms: self.index.ready().then(|| self.index.age_ms(now)),
+                        place: None,
                     },
                 });
             }

@@ -130,6 +130,7 @@ vocabulary!(
         IndexStale = 9 => "INDEX_STALE",
         ConsentDenied = 10 => "CONSENT_DENIED",
         InvalidRequest = 11 => "INVALID_REQUEST",
+        OutsideCallingHours = 12 => "OUTSIDE_CALLING_HOURS",
     }
 );
 

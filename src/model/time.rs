@@ -19,6 +19,15 @@ pub fn in_range(ms: Millis) -> Result<Millis, String> {
     }
 }
 
+/// RFC 3339 in UTC (`2026-12-02T13:00:00Z`), for answers; epoch milliseconds past jiff's
+/// range are written as such.
+pub fn format_time(ms: Millis) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.to_string(),
+        Err(_) => ms.to_string(),
+    }
+}
+
 /// RFC 3339 (`Z` or an offset), a plain date (midnight UTC), or epoch milliseconds; a date
 /// that does not exist (`2026-02-30`) or an offset outside RFC 3339's ±23:59 is refused,
 /// never moved, and so is a time outside MIN_TIME..=MAX_TIME.

@@ -1,5 +1,6 @@
-//! Decision rules 1-5 of docs/rules.md. Pure: the same facts, policy and time give the same decision.
+//! Decision rules 1-6 of docs/rules.md. Pure: the same facts, policy and time give the same decision.
 use super::Policy;
+use crate::calling::Judgement;
 use crate::index::{ConsentFact, ContactFacts};
 use crate::model::{
     Channel, ConsentStatus, Direction, DncType, Millis, Purpose, Reason, ReasonSet,
@@ -15,6 +16,8 @@ pub struct CheckInput<'a> {
     pub direction: Direction,
     /// When the contact would be made.
     pub at: Millis,
+    /// What the policy's calling hours said of (place, channel, purpose, at).
+    pub hours: Judgement,
 }
 
 /// A record behind a reason; formatted to its public id only at the API edge.
@@ -94,6 +97,9 @@ pub struct Decision {
     pub reasons: ReasonSet,
     pub matched: Matched,
     pub index_seq: u64,
+    /// When every time-based reason has lapsed; None when none applies (or none lapses
+    /// within the calling hours' horizon).
+    pub next_allowed_at: Option<Millis>,
 }
 
 impl Decision {
@@ -109,6 +115,7 @@ impl Decision {
             reasons,
             matched: Matched::default(),
             index_seq,
+            next_allowed_at: None,
         }
     }
 }
@@ -191,7 +198,7 @@ fn express_consent<'f>(
     }
 }
 
-/// Applies rules 2-5 (rule 1, an unparseable contact, is decided before any facts exist).
+/// Applies rules 2-6 (rule 1, an unparseable contact, is decided before any facts exist).
 ///
 /// `facts[0]` is the contact's own identifier; further entries are identifiers linked to
 /// the same person, whose withdrawals and company DNC entries apply too, while registry
@@ -208,6 +215,7 @@ pub fn evaluate(
         reasons: ReasonSet::EMPTY,
         matched: Matched::default(),
         index_seq,
+        next_allowed_at: None,
     };
     let consent = express_consent(policy, facts, input);
 
@@ -278,6 +286,12 @@ pub fn evaluate(
             .is_some_and(|max| index_age_ms > max)
     {
         d.reasons.insert(Reason::IndexStale);
+    }
+
+    // Rule 6: calling hours (judged where the person is, before the facts were read).
+    if input.hours.outside && input.direction == Direction::Outbound {
+        d.reasons.insert(Reason::OutsideCallingHours);
+        d.next_allowed_at = input.hours.next_allowed_at;
     }
     d
 }

@@ -1,4 +1,5 @@
 //! Named policies: their TOML form, validation at start-up, and the compiled form the rules read.
+use crate::calling::{CallingContext, CallingHours, RuleConfig, RulesError};
 use crate::model::{Channel, ChannelSet, DAY_MS, DncType, DncTypeSet, Millis, Purpose};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -28,6 +29,19 @@ pub struct PolicyConfig {
     /// Required to leave FEDERAL or STATE out of block_dnc.
     #[serde(default)]
     pub allow_registry_bypass: bool,
+    /// The calling-hours rule sets that apply (`federal`, `states`, `canada`). Default: all.
+    #[serde(default = "all_rule_sets")]
+    pub calling_hours: Vec<String>,
+    /// The policy's own windows, on top of the rule sets (a company's "never after 20:00").
+    #[serde(default)]
+    pub calling_windows: Vec<RuleConfig>,
+}
+
+fn all_rule_sets() -> Vec<String> {
+    crate::calling::RULE_SETS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn all_dnc_names() -> Vec<String> {
@@ -62,6 +76,8 @@ impl Default for PolicyConfig {
             block_inbound: false,
             max_staleness_ms: 0,
             allow_registry_bypass: false,
+            calling_hours: all_rule_sets(),
+            calling_windows: Vec::new(),
         }
     }
 }
@@ -85,6 +101,7 @@ pub struct Policy {
     pub consent_overrides_registry: bool,
     pub block_inbound: bool,
     pub max_staleness_ms: Option<Millis>,
+    pub calling: CallingHours,
 }
 
 pub(crate) const fn purpose_index(p: Purpose) -> usize {
@@ -96,7 +113,24 @@ pub(crate) const fn purpose_index(p: Purpose) -> usize {
 }
 
 impl Policy {
+    /// With the built-in calling rules; a calling-hours fault names its key in the policy.
     pub fn from_config(name: &str, c: &PolicyConfig) -> Result<Policy, PolicyError> {
+        let calling = CallingContext::built_in()
+            .compile(&c.calling_hours, &c.calling_windows, "", "", &[])
+            .map_err(|e: RulesError| PolicyError {
+                policy: name.to_string(),
+                key: e.key,
+                message: e.message,
+            })?;
+        Policy::with_calling_hours(name, c, calling)
+    }
+
+    /// With calling hours already compiled (by the config, which knows their file and lines).
+    pub fn with_calling_hours(
+        name: &str,
+        c: &PolicyConfig,
+        calling: CallingHours,
+    ) -> Result<Policy, PolicyError> {
         let err = |key: &str, message: String| PolicyError {
             policy: name.to_string(),
             key: key.to_string(),
@@ -137,6 +171,7 @@ impl Policy {
             consent_overrides_registry: c.consent_overrides_registry,
             block_inbound: c.block_inbound,
             max_staleness_ms: (c.max_staleness_ms > 0).then_some(c.max_staleness_ms as Millis),
+            calling,
         })
     }
 

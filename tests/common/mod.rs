@@ -11,6 +11,12 @@ use tonic::transport::Channel;
 
 /// A loopback port nobody listens on, never the same one twice in this process: the OS may
 /// hand a just-released port to the next bind(0), and tests start servers in parallel.
+/// A rules file with no calling-hours rules.
+pub const NO_CALLING_RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/no_calling_rules.toml"
+);
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap();
@@ -63,6 +69,9 @@ impl Server {
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // Answers that do not depend on the time of day the suite runs at; a test about
+            // calling hours sets this to "" (the built-in rules) and asks with a fixed `at`.
+            .env("PREFLIGHT_CALLING_RULES_FILE", NO_CALLING_RULES)
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -113,6 +113,7 @@ pub fn reason_pb(r: Reason) -> pb::Reason {
         Reason::IndexStale => pb::Reason::IndexStale,
         Reason::ConsentDenied => pb::Reason::ConsentDenied,
         Reason::InvalidRequest => pb::Reason::InvalidRequest,
+        Reason::OutsideCallingHours => pb::Reason::OutsideCallingHours,
     }
 }
 
@@ -121,6 +122,7 @@ pub fn check_response(o: &CheckOutcome<'_>) -> pb::CheckResponse {
     let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.text()).collect();
     // Reasons speak for ordinary decisions; detail explains what was wrong with the request.
     let detail = o.problem.clone().unwrap_or_default();
+    let place = crate::calling::PlaceFields::of(o.place);
     pb::CheckResponse {
         verdict: if d.allowed() {
             pb::Verdict::Allow
@@ -135,6 +137,10 @@ pub fn check_response(o: &CheckOutcome<'_>) -> pb::CheckResponse {
         detail,
         policy: o.policy.to_string(),
         index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64).unwrap_or(u64::MAX),
+        next_allowed_at: d.next_allowed_at.map(ms_to_ts),
+        time_zones: place.time_zones,
+        subdivision: place.subdivision,
+        subdivisions: place.subdivisions,
     }
 }
 

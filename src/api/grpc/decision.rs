@@ -52,6 +52,7 @@ fn request(r: &pb::CheckRequest) -> CheckRequest<'_> {
         default_region: &r.default_region,
         at: r.at.as_ref().map(ts_to_ms).into(),
         correlation_id: &r.correlation_id,
+        postal_code: &r.postal_code,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct CheckBody {
     pub at: Option<TimeArg>,
     #[serde(default)]
     pub correlation_id: String,
+    /// US ZIP or Canadian postal code (`zip` is taken too).
+    #[serde(default, alias = "zip")]
+    pub postal_code: String,
 }
 
 impl CheckBody {
@@ -70,6 +73,7 @@ impl CheckBody {
                 Some(TimeArg::Text(s)) => When::Text(s),
             },
             correlation_id: &self.correlation_id,
+            postal_code: &self.postal_code,
         }
     }
 }
@@ -94,12 +98,20 @@ pub struct CheckResult {
     /// What was wrong with the request (invalid contact, a bad batch item).
     pub detail: String,
     pub correlation_id: String,
+    /// RFC 3339: when every time-based reason has lapsed; null when none applies.
+    pub next_allowed_at: Option<String>,
+    /// The IANA zones the calling hours were judged in.
+    pub time_zones: Vec<String>,
+    /// ISO 3166-2 (`US-FL`); empty when unknown.
+    pub subdivision: String,
+    pub subdivisions: Vec<String>,
 }
 
 impl CheckResult {
     pub fn from_outcome(o: &CheckOutcome<'_>) -> CheckResult {
         let d = &o.decision;
         let reasons: Vec<String> = d.reasons.iter().map(|r| r.as_str().to_string()).collect();
+        let place = crate::calling::PlaceFields::of(o.place);
         CheckResult {
             verdict: if d.allowed() { "ALLOW" } else { "BLOCK" }.into(),
             allowed: d.allowed(),
@@ -112,6 +124,10 @@ impl CheckResult {
             index_age_ms: o.index_age_ms.map(|a| a.max(0) as u64),
             detail: o.problem.clone().unwrap_or_default(),
             correlation_id: o.correlation_id.to_string(),
+            next_allowed_at: d.next_allowed_at.map(crate::model::time::format_time),
+            time_zones: place.time_zones,
+            subdivision: place.subdivision,
+            subdivisions: place.subdivisions,
         }
     }
 }

@@ -62,6 +62,7 @@ fn input(channel: Channel, purpose: Purpose) -> CheckInput<'static> {
         category: None,
         direction: Direction::Outbound,
         at: NOW,
+        hours: Default::default(),
     }
 }
 

@@ -1,0 +1,254 @@
+//! A policy's calling hours, compiled: which rules apply to a check's place, channel and
+//! purpose, whether its time falls inside all of them in every zone the person may be in, and
+//! when it next would.
+use super::calendar::civil_from_days;
+use super::places::{Location, US, Zone, places};
+use super::rules::{Rule, Scope};
+use crate::model::{Channel, DAY_MS, Millis, Purpose};
+use std::sync::Arc;
+
+/// How far ahead `next_allowed_at` is looked for; past it the answer is "not known".
+const HORIZON_DAYS: i32 = 31;
+
+/// The zones used when a number has none (toll-free, non-geographic, an email on a phone
+/// channel): every US zone, Hawaii to Eastern, so that their intersection is safe anywhere.
+pub const SAFE_ZONES: [&str; 7] = [
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "America/Los_Angeles",
+    "America/Phoenix",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+];
+
+/// A policy's calling hours.
+#[derive(Debug, Clone)]
+pub struct CallingHours {
+    /// The rule sets the policy named.
+    pub sets: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub safe_zones: Arc<[Zone]>,
+}
+
+impl PartialEq for CallingHours {
+    fn eq(&self, o: &Self) -> bool {
+        self.sets == o.sets
+            && self.rules == o.rules
+            && self.safe_zones.len() == o.safe_zones.len()
+            && self
+                .safe_zones
+                .iter()
+                .zip(o.safe_zones.iter())
+                .all(|(a, b)| a.name == b.name)
+    }
+}
+
+/// What the calling hours said of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Judgement {
+    /// Some rule applied to the check.
+    pub applied: bool,
+    pub outside: bool,
+    /// When every applicable rule allows it again; None while inside, or when no time within
+    /// the horizon is.
+    pub next_allowed_at: Option<Millis>,
+    /// The zones were the safe set: nothing placed the person.
+    pub safe_zones: bool,
+}
+
+/// The zones a location is checked in: its own, else the safe set.
+pub fn zones_of<'z>(loc: &Location, safe: &'z [Zone]) -> (ZoneIter<'z>, bool) {
+    let p = places();
+    let own = p.zone_set(loc.zone_set);
+    let postal = loc.postal_zone.filter(|z| !own.contains(z));
+    if own.is_empty() && postal.is_none() {
+        return (ZoneIter::Safe(safe.iter()), true);
+    }
+    (ZoneIter::Known(own.iter(), postal), false)
+}
+
+/// The zones of a location, without collecting them.
+pub enum ZoneIter<'z> {
+    Known(std::slice::Iter<'static, u16>, Option<u16>),
+    Safe(std::slice::Iter<'z, Zone>),
+}
+
+impl<'z> Iterator for ZoneIter<'z> {
+    type Item = &'z Zone;
+    fn next(&mut self) -> Option<&'z Zone> {
+        match self {
+            ZoneIter::Known(own, postal) => {
+                let p = places();
+                match own.next() {
+                    Some(z) => Some(&p.zones[*z as usize]),
+                    None => postal.take().map(|z| &p.zones[z as usize]),
+                }
+            }
+            ZoneIter::Safe(s) => s.next(),
+        }
+    }
+}
+
+/// The local civil day and minute of `t` in `zone`; None outside jiff's range.
+fn local(zone: &Zone, t: Millis) -> Option<(i32, u16)> {
+    let ts = jiff::Timestamp::from_millisecond(t).ok()?;
+    let off = zone.tz.to_offset(ts).seconds() as Millis * 1000;
+    let l = t + off;
+    Some((
+        l.div_euclid(DAY_MS) as i32,
+        (l.rem_euclid(DAY_MS) / 60_000) as u16,
+    ))
+}
+
+/// The instant of local day `day`, minute `minute` in `zone` (a time skipped by a DST change
+/// resolves forward, as jiff's "compatible" does).
+fn instant(zone: &Zone, day: i32, minute: u16) -> Option<Millis> {
+    let (y, m, d) = civil_from_days(day);
+    let dt = jiff::civil::DateTime::new(
+        i16::try_from(y).ok()?,
+        m as i8,
+        d as i8,
+        (minute / 60) as i8,
+        (minute % 60) as i8,
+        0,
+        0,
+    )
+    .ok()?;
+    let ts = zone.tz.to_ambiguous_timestamp(dt).compatible().ok()?;
+    Some(ts.as_millisecond())
+}
+
+impl CallingHours {
+    fn applies(rule: &Rule, loc: &Location, channel: Channel, purpose: Purpose) -> bool {
+        rule.covers(channel, purpose)
+            && match rule.scope {
+                Scope::Everywhere => true,
+                // A place no table knows is taken for the US: the safe zones are US zones.
+                Scope::Country(c) => {
+                    loc.countries().any(|x| x == c) || (loc.countries().next().is_none() && c == US)
+                }
+                Scope::Subdivision(s) => loc.subdivisions().any(|x| x == s),
+            }
+    }
+
+    /// Whether any rule applies to (place, channel, purpose) at all.
+    pub fn any_applies(&self, loc: &Location, channel: Channel, purpose: Purpose) -> bool {
+        self.rules
+            .iter()
+            .any(|r| Self::applies(r, loc, channel, purpose))
+    }
+
+    /// The first rule (and zone) that refuses `t`; None when all allow it. A time outside
+    /// the zone database's range is refused by the first rule.
+    fn refusing(
+        &self,
+        loc: &Location,
+        channel: Channel,
+        purpose: Purpose,
+        t: Millis,
+        mut each: impl FnMut(&Rule, &Zone, i32, u16),
+    ) -> bool {
+        let (zones, _) = zones_of(loc, &self.safe_zones);
+        let mut refused = false;
+        for z in zones {
+            let local = local(z, t);
+            for r in self
+                .rules
+                .iter()
+                .filter(|r| Self::applies(r, loc, channel, purpose))
+            {
+                let Some((day, minute)) = local else {
+                    each(r, z, i32::MIN, 0);
+                    refused = true;
+                    continue;
+                };
+                if let Some(w) = r.window_on(day)
+                    && !w.contains(minute)
+                {
+                    each(r, z, day, minute);
+                    refused = true;
+                }
+            }
+        }
+        refused
+    }
+
+    /// When rule `r`, refusing at local (`day`, `minute`) in `z`, next allows a call.
+    fn next_open(r: &Rule, z: &Zone, day: i32, minute: u16) -> Option<Millis> {
+        if day == i32::MIN {
+            return None;
+        }
+        for k in 0..=HORIZON_DAYS {
+            let d = day + k;
+            match r.window_on(d) {
+                // The rule has lapsed by that day: from its first minute.
+                None if k > 0 => return instant(z, d, 0),
+                None => {}
+                Some(w) if w.is_open() && (k > 0 || minute < w.start) => {
+                    return instant(z, d, w.start);
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Calling hours for a check: allocates nothing.
+    pub fn judge(
+        &self,
+        loc: &Location,
+        channel: Channel,
+        purpose: Purpose,
+        at: Millis,
+    ) -> Judgement {
+        if !self.any_applies(loc, channel, purpose) {
+            return Judgement::default();
+        }
+        let safe_zones = zones_of(loc, &self.safe_zones).1;
+        let mut j = Judgement {
+            applied: true,
+            safe_zones,
+            ..Judgement::default()
+        };
+        if !self.refusing(loc, channel, purpose, at, |_, _, _, _| {}) {
+            return j;
+        }
+        j.outside = true;
+        j.next_allowed_at = self.next_allowed(loc, channel, purpose, at);
+        j
+    }
+
+    /// The earliest time at or after `from` every applicable rule allows, within the horizon.
+    /// Each refusing rule cannot allow before it next opens, so the latest of those openings
+    /// is a lower bound; moving there and asking again converges in a few rounds.
+    pub fn next_allowed(
+        &self,
+        loc: &Location,
+        channel: Channel,
+        purpose: Purpose,
+        from: Millis,
+    ) -> Option<Millis> {
+        let limit = from.saturating_add(Millis::from(HORIZON_DAYS) * DAY_MS);
+        let mut t = from;
+        for _ in 0..64 {
+            let mut bound: Option<Millis> = Some(t);
+            let refused = self.refusing(loc, channel, purpose, t, |r, z, day, minute| {
+                bound = match (bound, Self::next_open(r, z, day, minute)) {
+                    (Some(b), Some(n)) => Some(b.max(n)),
+                    _ => None,
+                };
+            });
+            if !refused {
+                return Some(t);
+            }
+            let next = bound?;
+            // Never stand still (a DST change can map an opening back onto `t`).
+            t = if next <= t { t + 60_000 } else { next };
+            if t > limit {
+                return None;
+            }
+        }
+        None
+    }
+}
