@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/preflight/v1/decision.proto",
         "proto/preflight/v1/consent.proto",
         "proto/preflight/v1/dnc.proto",
+        "proto/preflight/v1/attempts.proto",
         "proto/preflight/v1/events.proto",
         "proto/preflight/v1/audit.proto",
         "proto/preflight/v1/privacy.proto",

@@ -200,7 +200,10 @@ fn default_reject_fraction() -> f64 {
     0.001
 }
 fn default_policies() -> BTreeMap<String, PolicyConfig> {
-    BTreeMap::from([("default".to_string(), PolicyConfig::default())])
+    BTreeMap::from([
+        ("default".to_string(), PolicyConfig::default()),
+        ("regulation_f".to_string(), PolicyConfig::regulation_f()),
+    ])
 }
 
 impl Default for Config {
@@ -405,10 +408,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bad_frequency_limit_names_its_file_line_and_key() {
+        let text = "[policies.p]\n[[policies.p.frequency_limits]]\nname = \"x\"\nchannels = [\"VOICE\"]\nwindow_hours = 0\nmax_attempts = 3\n";
+        let c = Config::parse(text, "x.toml").unwrap();
+        let e = c.compiled_policies("x.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml, line 5, key `policies.p.frequency_limits.0.window_hours`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::default();
         assert_eq!(c.listen, "127.0.0.1:50051");
-        assert_eq!(c.compiled_policies("defaults").unwrap().len(), 1);
+        let policies = c.compiled_policies("defaults").unwrap();
+        let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["default", "regulation_f"]);
+        let reg_f = &policies[1];
+        assert_eq!(reg_f.frequency.len(), 2);
+        assert_eq!(reg_f.longest_window_ms(), 7 * 24 * 3_600_000);
+        assert_eq!(policies[0].frequency.len(), 3, "FL, OK and MD");
     }
 
     #[test]

@@ -3,7 +3,9 @@ use crate::api::grpc::dispatch::{Dispatch, Handler, Opaque};
 use crate::api::grpc::gate::GateLayer;
 use crate::api::grpc::lanes;
 use crate::api::grpc::services;
-use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
+use crate::api::grpc::{
+    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi,
+};
 use crate::audit::{Caller, Tokenizer};
 use crate::auth::Auth;
 use crate::clock::SharedClock;
@@ -273,6 +275,7 @@ pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
             tick.tick().await;
             e.privacy_metrics();
             e.expire_bundles();
+            e.prune_attempts();
         }
     });
     Ok(())
@@ -302,6 +305,11 @@ const MAX_ENTRIES_MESSAGE: usize = crate::engine::MAX_BATCH
         + 2 * crate::model::limits::MAX_LABEL
         + crate::model::limits::MAX_TEXT
         + 128);
+
+/// Largest attempts message: 10,000 attempts each at the limit of every field (contact,
+/// subject, campaign_id).
+const MAX_ATTEMPTS_MESSAGE: usize = crate::engine::MAX_BATCH
+    * (crate::model::limits::MAX_CONTACT + 2 * crate::model::limits::MAX_LABEL + 128);
 
 /// Largest consent service message: an import chunk of 10,000 rows each at the limit of
 /// every field (it also bounds the single-record calls of that service).
@@ -353,6 +361,7 @@ fn dispatch(
     runtime: &tokio::runtime::Handle,
     health: Opaque,
 ) -> Result<Dispatch, StartError> {
+    use proto::attempt_service_server::AttemptServiceServer;
     use proto::audit_service_server::AuditServiceServer;
     use proto::consent_service_server::ConsentServiceServer;
     use proto::decision_service_server::DecisionServiceServer;
@@ -395,6 +404,14 @@ fn dispatch(
             Handler::Dnc(
                 DncServiceServer::new(DncApi::new(engine.clone()))
                     .max_decoding_message_size(MAX_ENTRIES_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            ),
+        ),
+        (
+            services::ATTEMPTS,
+            Handler::Attempts(
+                AttemptServiceServer::new(AttemptApi::new(engine.clone()))
+                    .max_decoding_message_size(MAX_ATTEMPTS_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE),
             ),
         ),

@@ -302,6 +302,7 @@ fn decide(
         at: engine.now(),
         // Calling hours depend on the clock, not on the facts this test compares.
         hours: Default::default(),
+        frequency: Default::default(),
     };
     index
         .with_facts(&contact.as_ref(), |f, seq| {

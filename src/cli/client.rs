@@ -1,10 +1,12 @@
 //! Client subcommands: each one gRPC call to a running service, printed for a person.
 use super::{
-    CheckArgs, ConsentArgs, ConsentCmd, DncAddArgs, DncCmd, DncGenerateArgs, DncGetArgs,
-    DncRemoveArgs, ServerArg,
+    AttemptArgs, CheckArgs, ConsentArgs, ConsentCmd, DncAddArgs, DncCmd, DncGenerateArgs,
+    DncGetArgs, DncRemoveArgs, ServerArg,
 };
 use anyhow::{Context, Result, anyhow};
-use preflight::api::grpc::convert::{channel_pb, dnc_type_pb, ms_to_ts, purpose_pb};
+use preflight::api::grpc::convert::{
+    channel_pb, dnc_type_pb, ms_to_ts, outcome_pb, purpose_pb, ts_to_ms,
+};
 use preflight::model::DAY_MS;
 use preflight::proto as pb;
 use tonic::service::interceptor::InterceptedService;
@@ -104,6 +106,9 @@ pub async fn check(a: CheckArgs) -> Result<()> {
             } as i32,
             policy: a.policy,
             default_region: a.region,
+            postal_code: a.postal_code,
+            subject: a.subject,
+            at: a.at.map(ms_to_ts),
             ..Default::default()
         })
         .await
@@ -125,7 +130,45 @@ pub async fn check(a: CheckArgs) -> Result<()> {
     if !r.detail.is_empty() {
         println!("detail: {}", r.detail);
     }
+    if let Some(t) = &r.next_allowed_at {
+        println!(
+            "next allowed at: {}",
+            preflight::model::time::format_time(ts_to_ms(t))
+        );
+    }
+    if !r.time_zones.is_empty() {
+        println!("time zones: {}  {}", r.time_zones.join(", "), r.subdivision);
+    }
     println!("policy: {}  index seq: {}", r.policy, r.index_seq);
+    Ok(())
+}
+
+pub async fn attempt(a: AttemptArgs) -> Result<()> {
+    let mut c = pb::attempt_service_client::AttemptServiceClient::new(connect(&a.server).await?);
+    let r = c
+        .record_attempts(pb::RecordAttemptsRequest {
+            attempts: vec![pb::Attempt {
+                contact: a.contact.clone(),
+                channel: channel_pb(a.channel) as i32,
+                purpose: purpose_pb(a.purpose) as i32,
+                subject: a.subject,
+                at: a.at.map(ms_to_ts),
+                outcome: outcome_pb(a.outcome) as i32,
+                campaign_id: a.campaign,
+            }],
+            default_region: a.region,
+            ..Default::default()
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    for x in &r.results {
+        if !x.error.is_empty() {
+            return Err(anyhow!("{}: {}", a.contact, x.error));
+        }
+        println!("recorded {} {}", x.attempt_id, x.normalized_contact);
+    }
+    println!("seq: {}", r.seq);
     Ok(())
 }
 

@@ -29,6 +29,8 @@ enum Command {
     Serve(ServeArgs),
     /// Ask the service whether a contact may be made.
     Check(CheckArgs),
+    /// Record a contact attempt (what frequency limits count), as a dialer would.
+    Attempt(AttemptArgs),
     /// Company and registry Do-Not-Call entries.
     #[command(subcommand)]
     Dnc(DncCmd),
@@ -123,6 +125,43 @@ pub struct CheckArgs {
     pub inbound: bool,
     #[arg(long, default_value = "")]
     pub policy: String,
+    #[arg(long, default_value = "")]
+    pub region: String,
+    /// The person's US ZIP or Canadian postal code, for calling hours.
+    #[arg(long, default_value = "")]
+    pub postal_code: String,
+    /// What the contact is about, for frequency limits counted by subject.
+    #[arg(long, default_value = "")]
+    pub subject: String,
+    /// When the contact would be made (RFC 3339, or a date); default: now, at the service.
+    #[arg(long, value_parser = preflight::model::time::parse_time)]
+    pub at: Option<i64>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+fn outcome(s: &str) -> Result<preflight::model::AttemptOutcome, String> {
+    preflight::model::AttemptOutcome::parse_or_explain(s)
+}
+
+#[derive(Args, Debug)]
+pub struct AttemptArgs {
+    /// Phone (any common format), email, or ext:<id>.
+    pub contact: String,
+    #[arg(long, value_parser = channel)]
+    pub channel: Channel,
+    #[arg(long, value_parser = purpose, default_value = "marketing")]
+    pub purpose: Purpose,
+    /// How it ended: no_answer, busy, voicemail, connected, conversation, delivered, failed.
+    #[arg(long, value_parser = outcome)]
+    pub outcome: preflight::model::AttemptOutcome,
+    #[arg(long, default_value = "")]
+    pub subject: String,
+    #[arg(long, default_value = "")]
+    pub campaign: String,
+    /// When it was made (RFC 3339); default: now, at the service.
+    #[arg(long, value_parser = preflight::model::time::parse_time)]
+    pub at: Option<i64>,
     #[arg(long, default_value = "")]
     pub region: String,
     #[command(flatten)]
@@ -445,6 +484,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Serve(a) => serve(a).await,
         Command::Check(a) => client::check(a).await,
+        Command::Attempt(a) => client::attempt(a).await,
         Command::Dnc(c) => client::dnc(c).await,
         Command::Consent(c) => client::consent(c).await,
         Command::Audit(c) => compliance::audit(c).await,

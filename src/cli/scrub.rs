@@ -38,6 +38,10 @@ pub struct ScrubArgs {
     /// of postal_code, zip, zip_code, zipcode, postal, when present.
     #[arg(long)]
     pub postal_column: Option<String>,
+    /// What the campaign is about (a topic, or a debt's account number), for frequency limits
+    /// counted by subject; default: every attempt counts.
+    #[arg(long, default_value = "")]
+    pub subject: String,
     /// When the contacts would be made (RFC 3339, or a date); default: now, at the service.
     #[arg(long)]
     pub at: Option<String>,
@@ -264,6 +268,7 @@ fn spawn_reader(
         category: a.category.clone(),
         policy: a.policy.clone(),
         default_region: a.region.clone(),
+        subject: a.subject.clone(),
         at,
         ..Default::default()
     };

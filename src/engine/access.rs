@@ -3,7 +3,7 @@
 use super::Engine;
 use crate::audit::{AuditEntry, entry_of};
 use crate::error::{Error, Result};
-use crate::model::event::{consent_id, consumer_id, dnc_id, request_id};
+use crate::model::event::{attempt_id, consent_id, consumer_id, dnc_id, request_id};
 use crate::model::privacy::RequestResult;
 use crate::model::{ContactKey, Event, StoredEvent};
 use crate::privacy::{Consumer, Request};
@@ -65,6 +65,7 @@ impl Engine {
         let mut consents = Vec::new();
         let mut inbound = Vec::new();
         let mut links = Vec::new();
+        let mut attempts = Vec::new();
         for (_, ev) in &history {
             let Some(ev) = ev else { continue };
             match &ev.event {
@@ -79,6 +80,11 @@ impl Engine {
                     "seq": ev.seq, "contact": i.contact.to_string(), "channel": i.channel,
                     "received_at": i.received_at, "action": i.action.as_str(),
                     "keyword": i.keyword, "message_id": i.message_id, "to": i.to,
+                })),
+                Event::AttemptRecorded(a) => attempts.push(json!({
+                    "attempt_id": attempt_id(ev.seq), "contact": a.contact.to_string(),
+                    "channel": a.channel, "purpose": a.purpose, "subject": a.subject,
+                    "at": a.at, "outcome": a.outcome, "campaign_id": a.campaign_id,
                 })),
                 Event::IdentityLinked(_) | Event::IdentityUnlinked(_) => {
                     links.push(serde_json::to_value(ev).unwrap_or(Value::Null))
@@ -123,6 +129,7 @@ impl Engine {
             "consent_history": consents,
             "dnc_entries": dnc,
             "inbound_actions": inbound,
+            "contact_attempts": attempts,
             "identity_links": links,
             "legal_holds": holds,
             "audit_records": audit,

@@ -45,7 +45,8 @@ impl Engine {
                             Value::Null
                         }
                     },
-                    Event::SubjectsErased(_) => Value::Null,
+                    // An attempt changes no state of the person's: nothing stands before it.
+                    Event::SubjectsErased(_) | Event::AttemptRecorded(_) => Value::Null,
                     _ => Value::Array(contacts.iter().map(|c| self.state_of(c, ev)).collect()),
                 };
                 let subjects: Vec<String> = match ev {
@@ -269,6 +270,9 @@ fn summary(ev: &Event) -> Value {
         Event::SubjectsErased(e) => json!({
             "request_id": request_id(e.request_seq), "consumer_id": consumer_id(e.consumer_seq),
             "identifiers": e.tokens.len(),
+        }),
+        Event::AttemptRecorded(a) => json!({
+            "channel": a.channel, "purpose": a.purpose, "at": a.at, "outcome": a.outcome,
         }),
         Event::IdentityLinked(_)
         | Event::IdentityUnlinked(_)

@@ -1,11 +1,13 @@
 //! Pre-flight checks, one at a time and in batches.
 use super::{Arg, Engine};
-use crate::calling::{Judgement, Place, parse_postal, places};
+use crate::calling::{Location, Place, parse_postal, places};
 use crate::error::Error;
 use crate::error::Result;
+use crate::index::subject_hash;
 use crate::model::limits::{MAX_CONTACT, MAX_LABEL, key_problem, text_problem};
 use crate::model::{Channel, ContactRef, Direction, Millis, Purpose, Reason};
-use crate::policy::{CheckInput, Decision, evaluate};
+use crate::policy::frequency::judge;
+use crate::policy::{CheckInput, Decision, FrequencyJudgement, Policy, evaluate};
 use crate::registry::{MAX_HITS, PREFETCH_WINDOW, RegistryHit};
 use crate::telemetry::DecisionCounters;
 
@@ -27,6 +29,9 @@ pub struct CheckRequest<'a> {
     pub correlation_id: &'a str,
     /// The person's postal code (US ZIP or Canadian); empty when unknown.
     pub postal_code: &'a str,
+    /// What the contact is about (a campaign topic, a debt's account number), for limits
+    /// counted by subject; empty counts every attempt.
+    pub subject: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +111,9 @@ impl Engine {
         if let Some(p) = text_problem(req.category, MAX_LABEL) {
             return Err(Error::invalid("category", p));
         }
+        if let Some(p) = text_problem(req.subject, MAX_LABEL) {
+            return Err(Error::invalid("subject", p));
+        }
         let channel = req.channel.require("channel")?;
         let purpose = req.purpose.or("purpose", Purpose::Marketing)?;
         let direction = req.direction.or("direction", Direction::Outbound)?;
@@ -143,9 +151,20 @@ impl Engine {
             _ => None,
         };
         let location = places().locate(phone, postal);
-        let hours = match direction {
-            Direction::Outbound => policy.calling.judge(&location, channel, purpose, at),
-            Direction::Inbound => Judgement::default(),
+        let (hours, frequency) = match direction {
+            Direction::Outbound => (
+                policy.calling.judge(&location, channel, purpose, at),
+                self.frequency(
+                    policy,
+                    &contact,
+                    &location,
+                    channel,
+                    purpose,
+                    req.subject,
+                    at,
+                ),
+            ),
+            Direction::Inbound => Default::default(),
         };
         let input = CheckInput {
             channel,
@@ -154,6 +173,7 @@ impl Engine {
             direction,
             at,
             hours,
+            frequency,
         };
         let age = index_age_ms.unwrap_or(Millis::MAX);
         // The registry loads start now and arrive while the index is read.
@@ -178,6 +198,41 @@ impl Engine {
             correlation_id: req.correlation_id,
             place: Some(Place::new(location, &policy.calling)),
         })
+    }
+
+    /// What the policy's frequency limits say of the attempts held for the contact (and its
+    /// person). A limit reached lapses when its oldest counted attempt leaves the window, and
+    /// then only once the calling hours allow (so `lapses_at` is when both have lapsed).
+    #[allow(clippy::too_many_arguments)]
+    fn frequency(
+        &self,
+        policy: &Policy,
+        contact: &ContactRef<'_>,
+        location: &Location,
+        channel: Channel,
+        purpose: Purpose,
+        subject: &str,
+        at: Millis,
+    ) -> FrequencyJudgement {
+        if policy.frequency.is_empty() {
+            return FrequencyJudgement::default();
+        }
+        let mut j = judge(
+            &policy.frequency,
+            location,
+            channel,
+            purpose,
+            subject_hash(subject),
+            at,
+            |per_person, f| self.index.each_attempt(contact, per_person, f),
+        );
+        if let Some(lapse) = j.lapses_at {
+            let then = policy.calling.judge(location, channel, purpose, lapse);
+            if then.outside {
+                j.lapses_at = then.next_allowed_at;
+            }
+        }
+        j
     }
 
     /// Up to MAX_BATCH checks, answered in order. A faulty item is a BLOCK with

@@ -56,6 +56,18 @@ pub enum EntryStatus {
     NotFound,
 }
 
+impl EntryStatus {
+    /// The name the REST facade and the CLI write (the proto's without its prefix).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryStatus::Accepted => "ACCEPTED",
+            EntryStatus::Duplicate => "DUPLICATE",
+            EntryStatus::Invalid => "INVALID",
+            EntryStatus::NotFound => "NOT_FOUND",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryResult {
     pub index: u32,

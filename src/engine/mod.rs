@@ -1,6 +1,7 @@
 //! The one core every transport calls: validates, decides from the index, writes through the store.
 mod access;
 mod args;
+mod attempts;
 mod audit;
 mod check;
 mod consent;
@@ -18,6 +19,9 @@ mod writes;
 
 pub use crate::policy::Policies;
 pub use args::{Arg, When, time_arg};
+pub use attempts::{
+    AttemptRequest, AttemptResult, AttemptsOutcome, MAX_AHEAD_MS, RecordAttemptsRequest,
+};
 pub use audit::{AUDIT_PAGE, AuditRange};
 pub use check::BatchOutcome;
 pub use check::{CheckOutcome, CheckRequest, echoable};

@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 const PHONE_BATCH: usize = 16_384;
 
 /// 002: each section starts with its entry count, so a load sizes its maps once.
-const MAGIC: &[u8; 8] = b"PFIDX002";
+/// 003: contact attempts, after the mirrors.
+const MAGIC: &[u8; 8] = b"PFIDX003";
 /// Entries are flushed to the writer in pieces of about this size.
 const PIECE: usize = 1 << 20;
 
@@ -298,6 +299,13 @@ impl Index {
             write_str(b, &v.person);
             write_key(b, &v.owner);
         })?;
+        s.section(self.attempts.map(), |b, k, v| {
+            b.extend_from_slice(&k.to_le_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            for a in v {
+                b.extend_from_slice(&a.to_bytes());
+            }
+        })?;
         s.buf
             .extend_from_slice(&(privacy_seqs.len() as u32).to_le_bytes());
         for q in privacy_seqs {
@@ -430,6 +438,21 @@ impl Index {
             let person = r.str()?;
             let owner = r.key()?;
             idx.mirrors.insert(k, Mirror { person, owner });
+        }
+        sized(&mut r)?;
+        while r.more()? {
+            let k = r.u64()?;
+            let n = r.count()?;
+            let mut list = Vec::with_capacity(n.min(most));
+            for _ in 0..n {
+                let b: &[u8; 16] = r.take(16)?.try_into().expect("16 bytes");
+                list.push(
+                    super::Attempt::from_bytes(b).ok_or_else(|| {
+                        ImageError::Format("an attempt of an unknown kind".into())
+                    })?,
+                );
+            }
+            idx.attempts.load(k, list);
         }
         let n = r.count()?;
         let privacy = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;

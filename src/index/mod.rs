@@ -1,10 +1,12 @@
 //! The in-memory index that reads see: per-identifier facts in sharded maps, the identity
 //! graph, applied in seq order from the change log and fanned out to watchers.
+pub mod attempts;
 mod facts;
 mod image;
 mod names;
 mod packed;
 
+pub use attempts::{Attempt, keep_attempts_for, subject_hash};
 pub use facts::{ConsentFact, ConsentView, ContactFacts, ContactReport, DncFact, DncView, Removal};
 pub use packed::ImageError;
 
@@ -58,6 +60,8 @@ pub struct Index {
     /// Withdrawal, refusal or company DNC entry seq to the person its fact was mirrored to
     /// (and the identifier it was recorded for).
     mirrors: FastMap<u64, Mirror>,
+    /// Contact attempts inside the longest frequency-limit window.
+    attempts: attempts::Attempts,
     /// Heap bytes behind the identifier maps' entries (spilled facts, string keys), kept
     /// as they change so that sizing the index never walks it.
     heap: AtomicI64,
@@ -84,6 +88,7 @@ impl Default for Index {
             members: FastMap::default(),
             archived: FastMap::default(),
             mirrors: FastMap::default(),
+            attempts: attempts::Attempts::default(),
             heap: AtomicI64::new(0),
             seq: AtomicU64::new(0),
             heard_at: AtomicI64::new(0),
@@ -434,7 +439,48 @@ impl Index {
             | Event::LegalHoldPlaced(_)
             | Event::LegalHoldReleased(_) => {}
             Event::SubjectsErased(e) => self.group_erased(e),
+            Event::AttemptRecorded(a) => self.attempts.record(ev.seq, a, ev.recorded_at),
         }
+    }
+
+    /// Calls `f` with every attempt held that counts for `key`: its own and, with
+    /// `person_wide`, those of every identifier of the person it is linked to (the person's
+    /// external id included). Allocates only for a linked identifier.
+    pub fn each_attempt(
+        &self,
+        key: &ContactRef<'_>,
+        person_wide: bool,
+        f: &mut dyn FnMut(&Attempt),
+    ) {
+        if self.attempts.is_empty() {
+            return;
+        }
+        self.attempts.each(key, f);
+        if !person_wide {
+            return;
+        }
+        let Some((person, members)) = self.person_of(key) else {
+            return;
+        };
+        let person_key = ContactRef::External(&person);
+        if person_key != *key {
+            self.attempts.each(&person_key, f);
+        }
+        for m in &members {
+            if key_ref(m) != *key {
+                self.attempts.each(&key_ref(m), f);
+            }
+        }
+    }
+
+    /// Drops attempts that have left every policy's window by `now`.
+    pub fn prune_attempts(&self, now: Millis) -> usize {
+        self.attempts.prune(now)
+    }
+
+    /// Attempts held.
+    pub fn attempts_held(&self) -> u64 {
+        self.attempts.held()
     }
 
     fn consent_recorded(
@@ -736,6 +782,7 @@ impl Index {
             + self.heap.load(Ordering::Relaxed).max(0) as usize
             + side(self.mirrors.len(), 32)
             + side(self.archived.len(), 16)
+            + self.attempts.bytes()
             + names::NAMES.usage().1
     }
 
@@ -743,6 +790,8 @@ impl Index {
     /// erasure (under tokens), which leaves the index as a replay of the rewritten log would.
     pub fn erase(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
         for c in contacts {
+            // Their attempt events became tombstones.
+            self.attempts.forget(c);
             if let ContactKey::External(x) = c
                 && let Some((person, members)) = self.members.remove(&**x)
             {
@@ -823,6 +872,17 @@ impl Index {
                 out.push(k);
             }
         }
+        // A number known only by its attempts (names among them are hashed: an erased
+        // email's attempts stay until they leave the window, naming no one).
+        for e in self.attempts.map().iter() {
+            let k = ContactKey::Phone(*e.key());
+            if *e.key() < 1 << 63
+                && !self.phones.contains_key(e.key())
+                && wanted.contains(&t.token_of(&k))
+            {
+                out.push(k);
+            }
+        }
         for e in self.emails.iter() {
             let k = ContactKey::Email(e.key().clone());
             if wanted.contains(&t.token_of(&k)) {
@@ -891,6 +951,9 @@ impl Index {
         }
         for (k, v) in sorted(&self.archived) {
             h.update(format!("a{k}={v}\n"));
+        }
+        for (k, list) in self.attempts.sorted() {
+            h.update(format!("c{k}={list:?}\n"));
         }
         hex::encode(h.finalize())
     }

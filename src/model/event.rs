@@ -1,6 +1,8 @@
 //! Events of the change log: every fact that changes a decision, as stored and replayed.
 use super::privacy::{Jurisdiction, RequestResult, RequestStatus, RequestType};
-use super::{Channel, ChannelSet, ConsentStatus, ContactKey, DncType, Millis, PurposeSet};
+use super::{
+    AttemptOutcome, Channel, ChannelSet, ConsentStatus, ContactKey, DncType, Millis, PurposeSet,
+};
 use serde::{Deserialize, Serialize};
 
 /// One entry of the change log. `seq` is gap-free and assigned by the store.
@@ -32,6 +34,8 @@ pub enum Event {
     /// Identifiers erased by a DELETE request; their earlier events were rewritten in the
     /// same transaction to name only their tokens.
     SubjectsErased(ErasureEvent),
+    /// A contact attempt, from any dialer or platform: what frequency limits count.
+    AttemptRecorded(AttemptEvent),
 }
 
 impl Event {
@@ -51,6 +55,7 @@ impl Event {
             | Event::LegalHoldPlaced(_)
             | Event::LegalHoldReleased(_)
             | Event::SubjectsErased(_) => EventKind::Privacy,
+            Event::AttemptRecorded(_) => EventKind::ContactAttempt,
         }
     }
 
@@ -71,6 +76,7 @@ impl Event {
             Event::LegalHoldPlaced(_) => "legal_hold_placed",
             Event::LegalHoldReleased(_) => "legal_hold_released",
             Event::SubjectsErased(_) => "subjects_erased",
+            Event::AttemptRecorded(_) => "attempt_recorded",
         }
     }
 
@@ -85,6 +91,7 @@ impl Event {
             Event::ConsumerRegistered(c) => c.identifiers.iter().collect(),
             Event::ConsumerIdentifiersAdded(c) => c.identifiers.iter().collect(),
             Event::LegalHoldPlaced(h) | Event::LegalHoldReleased(h) => vec![&h.contact],
+            Event::AttemptRecorded(a) => vec![&a.contact],
             Event::DncRemoved(_)
             | Event::Redacted(_)
             | Event::PrivacyRequestSubmitted(_)
@@ -105,6 +112,7 @@ pub enum EventKind {
     InboundAction,
     Privacy,
     Redacted,
+    ContactAttempt,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -270,6 +278,20 @@ pub struct DncRemoveEvent {
     pub retain_until: Millis,
 }
 
+/// A contact attempt: made at `at` (server time when the caller gave none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptEvent {
+    pub contact: ContactKey,
+    pub channel: Channel,
+    pub purpose: super::Purpose,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    pub at: Millis,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub campaign_id: String,
+}
+
 /// Record ids are derived from the seq of the event that created them, so every
 /// replica and every replay names them the same way.
 pub fn consent_id(seq: u64) -> String {
@@ -282,6 +304,10 @@ pub fn dnc_id(seq: u64) -> String {
 
 pub fn parse_dnc_id(id: &str) -> Option<u64> {
     id.strip_prefix("dnc-")?.parse().ok()
+}
+
+pub fn attempt_id(seq: u64) -> String {
+    format!("at-{seq}")
 }
 
 pub fn consumer_id(seq: u64) -> String {

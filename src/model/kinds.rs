@@ -131,6 +131,20 @@ vocabulary!(
         ConsentDenied = 10 => "CONSENT_DENIED",
         InvalidRequest = 11 => "INVALID_REQUEST",
         OutsideCallingHours = 12 => "OUTSIDE_CALLING_HOURS",
+        FrequencyLimit = 13 => "FREQUENCY_LIMIT",
+    }
+);
+
+vocabulary!(
+    /// How a contact attempt ended.
+    AttemptOutcome, OutcomeSet, "attempt outcome" {
+        NoAnswer = 0 => "NO_ANSWER",
+        Busy = 1 => "BUSY",
+        Voicemail = 2 => "VOICEMAIL",
+        Connected = 3 => "CONNECTED",
+        Conversation = 4 => "CONVERSATION",
+        Delivered = 5 => "DELIVERED",
+        Failed = 6 => "FAILED",
     }
 );
 

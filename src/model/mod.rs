@@ -7,14 +7,14 @@ pub mod privacy;
 pub mod time;
 
 pub use event::{
-    ConsentEvent, ConsumerEvent, ConsumerIdentifiersEvent, DncAddEvent, DncRemoveEvent,
-    ErasureEvent, Event, EventKind, InboundAction, InboundEvent, LegalHoldEvent, LinkEvent,
-    RedactedEvent, RequestSubmittedEvent, RequestUpdatedEvent, StoredEvent, UnlinkEvent,
+    AttemptEvent, ConsentEvent, ConsumerEvent, ConsumerIdentifiersEvent, DncAddEvent,
+    DncRemoveEvent, ErasureEvent, Event, EventKind, InboundAction, InboundEvent, LegalHoldEvent,
+    LinkEvent, RedactedEvent, RequestSubmittedEvent, RequestUpdatedEvent, StoredEvent, UnlinkEvent,
 };
 pub use ids::{ContactKey, ContactRef, Token, mask};
 pub use kinds::{
-    Channel, ChannelSet, ConsentStatus, Direction, DncType, DncTypeSet, Purpose, PurposeSet,
-    Reason, ReasonSet,
+    AttemptOutcome, Channel, ChannelSet, ConsentStatus, Direction, DncType, DncTypeSet, OutcomeSet,
+    Purpose, PurposeSet, Reason, ReasonSet,
 };
 
 /// Milliseconds since the Unix epoch, UTC. Every time in the core is one of these.

@@ -20,6 +20,13 @@ impl Policies {
             .get(default_name)
             .cloned()
             .ok_or_else(|| format!("default_policy `{default_name}` is not defined"))?;
+        // Every index of this process keeps the attempts the longest window counts.
+        let longest = named
+            .values()
+            .map(|p| p.longest_window_ms())
+            .max()
+            .unwrap_or(0);
+        crate::index::keep_attempts_for(longest);
         Ok(Policies { default, named })
     }
 

@@ -1,5 +1,6 @@
-//! Decision rules 1-6 of docs/rules.md. Pure: the same facts, policy and time give the same decision.
+//! Decision rules 1-7 of docs/rules.md. Pure: the same facts, policy and time give the same decision.
 use super::Policy;
+use super::frequency::FrequencyJudgement;
 use crate::calling::Judgement;
 use crate::index::{ConsentFact, ContactFacts};
 use crate::model::{
@@ -18,6 +19,8 @@ pub struct CheckInput<'a> {
     pub at: Millis,
     /// What the policy's calling hours said of (place, channel, purpose, at).
     pub hours: Judgement,
+    /// What the policy's frequency limits said of the attempts the index holds.
+    pub frequency: FrequencyJudgement,
 }
 
 /// A record behind a reason; formatted to its public id only at the API edge.
@@ -25,6 +28,8 @@ pub struct CheckInput<'a> {
 pub enum RecordId {
     Consent(u64),
     Dnc(u64),
+    /// A contact attempt (counted against a frequency limit).
+    Attempt(u64),
     /// A registry list and the version that held the number.
     Registry {
         list: &'static str,
@@ -40,6 +45,7 @@ impl RecordId {
         let (prefix, n) = match self {
             RecordId::Consent(s) => ("cn-", *s),
             RecordId::Dnc(s) => ("dnc-", *s),
+            RecordId::Attempt(s) => ("at-", *s),
             RecordId::Registry { list, version } => {
                 let mut t = String::with_capacity(16 + list.len());
                 t.push_str("registry:");
@@ -198,7 +204,7 @@ fn express_consent<'f>(
     }
 }
 
-/// Applies rules 2-6 (rule 1, an unparseable contact, is decided before any facts exist).
+/// Applies rules 2-7 (rule 1, an unparseable contact, is decided before any facts exist).
 ///
 /// `facts[0]` is the contact's own identifier; further entries are identifiers linked to
 /// the same person, whose withdrawals and company DNC entries apply too, while registry
@@ -292,6 +298,20 @@ pub fn evaluate(
     if input.hours.outside && input.direction == Direction::Outbound {
         d.reasons.insert(Reason::OutsideCallingHours);
         d.next_allowed_at = input.hours.next_allowed_at;
+    }
+
+    // Rule 7: frequency limits (counted before the facts were read). The limit's lapse was
+    // already moved into the calling hours, so it is never earlier than theirs.
+    if input.frequency.over && input.direction == Direction::Outbound {
+        d.reasons.insert(Reason::FrequencyLimit);
+        for seq in input.frequency.attempt_seqs() {
+            d.matched.push(RecordId::Attempt(*seq));
+        }
+        d.next_allowed_at = match (input.hours.outside, input.frequency.lapses_at) {
+            (_, None) => None,
+            (false, Some(t)) => Some(t),
+            (true, Some(t)) => d.next_allowed_at.map(|h| h.max(t)),
+        };
     }
     d
 }

@@ -1,4 +1,5 @@
 //! Named policies: their TOML form, validation at start-up, and the compiled form the rules read.
+use super::frequency::{FrequencyLimit, FrequencyLimitConfig, state_limits};
 use crate::calling::{CallingContext, CallingHours, RuleConfig, RulesError};
 use crate::model::{Channel, ChannelSet, DAY_MS, DncType, DncTypeSet, Millis, Purpose};
 use serde::Deserialize;
@@ -35,6 +36,10 @@ pub struct PolicyConfig {
     /// The policy's own windows, on top of the rule sets (a company's "never after 20:00").
     #[serde(default)]
     pub calling_windows: Vec<RuleConfig>,
+    /// How often a person may be contacted in a window. Default: Florida's, Oklahoma's and
+    /// Maryland's 3 solicitations in 24 hours on the same subject; `[]` turns limits off.
+    #[serde(default = "state_limits")]
+    pub frequency_limits: Vec<FrequencyLimitConfig>,
 }
 
 fn all_rule_sets() -> Vec<String> {
@@ -78,6 +83,38 @@ impl Default for PolicyConfig {
             allow_registry_bypass: false,
             calling_hours: all_rule_sets(),
             calling_windows: Vec::new(),
+            frequency_limits: state_limits(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Regulation F (12 CFR 1006.14(b)(2)): a debt collector may place at most 7 calls in
+    /// 7 days about a debt, and none within 7 days after a conversation about it. Purpose is
+    /// every purpose: a collections policy governs everything its campaigns place.
+    pub fn regulation_f() -> PolicyConfig {
+        let limit = |name: &str, max_attempts: u32, outcomes: &[&str]| FrequencyLimitConfig {
+            name: name.into(),
+            citation: "12 CFR 1006.14(b)(2)".into(),
+            channels: vec!["VOICE".into()],
+            purposes: Vec::new(),
+            subdivisions: Vec::new(),
+            window_hours: 7 * 24,
+            max_attempts,
+            per: "person".into(),
+            by_subject: true,
+            outcomes: outcomes.iter().map(|o| o.to_string()).collect(),
+        };
+        PolicyConfig {
+            frequency_limits: vec![
+                limit("Regulation F: 7 calls in 7 days about a debt", 7, &[]),
+                limit(
+                    "Regulation F: no call within 7 days after a conversation about a debt",
+                    1,
+                    &["CONVERSATION"],
+                ),
+            ],
+            ..PolicyConfig::default()
         }
     }
 }
@@ -102,6 +139,7 @@ pub struct Policy {
     pub block_inbound: bool,
     pub max_staleness_ms: Option<Millis>,
     pub calling: CallingHours,
+    pub frequency: Vec<FrequencyLimit>,
 }
 
 pub(crate) const fn purpose_index(p: Purpose) -> usize {
@@ -162,6 +200,13 @@ impl Policy {
                 require_consent[purpose_index(p)].insert(ch);
             }
         }
+        let mut frequency = Vec::with_capacity(c.frequency_limits.len());
+        for (i, l) in c.frequency_limits.iter().enumerate() {
+            frequency.push(
+                FrequencyLimit::compile(l)
+                    .map_err(|e| err(&format!("frequency_limits.{i}.{}", e.key), e.message))?,
+            );
+        }
         Ok(Policy {
             name: name.to_string(),
             block_dnc,
@@ -172,7 +217,17 @@ impl Policy {
             block_inbound: c.block_inbound,
             max_staleness_ms: (c.max_staleness_ms > 0).then_some(c.max_staleness_ms as Millis),
             calling,
+            frequency,
         })
+    }
+
+    /// The longest window of the policy's frequency limits (0 without limits).
+    pub fn longest_window_ms(&self) -> Millis {
+        self.frequency
+            .iter()
+            .map(|l| l.window_ms)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn requires_consent(&self, channel: Channel, purpose: Purpose) -> bool {

@@ -42,6 +42,8 @@ fn redact(erase: &HashMap<ContactKey, Token>, ev: &Event) -> Option<Event> {
         }
         Event::IdentityUnlinked(u) => erase.contains_key(&u.contact).then(tombstone).flatten(),
         Event::InboundReceived(i) => erase.contains_key(&i.contact).then(tombstone).flatten(),
+        // An attempt says who was called about what: it goes with the person's other data.
+        Event::AttemptRecorded(a) => erase.contains_key(&a.contact).then(tombstone).flatten(),
         Event::ConsumerRegistered(c) => {
             let (ids, changed) = map_all(&c.identifiers, &token);
             changed.then_some(Event::ConsumerRegistered(crate::model::ConsumerEvent {

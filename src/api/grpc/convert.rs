@@ -2,8 +2,8 @@
 use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus, EntryView};
 use crate::index::ConsentView;
 use crate::model::{
-    Channel, ConsentStatus, Direction, DncType, Event, EventKind, InboundAction, Millis, Purpose,
-    Reason, StoredEvent,
+    AttemptOutcome, Channel, ConsentStatus, Direction, DncType, Event, EventKind, InboundAction,
+    Millis, Purpose, Reason, StoredEvent,
 };
 use crate::proto as pb;
 use prost_types::Timestamp;
@@ -56,6 +56,12 @@ enum_arg!(jurisdiction_arg, pb::Jurisdiction, crate::model::privacy::Jurisdictio
 });
 enum_arg!(import_mode_arg, pb::ImportMode, crate::registry::ImportMode, {
     Full => crate::registry::ImportMode::Full, Changes => crate::registry::ImportMode::Changes,
+});
+enum_arg!(outcome_arg, pb::AttemptOutcome, AttemptOutcome, {
+    NoAnswer => AttemptOutcome::NoAnswer, Busy => AttemptOutcome::Busy,
+    Voicemail => AttemptOutcome::Voicemail, Connected => AttemptOutcome::Connected,
+    Conversation => AttemptOutcome::Conversation, Delivered => AttemptOutcome::Delivered,
+    Failed => AttemptOutcome::Failed,
 });
 enum_arg!(dnc_type_arg, pb::DncType, DncType, {
     Federal => DncType::Federal, State => DncType::State, Corporate => DncType::Corporate,
@@ -114,6 +120,7 @@ pub fn reason_pb(r: Reason) -> pb::Reason {
         Reason::ConsentDenied => pb::Reason::ConsentDenied,
         Reason::InvalidRequest => pb::Reason::InvalidRequest,
         Reason::OutsideCallingHours => pb::Reason::OutsideCallingHours,
+        Reason::FrequencyLimit => pb::Reason::FrequencyLimit,
     }
 }
 
@@ -193,23 +200,52 @@ pub fn dnc_entry(v: &EntryView) -> pb::DncEntry {
     }
 }
 
+pub fn entry_status_pb(s: EntryStatus) -> pb::EntryStatus {
+    match s {
+        EntryStatus::Accepted => pb::EntryStatus::Accepted,
+        EntryStatus::Duplicate => pb::EntryStatus::Duplicate,
+        EntryStatus::Invalid => pb::EntryStatus::Invalid,
+        EntryStatus::NotFound => pb::EntryStatus::NotFound,
+    }
+}
+
 pub fn entry_results(o: &EntriesOutcome) -> Vec<pb::EntryResult> {
     o.results
         .iter()
         .map(|r| pb::EntryResult {
             index: r.index,
-            status: match r.status {
-                EntryStatus::Accepted => pb::EntryStatus::Accepted,
-                EntryStatus::Duplicate => pb::EntryStatus::Duplicate,
-                EntryStatus::Invalid => pb::EntryStatus::Invalid,
-                EntryStatus::NotFound => pb::EntryStatus::NotFound,
-            } as i32,
+            status: entry_status_pb(r.status) as i32,
             entry_id: r.entry_ids.first().cloned().unwrap_or_default(),
             normalized_contact: r.normalized_contact.clone(),
             error: r.error.clone(),
             entry_ids: r.entry_ids.clone(),
         })
         .collect()
+}
+
+pub fn outcome_pb(o: AttemptOutcome) -> pb::AttemptOutcome {
+    match o {
+        AttemptOutcome::NoAnswer => pb::AttemptOutcome::NoAnswer,
+        AttemptOutcome::Busy => pb::AttemptOutcome::Busy,
+        AttemptOutcome::Voicemail => pb::AttemptOutcome::Voicemail,
+        AttemptOutcome::Connected => pb::AttemptOutcome::Connected,
+        AttemptOutcome::Conversation => pb::AttemptOutcome::Conversation,
+        AttemptOutcome::Delivered => pb::AttemptOutcome::Delivered,
+        AttemptOutcome::Failed => pb::AttemptOutcome::Failed,
+    }
+}
+
+/// An attempt as recorded (contact normalized, `at` resolved).
+pub fn attempt_pb(a: &crate::model::AttemptEvent) -> pb::Attempt {
+    pb::Attempt {
+        contact: a.contact.to_string(),
+        channel: channel_pb(a.channel) as i32,
+        purpose: purpose_pb(a.purpose) as i32,
+        subject: a.subject.clone(),
+        at: Some(ms_to_ts(a.at)),
+        outcome: outcome_pb(a.outcome) as i32,
+        campaign_id: a.campaign_id.clone(),
+    }
 }
 
 pub fn inbound_action_pb(a: InboundAction) -> pb::InboundAction {
@@ -231,6 +267,7 @@ pub fn event_kind_pb(k: EventKind) -> pb::EventKind {
         EventKind::InboundAction => pb::EventKind::InboundAction,
         EventKind::Privacy => pb::EventKind::Privacy,
         EventKind::Redacted => pb::EventKind::Redacted,
+        EventKind::ContactAttempt => pb::EventKind::ContactAttempt,
     }
 }
 
@@ -248,6 +285,7 @@ pub fn event_kinds(kinds: &[i32]) -> Result<Vec<EventKind>, crate::error::Error>
             Ok(pb::EventKind::InboundAction) => Ok(EventKind::InboundAction),
             Ok(pb::EventKind::Privacy) => Ok(EventKind::Privacy),
             Ok(pb::EventKind::Redacted) => Ok(EventKind::Redacted),
+            Ok(pb::EventKind::ContactAttempt) => Ok(EventKind::ContactAttempt),
             _ => Err(crate::error::Error::invalid(
                 format!("kinds[{i}]"),
                 format!("unknown event kind `{k}`"),
@@ -291,6 +329,11 @@ pub fn change_event(ev: &StoredEvent) -> pb::ChangeEvent {
         }
         Event::LegalHoldPlaced(h) | Event::LegalHoldReleased(h) => {
             out.contact = h.contact.to_string()
+        }
+        Event::AttemptRecorded(a) => {
+            out.contact = a.contact.to_string();
+            out.channel = channel_pb(a.channel) as i32;
+            out.attempt = Some(attempt_pb(a));
         }
         // Registrations name identifiers in clear; watchers get the kind, not the data.
         Event::Redacted(_)

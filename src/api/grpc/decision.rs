@@ -53,6 +53,7 @@ fn request(r: &pb::CheckRequest) -> CheckRequest<'_> {
         at: r.at.as_ref().map(ts_to_ms).into(),
         correlation_id: &r.correlation_id,
         postal_code: &r.postal_code,
+        subject: &r.subject,
     }
 }
 

@@ -2,7 +2,10 @@
 //! instead of tonic's router (an axum router that parses URL parameters and boxes every
 //! call a second time), which was 5% of a unary check's CPU.
 use crate::api::grpc::services;
-use crate::api::grpc::{AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi};
+use crate::api::grpc::{
+    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi,
+};
+use crate::proto::attempt_service_server::AttemptServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::consent_service_server::ConsentServiceServer;
 use crate::proto::decision_service_server::DecisionServiceServer;
@@ -31,6 +34,7 @@ pub enum Handler {
     Decision(DecisionServiceServer<DecisionApi>),
     Consent(ConsentServiceServer<ConsentApi>),
     Dnc(DncServiceServer<DncApi>),
+    Attempts(AttemptServiceServer<AttemptApi>),
     Events(EventServiceServer<EventApi>),
     Audit(AuditServiceServer<AuditApi>),
     Privacy(PrivacyServiceServer<PrivacyApi>),
@@ -45,6 +49,7 @@ impl Handler {
             Handler::Decision(_) => Some(DecisionServiceServer::<DecisionApi>::NAME),
             Handler::Consent(_) => Some(ConsentServiceServer::<ConsentApi>::NAME),
             Handler::Dnc(_) => Some(DncServiceServer::<DncApi>::NAME),
+            Handler::Attempts(_) => Some(AttemptServiceServer::<AttemptApi>::NAME),
             Handler::Events(_) => Some(EventServiceServer::<EventApi>::NAME),
             Handler::Audit(_) => Some(AuditServiceServer::<AuditApi>::NAME),
             Handler::Privacy(_) => Some(PrivacyServiceServer::<PrivacyApi>::NAME),
@@ -57,6 +62,7 @@ impl Handler {
             Handler::Decision(s) => s.clone().call(req),
             Handler::Consent(s) => s.clone().call(req),
             Handler::Dnc(s) => s.clone().call(req),
+            Handler::Attempts(s) => s.clone().call(req),
             Handler::Events(s) => s.clone().call(req),
             Handler::Audit(s) => s.clone().call(req),
             Handler::Privacy(s) => s.clone().call(req),

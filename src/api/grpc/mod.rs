@@ -1,4 +1,5 @@
 //! The gRPC transport (tonic): the preflight.v1 services, health and reflection.
+mod attempts;
 mod consent;
 pub mod convert;
 mod decision;
@@ -9,6 +10,7 @@ pub mod gate;
 pub mod lanes;
 pub mod services;
 
+pub use attempts::AttemptApi;
 pub use consent::ConsentApi;
 pub use decision::DecisionApi;
 pub use dnc::DncApi;

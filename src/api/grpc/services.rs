@@ -17,6 +17,7 @@ pub struct ServiceSpec {
 pub const DECISION: &str = "preflight.v1.DecisionService";
 pub const CONSENT: &str = "preflight.v1.ConsentService";
 pub const DNC: &str = "preflight.v1.DncService";
+pub const ATTEMPTS: &str = "preflight.v1.AttemptService";
 pub const EVENTS: &str = "preflight.v1.EventService";
 pub const AUDIT: &str = "preflight.v1.AuditService";
 pub const PRIVACY: &str = "preflight.v1.PrivacyService";
@@ -48,6 +49,12 @@ pub static SERVICES: &[ServiceSpec] = &[
             ("RemoveEntries", Some(Role::Write)),
             ("GetEntries", Some(Role::Write)),
         ],
+        health: true,
+    },
+    ServiceSpec {
+        name: ATTEMPTS,
+        role: Some(Role::Write),
+        methods: &[],
         health: true,
     },
     ServiceSpec {

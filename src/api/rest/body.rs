@@ -1,8 +1,11 @@
 //! The REST facade's JSON and form bodies, and their conversion to and from engine types.
-use crate::engine::{Arg, CheckOutcome, CheckRequest, ConsentRequest, InboundRequest, When};
+use crate::engine::{
+    Arg, AttemptRequest, CheckOutcome, CheckRequest, ConsentRequest, InboundRequest,
+    RecordAttemptsRequest, When,
+};
 use crate::error::{Error, Result};
 use crate::model::time::parse_time;
-use crate::model::{Channel, ConsentStatus, Direction, Millis, Purpose};
+use crate::model::{AttemptOutcome, Channel, ConsentStatus, Direction, Millis, Purpose};
 use serde::{Deserialize, Serialize};
 
 /// An enum field as JSON clients write it (`"sms"`, `"SMS"`); empty or absent is unset.
@@ -53,6 +56,9 @@ pub struct CheckBody {
     /// US ZIP or Canadian postal code (`zip` is taken too).
     #[serde(default, alias = "zip")]
     pub postal_code: String,
+    /// What the contact is about, for frequency limits counted by subject.
+    #[serde(default)]
+    pub subject: String,
 }
 
 impl CheckBody {
@@ -74,6 +80,7 @@ impl CheckBody {
             },
             correlation_id: &self.correlation_id,
             postal_code: &self.postal_code,
+            subject: &self.subject,
         }
     }
 }
@@ -348,5 +355,64 @@ mod tests {
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Message>A&amp;B &lt;stop&gt;</Message></Response>"#
         );
         assert!(twiml("").ends_with("<Response/>"));
+    }
+}
+
+/// One attempt of POST /v1/attempts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptBody {
+    #[serde(default)]
+    pub contact: String,
+    pub channel: Option<String>,
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub subject: String,
+    pub at: Option<TimeArg>,
+    pub outcome: Option<String>,
+    #[serde(default)]
+    pub campaign_id: String,
+}
+
+/// POST /v1/attempts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptsBody {
+    #[serde(default)]
+    pub attempts: Vec<AttemptBody>,
+    #[serde(default)]
+    pub idempotency_key: String,
+    #[serde(default)]
+    pub default_region: String,
+}
+
+impl AttemptsBody {
+    /// The engine's request; a bad `at` is reported for its attempt alone, by the engine.
+    pub fn request(self, idempotency_header: Option<&str>) -> Result<RecordAttemptsRequest> {
+        Ok(RecordAttemptsRequest {
+            idempotency_key: idempotency(self.idempotency_key, idempotency_header)?,
+            default_region: self.default_region,
+            attempts: self
+                .attempts
+                .into_iter()
+                .map(|a| {
+                    let (at, at_text) = match a.at {
+                        None => (None, None),
+                        Some(TimeArg::Millis(ms)) => (Some(ms), None),
+                        Some(TimeArg::Text(t)) => (None, Some(t)),
+                    };
+                    AttemptRequest {
+                        channel: arg(&a.channel, Channel::parse),
+                        purpose: arg(&a.purpose, Purpose::parse),
+                        outcome: arg(&a.outcome, AttemptOutcome::parse),
+                        at,
+                        at_text,
+                        contact: a.contact,
+                        subject: a.subject,
+                        campaign_id: a.campaign_id,
+                    }
+                })
+                .collect(),
+        })
     }
 }

@@ -37,6 +37,7 @@ pub fn route_role(path: &str) -> Option<Role> {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
         "/v1/check" | "/v1/check/batch" => role("/preflight.v1.DecisionService/CheckBatch"),
         "/v1/consent" => role("/preflight.v1.ConsentService/RecordConsent"),
+        "/v1/attempts" => role("/preflight.v1.AttemptService/RecordAttempts"),
         "/v1/inbound" | "/v1/webhooks/sms" => role("/preflight.v1.ConsentService/ProcessInbound"),
         _ => Some(Role::Admin),
     }

@@ -1,7 +1,7 @@
 //! The REST routes: read the body, call the engine, convert the answer.
 use super::body::{
-    CheckBatchBody, CheckBatchResult, CheckBody, CheckResult, ConsentBody, ConsentResult,
-    InboundBody, InboundResult, SmsWebhookForm, twiml,
+    AttemptsBody, CheckBatchBody, CheckBatchResult, CheckBody, CheckResult, ConsentBody,
+    ConsentResult, InboundBody, InboundResult, SmsWebhookForm, twiml,
 };
 use super::{ApiError, OPENAPI, RestState};
 use crate::audit::Caller;
@@ -22,6 +22,7 @@ pub const PATHS: &[&str] = &[
     "/v1/check",
     "/v1/check/batch",
     "/v1/consent",
+    "/v1/attempts",
     "/v1/inbound",
     "/v1/webhooks/sms",
     "/metrics",
@@ -37,6 +38,7 @@ pub fn routes() -> Router<RestState> {
         .route("/v1/check", get(check))
         .route("/v1/check/batch", post(check_batch))
         .route("/v1/consent", post(consent))
+        .route("/v1/attempts", post(attempts))
         .route("/v1/inbound", post(inbound))
         .route("/v1/webhooks/sms", post(sms_webhook))
         .route("/metrics", get(metrics))
@@ -151,6 +153,38 @@ async fn consent(
         duplicate: out.duplicate,
         normalized_contact: out.normalized_contact,
     }))
+}
+
+/// Contact attempts, a result per attempt (an HTTP 207 in spirit: the call succeeds and
+/// each attempt says whether it was recorded).
+async fn attempts(
+    State(s): State<RestState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: AttemptsBody = json(&headers, &bytes)?;
+    let who = caller(&ext, &headers);
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let out = s.engine.record_attempts(body.request(key)?, &who).await?;
+    let results: Vec<serde_json::Value> = out
+        .results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "index": r.index,
+                "status": r.status.as_str(),
+                "attempt_id": r.attempt_id,
+                "normalized_contact": r.normalized_contact,
+                "error": r.error,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "results": results,
+        "seq": out.seq,
+        "duplicate": out.duplicate,
+    })))
 }
 
 async fn inbound(

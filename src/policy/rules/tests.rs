@@ -63,6 +63,7 @@ fn input(channel: Channel, purpose: Purpose) -> CheckInput<'static> {
         direction: Direction::Outbound,
         at: NOW,
         hours: Default::default(),
+        frequency: Default::default(),
     }
 }
 
