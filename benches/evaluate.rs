@@ -3,7 +3,9 @@
 //!     PREFLIGHT_BENCH_CONTACTS=1000000 cargo bench --bench evaluate
 use criterion::{Criterion, criterion_group, criterion_main};
 use preflight::engine::{Arg, CheckRequest, When};
-use preflight::model::{Channel, Purpose};
+use preflight::model::{
+    AttemptEvent, AttemptOutcome, Channel, ContactKey, Event, Purpose, StoredEvent,
+};
 use std::hint::black_box;
 
 #[path = "support.rs"]
@@ -28,27 +30,68 @@ fn bench(c: &mut Criterion) {
     let all: Vec<String> = (0..n)
         .map(|i| format!("+{}", support::phone((i * 7_919 + 13) % n)))
         .collect();
+    // Two calls an hour ago for every contact of the hot set, so that the cases with limits
+    // count attempts (below every limit: the whole decision is still worked out).
+    let index = engine.index();
+    let day = support::daytime_ms();
+    let mut seq = index.seq();
+    for i in 0..4096u64 {
+        for k in 0..2 {
+            seq += 1;
+            index.apply(&StoredEvent {
+                seq,
+                recorded_at: day,
+                event: Event::AttemptRecorded(AttemptEvent {
+                    contact: ContactKey::Phone(support::phone((i * 7919) % n)),
+                    channel: Channel::Voice,
+                    purpose: Purpose::Marketing,
+                    subject: "spring".into(),
+                    at: day - 3_600_000 + k * 60_000,
+                    outcome: AttemptOutcome::NoAnswer,
+                    campaign_id: String::new(),
+                }),
+            });
+        }
+    }
     let mut g = c.benchmark_group(format!("check/{n}_contacts"));
     // Calling hours are judged on every check; inside them by default, and at 00:00 in New
     // York (every check blocked, `next_allowed_at` worked out) for the last case.
-    let day = support::daytime_ms();
     let night = day + 10 * 3_600_000;
     // The first four cycle through 4,096 contacts spread over the overlay (a hot working set).
-    for (name, set, at) in [
-        ("e164_hit", &inputs, day),
-        ("e164_miss", &misses, day),
-        ("nanp10", &nanp10, day),
-        ("formatted", &formatted, day),
-        ("e164_random_all", &all, day),
-        ("e164_hit_outside_hours", &inputs, night),
+    // The last two call (VOICE) with frequency limits on: the default policy's state limits
+    // (a sixteenth of the contacts are Florida numbers) and Regulation F's (every contact),
+    // each counting the contact's attempts.
+    for (name, set, at, channel, policy) in [
+        ("e164_hit", &inputs, day, Channel::Sms, ""),
+        ("e164_miss", &misses, day, Channel::Sms, ""),
+        ("nanp10", &nanp10, day, Channel::Sms, ""),
+        ("formatted", &formatted, day, Channel::Sms, ""),
+        ("e164_random_all", &all, day, Channel::Sms, ""),
+        ("e164_hit_outside_hours", &inputs, night, Channel::Sms, ""),
+        (
+            "e164_hit_voice_state_limits",
+            &inputs,
+            day,
+            Channel::Voice,
+            "",
+        ),
+        (
+            "e164_hit_voice_regulation_f",
+            &inputs,
+            day,
+            Channel::Voice,
+            "regulation_f",
+        ),
     ] {
         let reqs: Vec<CheckRequest<'_>> = set
             .iter()
             .map(|s| CheckRequest {
                 contact: s,
-                channel: Arg::Set(Channel::Sms),
+                channel: Arg::Set(channel),
                 purpose: Arg::Set(Purpose::Marketing),
                 at: When::Millis(at),
+                subject: "spring",
+                policy,
                 ..Default::default()
             })
             .collect();

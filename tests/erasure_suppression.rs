@@ -474,6 +474,28 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         })
         .await
         .unwrap();
+    // Contact attempts name who was called about what.
+    let attempt = |contact: &str, channel: Ch, outcome: pb::AttemptOutcome| pb::Attempt {
+        contact: contact.into(),
+        channel: channel as i32,
+        subject: "debt AC-55120".into(),
+        outcome: outcome as i32,
+        campaign_id: "collections".into(),
+        ..Default::default()
+    };
+    let r = pb::attempt_service_client::AttemptServiceClient::new(ch.clone())
+        .record_attempts(pb::RecordAttemptsRequest {
+            attempts: vec![
+                attempt(phone, Ch::Voice, pb::AttemptOutcome::Voicemail),
+                attempt(email, Ch::Email, pb::AttemptOutcome::Delivered),
+            ],
+            idempotency_key: "dialer-batch-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results.iter().all(|x| x.error.is_empty()), "{r:?}");
     let mut p = privacy(&ch);
     let consumer = p
         .register_consumer(pb::RegisterConsumerRequest {
@@ -506,6 +528,7 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         "crm-7733",
         "QX-8812",
         "TK-99817",
+        "AC-55120",
     ];
     server.stop();
     let held = stored_traces(dir, &needles);
