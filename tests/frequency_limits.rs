@@ -631,7 +631,7 @@ async fn record_attempts_reports_each_bad_attempt_and_records_the_rest() {
     engine.index().each_attempt(
         &preflight::model::ContactRef::Phone(13055550140),
         false,
-        &mut |a| held.push(a.at()),
+        &mut |a, _| held.push(a.at()),
     );
     assert_eq!(held, [now, now + 60_000]);
     // A retry gets the first answer and writes nothing.

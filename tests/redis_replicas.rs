@@ -220,6 +220,34 @@ async fn replicas_wait_for_redis_then_share_every_write() {
 
     let (seq, _) = converged(&c, &[&a, &b, &r3]).await;
     assert_eq!(seq, 3);
+
+    // Attempts recorded through one replica count on every other: Florida's 3 a day.
+    let call = pb::Attempt {
+        contact: "3055550104".into(),
+        channel: Ch::Voice as i32,
+        purpose: P::Marketing as i32,
+        subject: "roof".into(),
+        outcome: pb::AttemptOutcome::NoAnswer as i32,
+        ..Default::default()
+    };
+    pb::attempt_service_client::AttemptServiceClient::new(b_ch.clone())
+        .record_attempts(pb::RecordAttemptsRequest {
+            attempts: vec![call.clone(), call.clone(), call],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ch = c_ch.clone();
+    until("the attempts on c", || {
+        let ch = ch.clone();
+        async move {
+            let d = check(&ch, "3055550104", Ch::Voice, P::Marketing).await;
+            reasons(&d).contains(&R::FrequencyLimit)
+        }
+    })
+    .await;
+    let (seq, _) = converged(&c, &[&a, &b, &r3]).await;
+    assert_eq!(seq, 6);
     let (_, body) = readyz(&b);
     assert_eq!(body["store"]["kind"], "redis");
     assert_eq!(body["store"]["connected"], true);

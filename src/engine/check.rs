@@ -151,29 +151,18 @@ impl Engine {
             _ => None,
         };
         let location = places().locate(phone, postal);
-        let (hours, frequency) = match direction {
-            Direction::Outbound => (
-                policy.calling.judge(&location, channel, purpose, at),
-                self.frequency(
-                    policy,
-                    &contact,
-                    &location,
-                    channel,
-                    purpose,
-                    req.subject,
-                    at,
-                ),
-            ),
+        let hours = match direction {
+            Direction::Outbound => policy.calling.judge(&location, channel, purpose, at),
             Direction::Inbound => Default::default(),
         };
-        let input = CheckInput {
+        let mut input = CheckInput {
             channel,
             purpose,
             category: (!category.is_empty()).then_some(category),
             direction,
             at,
             hours,
-            frequency,
+            frequency: FrequencyJudgement::default(),
         };
         let age = index_age_ms.unwrap_or(Millis::MAX);
         // The registry loads start now and arrive while the index is read.
@@ -182,6 +171,21 @@ impl Engine {
             lists.prefetch(&[*p]);
         }
         let decision = self.index.with_facts(&contact, |facts, seq| {
+            // The facts hold more than the contact's own only when it has a person whose
+            // other identifiers count too: otherwise their attempts need no lookup.
+            if direction == Direction::Outbound {
+                let linked = facts.len() > 1;
+                input.frequency = self.frequency(
+                    policy,
+                    &contact,
+                    linked,
+                    &location,
+                    channel,
+                    purpose,
+                    req.subject,
+                    at,
+                );
+            }
             let mut hits = [RegistryHit::EMPTY; MAX_HITS];
             let n = match &contact {
                 ContactRef::Phone(p) => lists.hits(*p, &mut hits),
@@ -200,14 +204,15 @@ impl Engine {
         })
     }
 
-    /// What the policy's frequency limits say of the attempts held for the contact (and its
-    /// person). A limit reached lapses when its oldest counted attempt leaves the window, and
+    /// What the policy's frequency limits say of the attempts held for the contact (and, when
+    /// it is `linked` to a person, the person's other identifiers). A limit reached lapses when its oldest counted attempt leaves the window, and
     /// then only once the calling hours allow (so `lapses_at` is when both have lapsed).
     #[allow(clippy::too_many_arguments)]
     fn frequency(
         &self,
         policy: &Policy,
         contact: &ContactRef<'_>,
+        linked: bool,
         location: &Location,
         channel: Channel,
         purpose: Purpose,
@@ -224,7 +229,7 @@ impl Engine {
             purpose,
             subject_hash(subject),
             at,
-            |per_person, f| self.index.each_attempt(contact, per_person, f),
+            |per_person, f| self.index.each_attempt(contact, per_person && linked, f),
         );
         if let Some(lapse) = j.lapses_at {
             let then = policy.calling.judge(location, channel, purpose, lapse);

@@ -443,19 +443,19 @@ impl Index {
         }
     }
 
-    /// Calls `f` with every attempt held that counts for `key`: its own and, with
-    /// `person_wide`, those of every identifier of the person it is linked to (the person's
-    /// external id included). Allocates only for a linked identifier.
+    /// Calls `f` with every attempt held for `key` (and `true`) and, with `person_wide`,
+    /// those of every other identifier of the person it is linked to, the person's external
+    /// id included (and `false`). Allocates only for a linked identifier.
     pub fn each_attempt(
         &self,
         key: &ContactRef<'_>,
         person_wide: bool,
-        f: &mut dyn FnMut(&Attempt),
+        f: &mut dyn FnMut(&Attempt, bool),
     ) {
         if self.attempts.is_empty() {
             return;
         }
-        self.attempts.each(key, f);
+        self.attempts.each(key, &mut |a| f(a, true));
         if !person_wide {
             return;
         }
@@ -464,11 +464,11 @@ impl Index {
         };
         let person_key = ContactRef::External(&person);
         if person_key != *key {
-            self.attempts.each(&person_key, f);
+            self.attempts.each(&person_key, &mut |a| f(a, false));
         }
         for m in &members {
             if key_ref(m) != *key {
-                self.attempts.each(&key_ref(m), f);
+                self.attempts.each(&key_ref(m), &mut |a| f(a, false));
             }
         }
     }

@@ -5,9 +5,13 @@ use crate::calling::places::{SubId, places};
 use crate::index::Attempt;
 use crate::model::{AttemptOutcome, Channel, ChannelSet, Millis, OutcomeSet, Purpose, PurposeSet};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 /// The most attempts a limit may allow in its window (the count keeps that many times).
 pub const MAX_LIMIT: u32 = 64;
+
+/// The most limits one policy may have (a check marks those that apply in one word).
+pub const MAX_LIMITS: usize = 64;
 
 /// The longest window a limit may have: 31 days, the calling hours' horizon too.
 pub const MAX_WINDOW_HOURS: u32 = 31 * 24;
@@ -210,40 +214,6 @@ impl FrequencyLimit {
     }
 }
 
-/// The most recent counted attempts of one limit, newest first, at most `max_attempts`.
-struct Newest {
-    items: [(Millis, u64); MAX_LIMIT as usize],
-    len: usize,
-    cap: usize,
-    total: u32,
-}
-
-impl Newest {
-    fn new(cap: u32) -> Newest {
-        Newest {
-            items: [(0, 0); MAX_LIMIT as usize],
-            len: 0,
-            cap: cap as usize,
-            total: 0,
-        }
-    }
-
-    fn add(&mut self, at: Millis, seq: u64) {
-        self.total += 1;
-        let pos = self.items[..self.len]
-            .iter()
-            .position(|x| (at, seq) > *x)
-            .unwrap_or(self.len);
-        if pos >= self.cap {
-            return;
-        }
-        let end = self.len.min(self.cap - 1);
-        self.items.copy_within(pos..end, pos + 1);
-        self.items[pos] = (at, seq);
-        self.len = (self.len + 1).min(self.cap);
-    }
-}
-
 /// What the frequency limits said of a check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrequencyJudgement {
@@ -262,8 +232,13 @@ impl FrequencyJudgement {
     }
 }
 
+/// Attempts a check gathered, each with whether it is the checked identifier's own; inline
+/// up to 16 (a person called more often within the longest window spills to the heap).
+type Gathered = SmallVec<[(Attempt, bool); 16]>;
+
 /// Counts the attempts `each` hands out against every limit that applies. `each` is called
-/// once per limit with `per_person` (so a limit per contact reads only the contact's).
+/// once, only when some limit applies, with whether any of them counts the whole person;
+/// it hands out each attempt with whether it is the checked identifier's own.
 pub fn judge(
     limits: &[FrequencyLimit],
     loc: &Location,
@@ -271,25 +246,51 @@ pub fn judge(
     purpose: Purpose,
     subject: u32,
     at: Millis,
-    mut each: impl FnMut(bool, &mut dyn FnMut(&Attempt)),
+    each: impl FnOnce(bool, &mut dyn FnMut(&Attempt, bool)),
 ) -> FrequencyJudgement {
     let mut j = FrequencyJudgement::default();
-    for limit in limits.iter().filter(|l| l.applies(loc, channel, purpose)) {
-        let mut newest = Newest::new(limit.max_attempts);
-        each(limit.per_person, &mut |a: &Attempt| {
-            if limit.counts(a, subject, at) {
-                newest.add(a.at(), a.seq());
-            }
-        });
-        if newest.total < limit.max_attempts {
+    // Which limits apply, found once (a policy has at most MAX_LIMITS).
+    let mut applying = 0u64;
+    let mut person_wide = false;
+    for (i, l) in limits.iter().enumerate().take(MAX_LIMITS) {
+        if l.applies(loc, channel, purpose) {
+            applying |= 1 << i;
+            person_wide |= l.per_person;
+        }
+    }
+    if applying == 0 {
+        return j;
+    }
+    let mut gathered = Gathered::new();
+    each(person_wide, &mut |a: &Attempt, own: bool| {
+        gathered.push((*a, own))
+    });
+    if gathered.is_empty() {
+        return j;
+    }
+    let mut counted: SmallVec<[(Millis, u64); 16]> = SmallVec::new();
+    for (_, limit) in limits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < MAX_LIMITS && applying & (1 << i) != 0)
+    {
+        counted.clear();
+        counted.extend(
+            gathered
+                .iter()
+                .filter(|(a, own)| (*own || limit.per_person) && limit.counts(a, subject, at))
+                .map(|(a, _)| (a.at(), a.seq())),
+        );
+        let max = limit.max_attempts as usize;
+        if counted.len() < max {
             continue;
         }
         j.over = true;
-        // The oldest of the newest `max` leaves the window last of those that must.
-        let (oldest, _) = newest.items[newest.len - 1];
-        let lapse = oldest + limit.window_ms;
+        // Newest first: the max-th newest is the one whose leaving the window frees a place.
+        counted.sort_unstable_by(|a, b| b.cmp(a));
+        let lapse = counted[max - 1].0 + limit.window_ms;
         j.lapses_at = Some(j.lapses_at.map_or(lapse, |l: Millis| l.max(lapse)));
-        for &(_, seq) in &newest.items[..newest.len] {
+        for &(_, seq) in &counted[..max] {
             if j.n_attempts < j.attempts.len() && !j.attempt_seqs().contains(&seq) {
                 j.attempts[j.n_attempts] = seq;
                 j.n_attempts += 1;
@@ -348,7 +349,7 @@ mod tests {
             Purpose::Marketing,
             crate::index::subject_hash(subject),
             at,
-            |_, f| attempts.iter().for_each(&mut *f),
+            |_, f| attempts.iter().for_each(|a| f(a, true)),
         )
     }
 

@@ -200,6 +200,17 @@ impl Policy {
                 require_consent[purpose_index(p)].insert(ch);
             }
         }
+        // A check counts at most this many limits (a bit each), so more is refused, not cut.
+        if c.frequency_limits.len() > super::frequency::MAX_LIMITS {
+            return Err(err(
+                "frequency_limits",
+                format!(
+                    "{} limits, at most {}",
+                    c.frequency_limits.len(),
+                    super::frequency::MAX_LIMITS
+                ),
+            ));
+        }
         let mut frequency = Vec::with_capacity(c.frequency_limits.len());
         for (i, l) in c.frequency_limits.iter().enumerate() {
             frequency.push(
