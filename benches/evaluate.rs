@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
     let index = engine.index();
     let day = support::daytime_ms();
     let mut seq = index.seq();
+    let bytes_before = index.bytes();
     for i in 0..4096u64 {
         for k in 0..2 {
             seq += 1;
@@ -53,6 +54,12 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    println!(
+        "attempts: {} held, index accounting {:.1} bytes an attempt (16 a record, the rest the \
+         map's entry for each identifier with two)",
+        index.attempts_held(),
+        (index.bytes() - bytes_before) as f64 / index.attempts_held() as f64
+    );
     let mut g = c.benchmark_group(format!("check/{n}_contacts"));
     // Calling hours are judged on every check; inside them by default, and at 00:00 in New
     // York (every check blocked, `next_allowed_at` worked out) for the last case.

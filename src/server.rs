@@ -271,11 +271,16 @@ pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
     let e = engine.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
+        for minute in 0u64.. {
             tick.tick().await;
             e.privacy_metrics();
             e.expire_bundles();
-            e.prune_attempts();
+            // Only memory: checks never count an attempt past its window, and each new
+            // attempt prunes its identifier's list. The sweep walks every shard under its
+            // write lock, so it runs seldom.
+            if minute % 15 == 14 {
+                e.prune_attempts();
+            }
         }
     });
     Ok(())
