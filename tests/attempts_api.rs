@@ -26,21 +26,6 @@ fn call(contact: &str, subject: &str) -> pb::Attempt {
     }
 }
 
-fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body.to_string().as_bytes())
-        .expect("POST");
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap())
-}
-
 fn roof_check() -> pb::CheckRequest {
     pb::CheckRequest {
         subject: "ROOF".into(),

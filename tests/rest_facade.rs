@@ -18,20 +18,6 @@ fn get(url: &str) -> (u16, String) {
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
 }
 
-fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    let mut r = agent()
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body.to_string().as_bytes())
-        .expect("POST");
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
-    )
-}
-
 fn post_form(url: &str, form: &str) -> (u16, String, String) {
     let mut r = agent()
         .post(url)

@@ -86,11 +86,7 @@ fn resolve(plan: &[Planned], n_events: u64, first_seq: u64, index_seq: u64) -> A
         .collect();
     AttemptsOutcome {
         results,
-        seq: if n_events == 0 {
-            index_seq
-        } else {
-            first_seq + n_events - 1
-        },
+        seq: super::writes::seq_after(first_seq, n_events, index_seq),
         duplicate: false,
     }
 }

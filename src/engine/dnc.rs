@@ -133,11 +133,7 @@ fn resolve(plan: Vec<Planned>, n_events: u64, first_seq: u64, index_seq: u64) ->
         .collect();
     EntriesOutcome {
         results,
-        seq: if n_events == 0 {
-            index_seq
-        } else {
-            first_seq + n_events - 1
-        },
+        seq: super::writes::seq_after(first_seq, n_events, index_seq),
         duplicate: false,
     }
 }

@@ -9,6 +9,15 @@ use sha2::{Digest, Sha256};
 
 const MAX_KEY_LEN: usize = crate::model::limits::MAX_KEY;
 
+/// The seq after a call's last write: its last event's, or the index's when it wrote none.
+pub(super) fn seq_after(first_seq: u64, n_events: u64, index_seq: u64) -> u64 {
+    if n_events == 0 {
+        index_seq
+    } else {
+        first_seq + n_events - 1
+    }
+}
+
 impl Engine {
     /// Commits `events` and answers with `build(first_seq)`; under an idempotency key the
     /// answer is stored with the events in one transaction, and a retry returns it

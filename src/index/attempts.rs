@@ -3,9 +3,14 @@ use crate::model::{
     AttemptEvent, AttemptOutcome, Channel, ContactKey, ContactRef, Millis, Purpose,
 };
 use dashmap::DashMap;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
+/// One identifier's attempts: the first inline in the map's entry (most identifiers have one
+/// inside a window), more on the heap.
+pub type AttemptList = SmallVec<[Attempt; 1]>;
 
 /// One attempt as limits read it. Times are whole seconds rounded up, so an attempt is
 /// counted for at most a second longer than its window, never shorter.
@@ -160,7 +165,7 @@ pub fn horizon() -> Millis {
 /// Attempts by identifier, each list in the order recorded.
 #[derive(Default)]
 pub struct Attempts {
-    map: FastMap<u64, Vec<Attempt>>,
+    map: FastMap<u64, AttemptList>,
     /// Attempts held; checks skip the map while it is 0.
     held: AtomicU64,
 }
@@ -241,7 +246,7 @@ impl Attempts {
             let before = list.len();
             list.retain(|a| a.at() > cutoff);
             gone += before - list.len();
-            if list.capacity() > 2 * list.len() + 4 {
+            if list.spilled() && list.capacity() > 2 * list.len() + 4 {
                 list.shrink_to_fit();
             }
             !list.is_empty()
@@ -253,18 +258,19 @@ impl Attempts {
     /// Bytes held: the table at its capacity and each list's buffer.
     pub fn bytes(&self) -> usize {
         let buckets = (self.map.capacity() * 8 / 7).max(1);
-        let table = buckets * (std::mem::size_of::<(u64, Vec<Attempt>)>() + 1);
+        let table = buckets * (std::mem::size_of::<(u64, AttemptList)>() + 1);
         let lists: usize = self
             .map
             .iter()
+            .filter(|e| e.value().spilled())
             .map(|e| super::packed::size_class(e.value().capacity() * 16))
             .sum();
         table + lists
     }
 
     /// Every list, sorted by key, for the digest and the image.
-    pub fn sorted(&self) -> Vec<(u64, Vec<Attempt>)> {
-        let mut v: Vec<(u64, Vec<Attempt>)> = self
+    pub fn sorted(&self) -> Vec<(u64, AttemptList)> {
+        let mut v: Vec<(u64, AttemptList)> = self
             .map
             .iter()
             .map(|e| (*e.key(), e.value().clone()))
@@ -273,12 +279,12 @@ impl Attempts {
         v
     }
 
-    pub(super) fn map(&self) -> &FastMap<u64, Vec<Attempt>> {
+    pub(super) fn map(&self) -> &FastMap<u64, AttemptList> {
         &self.map
     }
 
     /// Puts a list read from an image in place (its attempts were within the horizon then).
-    pub(super) fn load(&self, key: u64, list: Vec<Attempt>) {
+    pub(super) fn load(&self, key: u64, list: AttemptList) {
         let n = list.len();
         if n > 0 {
             self.map.insert(key, list);

@@ -443,7 +443,7 @@ impl Index {
         while r.more()? {
             let k = r.u64()?;
             let n = r.count()?;
-            let mut list = Vec::with_capacity(n.min(most));
+            let mut list = super::attempts::AttemptList::with_capacity(n.min(most));
             for _ in 0..n {
                 let b: &[u8; 16] = r.take(16)?.try_into().expect("16 bytes");
                 list.push(

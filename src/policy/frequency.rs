@@ -7,8 +7,8 @@ use crate::model::{AttemptOutcome, Channel, ChannelSet, Millis, OutcomeSet, Purp
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-/// The most attempts a limit may allow in its window (the count keeps that many times).
-pub const MAX_LIMIT: u32 = 64;
+/// The most attempts a limit may allow in its window.
+pub const MAX_ATTEMPTS: u32 = 64;
 
 /// The most limits one policy may have (a check marks those that apply in one word).
 pub const MAX_LIMITS: usize = 64;
@@ -155,10 +155,10 @@ impl FrequencyLimit {
                 ),
             ));
         }
-        if c.max_attempts == 0 || c.max_attempts > MAX_LIMIT {
+        if c.max_attempts == 0 || c.max_attempts > MAX_ATTEMPTS {
             return Err(err(
                 "max_attempts",
-                format!("{} is outside 1..={MAX_LIMIT}", c.max_attempts),
+                format!("{} is outside 1..={MAX_ATTEMPTS}", c.max_attempts),
             ));
         }
         let per_person = match c.per.trim().to_ascii_lowercase().as_str() {

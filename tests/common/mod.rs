@@ -238,3 +238,22 @@ pub fn inbound(
 pub fn events(ch: &Channel) -> pb::event_service_client::EventServiceClient<Channel> {
     pb::event_service_client::EventServiceClient::new(ch.clone())
 }
+
+/// POSTs JSON to the REST facade: the status and the JSON answer (errors are answers too).
+pub fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body.to_string().as_bytes())
+        .expect("POST");
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
