@@ -1,4 +1,4 @@
-//! Property: however link, unlink, withdraw, grant, DNC writes and DELETE requests
+//! Property: however link, unlink, withdraw, grant, DNC writes, attempts and DELETE requests
 //! interleave, the decisions equal those of applying the committed events in sequence
 //! order, both by a fresh index replaying the (rewritten) log and by a naive model of the
 //! rules written separately here.
@@ -7,14 +7,15 @@ use preflight::audit::Tokenizer;
 use preflight::clock::SystemClock;
 use preflight::config::Config;
 use preflight::engine::{
-    AddEntriesRequest, Arg, CheckRequest, ConsentRequest, DncEntryRequest, Engine, LinkRequest,
-    SubmitRequest,
+    AddEntriesRequest, Arg, AttemptRequest, CheckRequest, ConsentRequest, DncEntryRequest, Engine,
+    LinkRequest, RecordAttemptsRequest, SubmitRequest,
 };
 use preflight::index::Index;
 use preflight::model::Token;
 use preflight::model::privacy::{Jurisdiction, RequestStatus, RequestType};
 use preflight::model::{
-    Channel, ConsentStatus, ContactKey, DncType, Event, Purpose, Reason, StoredEvent,
+    AttemptOutcome, Channel, ConsentStatus, ContactKey, DncType, Event, Purpose, Reason,
+    StoredEvent,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -38,6 +39,8 @@ enum Op {
     Corporate(usize),
     /// A consumer registered with this identifier asks to be deleted.
     Delete(usize),
+    /// A call attempt on the identifier.
+    Attempt(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -49,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         (c.clone(), prop::option::of(ch.clone())).prop_map(|(c, ch)| Op::Withdraw(c, ch)),
         (c.clone(), ch).prop_map(|(c, ch)| Op::Grant(c, ch)),
         c.clone().prop_map(Op::Corporate),
+        c.clone().prop_map(Op::Attempt),
         c.prop_map(Op::Delete),
     ]
 }
@@ -102,6 +106,25 @@ async fn run(engine: &Arc<Engine>, op: Op) {
                 )
                 .await
                 .unwrap();
+        }
+        Op::Attempt(c) => {
+            let out = engine
+                .record_attempts(
+                    RecordAttemptsRequest {
+                        attempts: vec![AttemptRequest {
+                            contact: CONTACTS[c].into(),
+                            channel: Arg::Set(Channel::Voice),
+                            outcome: Arg::Set(AttemptOutcome::NoAnswer),
+                            subject: "s".into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    &Caller::system("test"),
+                )
+                .await
+                .unwrap();
+            assert!(out.results[0].error.is_empty(), "{out:?}");
         }
         Op::Delete(c) => {
             let caller = Caller::system("test");
@@ -339,6 +362,14 @@ proptest! {
         for ev in &events { replayed.apply(ev); }
         for c in CONTACTS {
             let key = ContactKey::from_canonical(c).unwrap();
+            // The attempts a limit per person counts: the same live and replayed (an erased
+            // identifier's are gone from both).
+            let attempts = |index: &Index| {
+                let mut seqs = BTreeSet::new();
+                index.each_attempt(&key.as_ref(), true, &mut |a, _| { seqs.insert(a.seq()); });
+                seqs
+            };
+            prop_assert_eq!(attempts(engine.index()), attempts(&replayed), "attempts differ for {}", c);
             for channel in CHANNELS {
                 for purpose in [Purpose::Marketing, Purpose::Service] {
                     let live = decide(&engine, engine.index(), &key, channel, purpose);
