@@ -25,6 +25,8 @@ pub const SAFE_ZONES: [&str; 7] = [
 /// A policy's calling hours.
 #[derive(Debug, Clone)]
 pub struct CallingHours {
+    /// Names these hours in the per-thread answer cache (a clone has the same rules).
+    pub id: u64,
     /// The rule sets the policy named.
     pub sets: Vec<String>,
     pub rules: Vec<Rule>,
@@ -42,6 +44,38 @@ impl PartialEq for CallingHours {
                 .zip(o.safe_zones.iter())
                 .all(|(a, b)| a.name == b.name)
     }
+}
+
+/// A new `CallingHours::id`.
+pub fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The inputs an answer inside the hours depends on. Every zone's offset is a whole number of
+/// minutes and changes on a minute, and rules are windows of local minutes on local days, so
+/// whether a time is inside is the same for a whole UTC minute.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Asked {
+    hours: u64,
+    loc: Location,
+    channel: Channel,
+    purpose: Purpose,
+    minute: i64,
+}
+
+const CACHED: usize = 64;
+
+thread_local! {
+    /// Recent answers that needed no `next_allowed_at` (inside the hours, or no rule applied),
+    /// by what was asked: checks of one batch or one minute share a handful of places.
+    static ANSWERS: std::cell::RefCell<[Option<(Asked, Judgement)>; CACHED]> =
+        const { std::cell::RefCell::new([None; CACHED]) };
+}
+
+fn slot(a: &Asked) -> usize {
+    use std::hash::BuildHasher;
+    (foldhash::fast::FixedState::with_seed(0x5eed).hash_one(a) as usize) % CACHED
 }
 
 /// What the calling hours said of one check.
@@ -194,8 +228,38 @@ impl CallingHours {
         None
     }
 
-    /// Calling hours for a check: allocates nothing.
+    /// Calling hours for a check: allocates nothing. Answers inside the hours are remembered
+    /// for the rest of their minute, per thread.
     pub fn judge(
+        &self,
+        loc: &Location,
+        channel: Channel,
+        purpose: Purpose,
+        at: Millis,
+    ) -> Judgement {
+        let asked = Asked {
+            hours: self.id,
+            loc: *loc,
+            channel,
+            purpose,
+            minute: at.div_euclid(60_000),
+        };
+        let i = slot(&asked);
+        let hit = ANSWERS.with(|c| match c.borrow()[i] {
+            Some((a, j)) if a == asked => Some(j),
+            _ => None,
+        });
+        if let Some(j) = hit {
+            return j;
+        }
+        let j = self.judge_afresh(loc, channel, purpose, at);
+        if !j.outside {
+            ANSWERS.with(|c| c.borrow_mut()[i] = Some((asked, j)));
+        }
+        j
+    }
+
+    fn judge_afresh(
         &self,
         loc: &Location,
         channel: Channel,

@@ -172,6 +172,7 @@ impl CallingContext {
             k
         })?;
         Ok(CallingHours {
+            id: hours::next_id(),
             sets: sets.to_vec(),
             rules,
             safe_zones: self.safe_zones.clone(),

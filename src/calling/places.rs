@@ -19,7 +19,7 @@ pub const CA: Country = *b"CA";
 pub const OTHER: Country = *b"ZZ";
 
 /// Where a check's person may be, as far as the number and postal code tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Location {
     /// The number's zone set (an index into `Places::zone_sets`); 0 when it has none.
     pub zone_set: u16,
