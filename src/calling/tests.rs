@@ -625,3 +625,37 @@ fn policy_faults_name_their_key() {
     );
     assert!(e.message.contains("provincial"), "{e}");
 }
+
+/// The per-thread answers never outlive their minute, and one policy's never answer another's.
+#[test]
+fn remembered_answers_keep_to_their_minute_and_their_policy() {
+    let federal = hours(&["federal"], "");
+    let company = hours(
+        &["federal"],
+        "[[calling_windows]]\nname = \"never after 20:00\"\nhours = \"08:00-20:00\"\n",
+    );
+    let loc = places().locate(Some(12025550100), None);
+    let judge =
+        |h: &CallingHours, at: &str| h.judge(&loc, Channel::Voice, Purpose::Marketing, ms(at));
+    // Washington, EST: 20:30 is inside the federal hours, outside the company's.
+    for _ in 0..2 {
+        assert!(!judge(&federal, "2026-12-08T01:30:00Z").outside);
+        assert!(judge(&company, "2026-12-08T01:30:00Z").outside);
+    }
+    // The last millisecond of 20:59 is inside; the next one is 21:00, outside, even right
+    // after the minute before was remembered.
+    assert!(!judge(&federal, "2026-12-08T01:59:59.999Z").outside);
+    let j = judge(&federal, "2026-12-08T02:00:00Z");
+    assert!(j.outside);
+    assert_eq!(j.next_allowed_at, Some(ms("2026-12-08T13:00:00Z")));
+    // Clones share the rules, and so their answers.
+    assert_eq!(
+        federal.clone().judge(
+            &loc,
+            Channel::Voice,
+            Purpose::Marketing,
+            ms("2026-12-08T01:30:00Z")
+        ),
+        judge(&federal, "2026-12-08T01:30:00Z")
+    );
+}
