@@ -53,7 +53,7 @@ pub fn next_id() -> u64 {
 }
 
 /// The inputs an answer inside the hours depends on. Every zone's offset is a whole number of
-/// minutes and changes on a minute, and rules are windows of local minutes on local days, so
+/// minutes and changes on a minute (from 1980 on), and rules are windows of local minutes on local days, so
 /// whether a time is inside is the same for a whole UTC minute.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Asked {
@@ -65,6 +65,10 @@ struct Asked {
 }
 
 const CACHED: usize = 64;
+
+/// From 1980 on every zone's offset is a whole number of minutes (Monrovia's -0:44:30 was the
+/// last odd one, to 1972); earlier times are judged afresh every time.
+const WHOLE_MINUTES_FROM: Millis = 315_532_800_000;
 
 thread_local! {
     /// Recent answers that needed no `next_allowed_at` (inside the hours, or no rule applied),
@@ -253,7 +257,7 @@ impl CallingHours {
             return j;
         }
         let j = self.judge_afresh(loc, channel, purpose, at);
-        if !j.outside {
+        if !j.outside && at >= WHOLE_MINUTES_FROM {
             ANSWERS.with(|c| c.borrow_mut()[i] = Some((asked, j)));
         }
         j
