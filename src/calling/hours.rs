@@ -52,7 +52,7 @@ pub fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The inputs an answer inside the hours depends on. Every zone's offset is a whole number of
+/// The inputs an answer depends on. Every zone's offset is a whole number of
 /// minutes and changes on a minute (from 1980 on), and rules are windows of local minutes on local days, so
 /// whether a time is inside is the same for a whole UTC minute.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,8 +71,8 @@ const CACHED: usize = 64;
 const WHOLE_MINUTES_FROM: Millis = 315_532_800_000;
 
 thread_local! {
-    /// Recent answers that needed no `next_allowed_at` (inside the hours, or no rule applied),
-    /// by what was asked: checks of one batch or one minute share a handful of places.
+    /// Recent answers by what was asked: checks of one batch or one minute share a handful of
+    /// places.
     static ANSWERS: std::cell::RefCell<[Option<(Asked, Judgement)>; CACHED]> =
         const { std::cell::RefCell::new([None; CACHED]) };
 }
@@ -232,8 +232,9 @@ impl CallingHours {
         None
     }
 
-    /// Calling hours for a check: allocates nothing. Answers inside the hours are remembered
-    /// for the rest of their minute, per thread.
+    /// Calling hours for a check: allocates nothing. Answers are remembered for the rest of
+    /// their minute, per thread (an answer outside the hours with its `next_allowed_at` only
+    /// when that is the same for the whole minute).
     pub fn judge(
         &self,
         loc: &Location,
@@ -256,22 +257,23 @@ impl CallingHours {
         if let Some(j) = hit {
             return j;
         }
-        let j = self.judge_afresh(loc, channel, purpose, at);
-        if !j.outside && at >= WHOLE_MINUTES_FROM {
+        let (j, whole_minute) = self.judge_afresh(loc, channel, purpose, at);
+        if whole_minute && at >= WHOLE_MINUTES_FROM {
             ANSWERS.with(|c| c.borrow_mut()[i] = Some((asked, j)));
         }
         j
     }
 
-    fn judge_afresh(
+    /// The judgement, and whether it holds for the whole UTC minute of `at`.
+    pub(super) fn judge_afresh(
         &self,
         loc: &Location,
         channel: Channel,
         purpose: Purpose,
         at: Millis,
-    ) -> Judgement {
+    ) -> (Judgement, bool) {
         if !self.any_applies(loc, channel, purpose) {
-            return Judgement::default();
+            return (Judgement::default(), true);
         }
         let safe_zones = zones_of(loc, &self.safe_zones).1;
         let mut j = Judgement {
@@ -280,11 +282,12 @@ impl CallingHours {
             ..Judgement::default()
         };
         if !self.refusing(loc, channel, purpose, at, |_, _, _, _| {}) {
-            return j;
+            return (j, true);
         }
         j.outside = true;
-        j.next_allowed_at = self.next_allowed(loc, channel, purpose, at);
-        j
+        let (next, whole_minute) = self.next_allowed_within_minute(loc, channel, purpose, at);
+        j.next_allowed_at = next;
+        (j, whole_minute)
     }
 
     /// The earliest time at or after `from` every applicable rule allows, within the horizon.
@@ -297,8 +300,23 @@ impl CallingHours {
         purpose: Purpose,
         from: Millis,
     ) -> Option<Millis> {
+        self.next_allowed_within_minute(loc, channel, purpose, from)
+            .0
+    }
+
+    /// `next_allowed`, and whether the answer is the same for every `from` of its UTC minute:
+    /// it is unless a round found no opening after `t` and stepped a minute on from `t`
+    /// itself (openings are whole local minutes, so every other round starts from one).
+    fn next_allowed_within_minute(
+        &self,
+        loc: &Location,
+        channel: Channel,
+        purpose: Purpose,
+        from: Millis,
+    ) -> (Option<Millis>, bool) {
         let limit = from.saturating_add(Millis::from(HORIZON_DAYS) * DAY_MS);
         let mut t = from;
+        let mut whole_minute = true;
         for _ in 0..64 {
             let mut bound: Option<Millis> = Some(t);
             let refused = self.refusing(loc, channel, purpose, t, |r, z, day, minute| {
@@ -308,15 +326,22 @@ impl CallingHours {
                 };
             });
             if !refused {
-                return Some(t);
+                return (Some(t), whole_minute);
             }
-            let next = bound?;
+            let Some(next) = bound else {
+                return (None, whole_minute);
+            };
             // Never stand still (a DST change can map an opening back onto `t`).
-            t = if next <= t { t + 60_000 } else { next };
+            t = if next <= t {
+                whole_minute = false;
+                t + 60_000
+            } else {
+                next
+            };
             if t > limit {
-                return None;
+                return (None, whole_minute);
             }
         }
-        None
+        (None, false)
     }
 }

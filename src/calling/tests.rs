@@ -659,3 +659,49 @@ fn remembered_answers_keep_to_their_minute_and_their_policy() {
         judge(&federal, "2026-12-08T01:30:00Z")
     );
 }
+
+/// Whatever was remembered, every answer equals one worked out afresh: every 7 seconds across
+/// both DST changes of 2026, the edges of the federal, Florida and Canadian windows, several
+/// zones and a place with none.
+#[test]
+fn remembered_answers_equal_fresh_ones_across_minutes_and_dst() {
+    let h = hours(
+        ALL,
+        "[[calling_windows]]\nname = \"company\"\nhours = \"08:30-20:45\"\n",
+    );
+    let places_of: Vec<Location> = [
+        Some(12025550100u64), // Washington
+        Some(13055550100),    // Miami: Florida's hours
+        Some(12085550100),    // Boise and Los Angeles
+        Some(17095550100),    // Halifax and St. John's
+        Some(18005550100),    // toll-free: the safe zones
+    ]
+    .iter()
+    .map(|n| places().locate(*n, None))
+    .collect();
+    let spans = [
+        ("2026-03-08T05:00:00Z", 5),
+        ("2026-11-01T04:30:00Z", 5),
+        ("2026-12-08T00:30:00Z", 3),
+        ("2026-12-12T12:30:00Z", 2),
+    ];
+    let mut n = 0;
+    for (start, hours_long) in spans {
+        let from = ms(start);
+        for loc in &places_of {
+            let mut t = from;
+            while t < from + hours_long * 3_600_000 {
+                for (channel, purpose) in [
+                    (Channel::Voice, Purpose::Marketing),
+                    (Channel::Email, Purpose::Service),
+                ] {
+                    let fresh = h.judge_afresh(loc, channel, purpose, t).0;
+                    assert_eq!(h.judge(loc, channel, purpose, t), fresh, "{loc:?} at {t}");
+                    n += 1;
+                }
+                t += 7_000;
+            }
+        }
+    }
+    assert!(n > 10_000);
+}
