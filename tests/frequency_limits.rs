@@ -3,6 +3,8 @@
 //! F's 7 in 7 days and its week after a conversation, limits per contact, across identifiers of
 //! one person, subjects and campaigns, at the window's edges, combined with calling hours in
 //! `next_allowed_at`, through a restart and an index image; and RecordAttempts' bad input.
+mod common;
+
 use preflight::audit::Caller;
 use preflight::clock::{ManualClock, SharedClock};
 use preflight::config::Config;
@@ -13,7 +15,6 @@ use preflight::engine::{
 use preflight::model::{AttemptOutcome, Channel, ConsentStatus, Millis, Purpose, Reason};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 const H: Millis = 3_600_000;
 
@@ -72,17 +73,7 @@ per = "contact"
 async fn open(dir: &Path, clock: &Arc<ManualClock>, policies: &str) -> Arc<Engine> {
     let mut config = Config::parse(policies, "test.toml").unwrap();
     config.data_dir = dir.to_path_buf();
-    let clock: SharedClock = clock.clone();
-    for _ in 0..200 {
-        match preflight::server::open_embedded(&config, "test.toml", clock.clone()) {
-            Ok(e) => return e,
-            Err(e) if e.to_string().contains("already open") => {
-                tokio::time::sleep(Duration::from_millis(25)).await
-            }
-            Err(e) => panic!("open: {e}"),
-        }
-    }
-    panic!("the data file stayed open");
+    common::open_embedded(&config, clock.clone() as SharedClock).await
 }
 
 struct Attempt<'a> {

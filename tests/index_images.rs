@@ -1,6 +1,8 @@
 //! Index images on the embedded store: a start loads the newest valid image and replays only
 //! the log after it; a torn, corrupted or stale image is refused (never a partial index); an
 //! erasure removes every image that could name its subjects in clear.
+mod common;
+
 use preflight::audit::Caller;
 use preflight::clock::SystemClock;
 use preflight::config::{Config, ImagesConfig};
@@ -27,17 +29,7 @@ fn config(dir: &Path, every: u64) -> Config {
 
 /// Opens the engine, waiting for the previous one's writer to let go of the data file.
 async fn open(dir: &Path, every: u64) -> Arc<Engine> {
-    let config = config(dir, every);
-    for _ in 0..200 {
-        match preflight::server::open_embedded(&config, "test", Arc::new(SystemClock)) {
-            Ok(e) => return e,
-            Err(e) if e.to_string().contains("already open") => {
-                tokio::time::sleep(Duration::from_millis(25)).await
-            }
-            Err(e) => panic!("open: {e}"),
-        }
-    }
-    panic!("the data file stayed open");
+    common::open_embedded(&config(dir, every), Arc::new(SystemClock)).await
 }
 
 fn caller() -> Caller {

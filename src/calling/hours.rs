@@ -52,9 +52,9 @@ pub fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The inputs an answer depends on. Every zone's offset is a whole number of
-/// minutes and changes on a minute (from 1980 on), and rules are windows of local minutes on local days, so
-/// whether a time is inside is the same for a whole UTC minute.
+/// The inputs an answer depends on. Every zone's offset is a whole number of minutes and
+/// changes on a minute (from 1980 on), and rules are windows of local minutes on local days,
+/// so whether a time is inside is the same for a whole UTC minute.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Asked {
     hours: u64,
@@ -285,29 +285,18 @@ impl CallingHours {
             return (j, true);
         }
         j.outside = true;
-        let (next, whole_minute) = self.next_allowed_within_minute(loc, channel, purpose, at);
+        let (next, whole_minute) = self.next_allowed(loc, channel, purpose, at);
         j.next_allowed_at = next;
         (j, whole_minute)
     }
 
-    /// The earliest time at or after `from` every applicable rule allows, within the horizon.
-    /// Each refusing rule cannot allow before it next opens, so the latest of those openings
-    /// is a lower bound; moving there and asking again converges in a few rounds.
-    pub fn next_allowed(
-        &self,
-        loc: &Location,
-        channel: Channel,
-        purpose: Purpose,
-        from: Millis,
-    ) -> Option<Millis> {
-        self.next_allowed_within_minute(loc, channel, purpose, from)
-            .0
-    }
-
-    /// `next_allowed`, and whether the answer is the same for every `from` of its UTC minute:
-    /// it is unless a round found no opening after `t` and stepped a minute on from `t`
-    /// itself (openings are whole local minutes, so every other round starts from one).
-    fn next_allowed_within_minute(
+    /// The earliest time at or after `from` every applicable rule allows, within the horizon,
+    /// and whether that answer is the same for every `from` of its UTC minute: it is unless a
+    /// round found no opening after `t` and stepped a minute on from `t` itself (openings are
+    /// whole local minutes, so every other round starts from one). Each refusing rule cannot
+    /// allow before it next opens, so the latest of those openings is a lower bound; moving
+    /// there and asking again converges in a few rounds.
+    fn next_allowed(
         &self,
         loc: &Location,
         channel: Channel,

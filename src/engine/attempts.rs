@@ -180,7 +180,7 @@ impl Engine {
         })
     }
 
-    /// Drops attempts that have left every policy's window (the minute sweep).
+    /// Drops attempts that have left every policy's window (the sweep of `start_background`).
     pub fn prune_attempts(&self) -> usize {
         self.index.prune_attempts(self.clock.now_ms())
     }

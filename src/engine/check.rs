@@ -205,8 +205,9 @@ impl Engine {
     }
 
     /// What the policy's frequency limits say of the attempts held for the contact (and, when
-    /// it is `linked` to a person, the person's other identifiers). A limit reached lapses when its oldest counted attempt leaves the window, and
-    /// then only once the calling hours allow (so `lapses_at` is when both have lapsed).
+    /// it is `linked` to a person, the person's other identifiers). A limit reached lapses
+    /// when its oldest counted attempt leaves the window, and then only once the calling hours
+    /// allow (so `lapses_at` is when both have lapsed).
     #[allow(clippy::too_many_arguments)]
     fn frequency(
         &self,

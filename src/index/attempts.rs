@@ -132,7 +132,7 @@ pub fn subject_hash(subject: &str) -> u32 {
 /// The map key of an identifier: a phone number is its own (E.164 digits stay below 2^50);
 /// any other identifier is a 64-bit FNV-1a of its kind and text with the top bit set. Two
 /// names that collide share their attempts: an over-count, never an under-count.
-pub fn attempt_key(k: &ContactRef<'_>) -> u64 {
+fn attempt_key(k: &ContactRef<'_>) -> u64 {
     let (tag, bytes): (u8, &[u8]) = match k {
         ContactRef::Phone(p) => return *p,
         ContactRef::Email(e) => (b'e', e.as_bytes()),
@@ -158,7 +158,7 @@ pub fn keep_attempts_for(ms: Millis) {
     HORIZON_MS.fetch_max(ms.max(0), Ordering::AcqRel);
 }
 
-pub fn horizon() -> Millis {
+fn horizon() -> Millis {
     HORIZON_MS.load(Ordering::Acquire)
 }
 

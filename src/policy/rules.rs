@@ -300,7 +300,7 @@ pub fn evaluate(
         d.next_allowed_at = input.hours.next_allowed_at;
     }
 
-    // Rule 7: frequency limits (counted before the facts were read). The limit's lapse was
+    // Rule 7: frequency limits (counted by the caller with the facts). The limit's lapse was
     // already moved into the calling hours, so it is never earlier than theirs.
     if input.frequency.over && input.direction == Direction::Outbound {
         d.reasons.insert(Reason::FrequencyLimit);

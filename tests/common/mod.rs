@@ -257,3 +257,21 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
     )
 }
+
+/// The engine on the embedded store in `config.data_dir`, in process, waiting for a previous
+/// engine's writer to let go of the data file.
+pub async fn open_embedded(
+    config: &preflight::config::Config,
+    clock: preflight::clock::SharedClock,
+) -> std::sync::Arc<preflight::engine::Engine> {
+    for _ in 0..200 {
+        match preflight::server::open_embedded(config, "test", clock.clone()) {
+            Ok(e) => return e,
+            Err(e) if e.to_string().contains("already open") => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    panic!("the data file stayed open");
+}

@@ -416,3 +416,42 @@ impl AttemptsBody {
         })
     }
 }
+
+/// One attempt's answer of POST /v1/attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptResultBody {
+    pub index: u32,
+    /// ACCEPTED or INVALID.
+    pub status: String,
+    pub attempt_id: String,
+    pub normalized_contact: String,
+    pub error: String,
+}
+
+/// POST /v1/attempts' answer: a result per attempt, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptsResult {
+    pub results: Vec<AttemptResultBody>,
+    pub seq: u64,
+    pub duplicate: bool,
+}
+
+impl AttemptsResult {
+    pub fn of(out: crate::engine::AttemptsOutcome) -> AttemptsResult {
+        AttemptsResult {
+            results: out
+                .results
+                .into_iter()
+                .map(|r| AttemptResultBody {
+                    index: r.index,
+                    status: r.status.as_str().to_string(),
+                    attempt_id: r.attempt_id,
+                    normalized_contact: r.normalized_contact,
+                    error: r.error,
+                })
+                .collect(),
+            seq: out.seq,
+            duplicate: out.duplicate,
+        }
+    }
+}

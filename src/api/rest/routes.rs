@@ -1,7 +1,7 @@
 //! The REST routes: read the body, call the engine, convert the answer.
 use super::body::{
-    AttemptsBody, CheckBatchBody, CheckBatchResult, CheckBody, CheckResult, ConsentBody,
-    ConsentResult, InboundBody, InboundResult, SmsWebhookForm, twiml,
+    AttemptsBody, AttemptsResult, CheckBatchBody, CheckBatchResult, CheckBody, CheckResult,
+    ConsentBody, ConsentResult, InboundBody, InboundResult, SmsWebhookForm, twiml,
 };
 use super::{ApiError, OPENAPI, RestState};
 use crate::audit::Caller;
@@ -162,29 +162,12 @@ async fn attempts(
     ext: Extensions,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AttemptsResult>, ApiError> {
     let body: AttemptsBody = json(&headers, &bytes)?;
     let who = caller(&ext, &headers);
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let out = s.engine.record_attempts(body.request(key)?, &who).await?;
-    let results: Vec<serde_json::Value> = out
-        .results
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "index": r.index,
-                "status": r.status.as_str(),
-                "attempt_id": r.attempt_id,
-                "normalized_contact": r.normalized_contact,
-                "error": r.error,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({
-        "results": results,
-        "seq": out.seq,
-        "duplicate": out.duplicate,
-    })))
+    Ok(Json(AttemptsResult::of(out)))
 }
 
 async fn inbound(
