@@ -2,7 +2,7 @@
 pub use crate::auth::TokenConfig;
 use crate::calling::{CallingContext, CallingHoursConfig, RulesError, line_of};
 use crate::keywords::{Inbound, KeywordConfig, Keywords, ProgramConfig, Programs};
-use crate::model::{Channel, ChannelSet, Purpose, PurposeSet};
+use crate::model::{ChannelSet, Purpose, PurposeSet};
 use crate::policy::{Policy, PolicyConfig};
 pub use crate::store::redis::RedisConfig;
 use serde::Deserialize;
@@ -372,20 +372,10 @@ impl Config {
         let keywords = Keywords::new(&self.inbound).map_err(|e| invalid(e.to_string()))?;
         let programs = Programs::new(&self.programs, &self.inbound.default_program)
             .map_err(|e| invalid(e.to_string()))?;
-        let mut channels = ChannelSet::EMPTY;
-        for c in &self.inbound.opt_out_channels {
-            channels.insert(
-                Channel::parse_or_explain(c)
-                    .map_err(|m| invalid(format!("inbound.opt_out_channels: {m}")))?,
-            );
-        }
-        let mut purposes = PurposeSet::EMPTY;
-        for p in &self.inbound.opt_out_purposes {
-            purposes.insert(
-                Purpose::parse_or_explain(p)
-                    .map_err(|m| invalid(format!("inbound.opt_out_purposes: {m}")))?,
-            );
-        }
+        let channels = ChannelSet::parse_names(&self.inbound.opt_out_channels)
+            .map_err(|(_, m)| invalid(format!("inbound.opt_out_channels: {m}")))?;
+        let purposes = PurposeSet::parse_names(&self.inbound.opt_out_purposes)
+            .map_err(|(_, m)| invalid(format!("inbound.opt_out_purposes: {m}")))?;
         Ok(Inbound {
             keywords,
             programs,

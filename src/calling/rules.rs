@@ -292,14 +292,8 @@ pub(crate) fn compile_rule(
         }
         (None, None) => Scope::Everywhere,
     };
-    let mut channels = ChannelSet::EMPTY;
-    for ch in &c.channels {
-        channels.insert(Channel::parse_or_explain(ch).map_err(|m| err("channels", m))?);
-    }
-    let mut purposes = PurposeSet::EMPTY;
-    for p in &c.purposes {
-        purposes.insert(Purpose::parse_or_explain(p).map_err(|m| err("purposes", m))?);
-    }
+    let channels = ChannelSet::parse_names(&c.channels).map_err(|(_, m)| err("channels", m))?;
+    let purposes = PurposeSet::parse_names(&c.purposes).map_err(|(_, m)| err("purposes", m))?;
     let window = |field: &str, v: &Option<String>| -> Result<Option<Window>, RulesError> {
         v.as_deref()
             .map(Window::parse)

@@ -60,6 +60,18 @@ macro_rules! vocabulary {
             }
         }
 
+        impl $set {
+            /// The set of names as a config writes them; a bad one is refused with its
+            /// position, for the caller to name its key (`channels.1`), and why.
+            pub fn parse_names<S: AsRef<str>>(names: &[S]) -> Result<Self, (usize, String)> {
+                let mut s = $set(0);
+                for (i, n) in names.iter().enumerate() {
+                    s.insert($name::parse_or_explain(n.as_ref()).map_err(|m| (i, m))?);
+                }
+                Ok(s)
+            }
+        }
+
         impl FromIterator<$name> for $set {
             fn from_iter<I: IntoIterator<Item = $name>>(iter: I) -> Self {
                 let mut s = $set(0);

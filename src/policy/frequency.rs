@@ -3,7 +3,7 @@
 use crate::calling::Location;
 use crate::calling::places::{SubId, places};
 use crate::index::Attempt;
-use crate::model::{AttemptOutcome, Channel, ChannelSet, Millis, OutcomeSet, Purpose, PurposeSet};
+use crate::model::{Channel, ChannelSet, Millis, OutcomeSet, Purpose, PurposeSet};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
@@ -122,18 +122,10 @@ impl FrequencyLimit {
         if c.channels.is_empty() {
             return Err(err("channels", "must name at least one channel".into()));
         }
-        let mut channels = ChannelSet::EMPTY;
-        for (i, ch) in c.channels.iter().enumerate() {
-            channels.insert(
-                Channel::parse_or_explain(ch).map_err(|m| err(&format!("channels.{i}"), m))?,
-            );
-        }
-        let mut purposes = PurposeSet::EMPTY;
-        for (i, p) in c.purposes.iter().enumerate() {
-            purposes.insert(
-                Purpose::parse_or_explain(p).map_err(|m| err(&format!("purposes.{i}"), m))?,
-            );
-        }
+        let channels = ChannelSet::parse_names(&c.channels)
+            .map_err(|(i, m)| err(&format!("channels.{i}"), m))?;
+        let mut purposes = PurposeSet::parse_names(&c.purposes)
+            .map_err(|(i, m)| err(&format!("purposes.{i}"), m))?;
         if purposes.is_empty() {
             purposes = PurposeSet::all();
         }
@@ -171,13 +163,8 @@ impl FrequencyLimit {
                 ));
             }
         };
-        let mut outcomes = OutcomeSet::EMPTY;
-        for (i, o) in c.outcomes.iter().enumerate() {
-            outcomes.insert(
-                AttemptOutcome::parse_or_explain(o)
-                    .map_err(|m| err(&format!("outcomes.{i}"), m))?,
-            );
-        }
+        let mut outcomes = OutcomeSet::parse_names(&c.outcomes)
+            .map_err(|(i, m)| err(&format!("outcomes.{i}"), m))?;
         if outcomes.is_empty() {
             outcomes = OutcomeSet::all();
         }
@@ -303,7 +290,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttemptEvent, ContactKey};
+    use crate::model::{AttemptEvent, AttemptOutcome, ContactKey};
 
     fn limit(max: u32, hours: u32, by_subject: bool) -> FrequencyLimit {
         FrequencyLimit::compile(&FrequencyLimitConfig {

@@ -174,10 +174,8 @@ impl Policy {
             key: key.to_string(),
             message,
         };
-        let mut block_dnc = DncTypeSet::EMPTY;
-        for t in &c.block_dnc {
-            block_dnc.insert(DncType::parse_or_explain(t).map_err(|m| err("block_dnc", m))?);
-        }
+        let block_dnc =
+            DncTypeSet::parse_names(&c.block_dnc).map_err(|(_, m)| err("block_dnc", m))?;
         if !c.allow_registry_bypass {
             for t in [DncType::Federal, DncType::State] {
                 if !block_dnc.contains(t) {
