@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/preflight/v1/events.proto",
         "proto/preflight/v1/audit.proto",
         "proto/preflight/v1/privacy.proto",
+        "proto/preflight/v1/webhooks.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

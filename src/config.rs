@@ -59,6 +59,15 @@ pub struct Config {
     /// Where the calling-hours rules come from, and the zones for numbers without one.
     #[serde(default)]
     pub calling_hours: CallingHoursConfig,
+    /// Endpoints that receive change events as Standard Webhooks.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::config::WebhookConfig>,
+    /// Twilio signature checks on `POST /v1/webhooks/sms`.
+    #[serde(default)]
+    pub sms_webhook: crate::webhooks::config::SmsWebhookConfig,
+    /// HMAC-SHA256 signature checks on `POST /v1/inbound`.
+    #[serde(default)]
+    pub inbound_signature: crate::webhooks::config::InboundSignatureConfig,
     /// The text the config was read from, so that faults found after parsing can name lines.
     #[serde(skip)]
     pub source: String,
@@ -363,6 +372,35 @@ impl Config {
 }
 
 impl Config {
+    /// The webhook endpoints, validated; secrets read from the environment or their files.
+    pub fn compiled_webhooks(
+        &self,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<crate::webhooks::Endpoint>, ConfigError> {
+        crate::webhooks::config::compile(&self.webhooks, env).map_err(|e| self.key_error(origin, e))
+    }
+
+    /// The inbound signature checks, validated; secrets read as for the webhooks.
+    pub fn inbound_signatures(
+        &self,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::webhooks::InboundSignatures, ConfigError> {
+        crate::webhooks::InboundSignatures::load(&self.sms_webhook, &self.inbound_signature, env)
+            .map_err(|e| self.key_error(origin, e))
+    }
+
+    fn key_error(&self, origin: &str, e: crate::webhooks::config::KeyError) -> ConfigError {
+        let path: Vec<&str> = e.key.split('.').collect();
+        ConfigError::Parse {
+            path: origin.into(),
+            line: line_of(&self.source, &path),
+            key: e.key.clone(),
+            message: e.message,
+        }
+    }
+
     /// Keywords, opt-out scope and reply programs, validated.
     pub fn compiled_inbound(&self, origin: &str) -> Result<Inbound, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 /// Generated from proto/preflight/v1 by build.rs.
 pub mod proto {

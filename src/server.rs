@@ -4,7 +4,7 @@ use crate::api::grpc::gate::GateLayer;
 use crate::api::grpc::lanes;
 use crate::api::grpc::services;
 use crate::api::grpc::{
-    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi,
+    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi, WebhookApi,
 };
 use crate::audit::{Caller, Tokenizer};
 use crate::auth::Auth;
@@ -48,6 +48,8 @@ pub enum StartError {
 pub struct Security {
     pub auth: Auth,
     pub tls: Option<TlsPem>,
+    /// Signature checks that stand in for a token on the inbound webhook routes.
+    pub signatures: crate::webhooks::InboundSignatures,
 }
 
 /// A PEM certificate chain and private key.
@@ -73,7 +75,12 @@ impl Security {
                 })
             }
         };
-        let s = Security { auth, tls };
+        let signatures = config.inbound_signatures("config", &|k| std::env::var(k).ok())?;
+        let s = Security {
+            auth,
+            tls,
+            signatures,
+        };
         // Parse now, so a bad certificate stops the start instead of the first handshake.
         s.rustls()?;
         Ok(s)
@@ -129,6 +136,7 @@ pub fn engine_parts(
         inbound: config.compiled_inbound(origin)?,
         export_dir: config.export_dir(),
         export_ttl_ms: i64::from(config.privacy.export_ttl_hours) * 3_600_000,
+        webhooks: config.compiled_webhooks(origin, &|k| std::env::var(k).ok())?,
     };
     Ok((policies, region, settings))
 }
@@ -250,6 +258,7 @@ pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot audit the policy load: {e}")))?;
         engine.resume_requests();
+        engine.start_webhooks();
     } else {
         // A replica of a shared store: once loaded, with Redis reachable.
         let e = engine.clone();
@@ -266,6 +275,7 @@ pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             e.resume_requests();
+            e.start_webhooks();
         });
     }
     let e = engine.clone();
@@ -373,6 +383,7 @@ fn dispatch(
     use proto::dnc_service_server::DncServiceServer;
     use proto::event_service_server::EventServiceServer;
     use proto::privacy_service_server::PrivacyServiceServer;
+    use proto::webhook_service_server::WebhookServiceServer;
     let reflection = || {
         // Each version lists both (a client asks either what the server offers).
         tonic_reflection::server::Builder::configure()
@@ -431,6 +442,10 @@ fn dispatch(
         (
             services::PRIVACY,
             Handler::Privacy(PrivacyServiceServer::new(PrivacyApi::new(engine.clone()))),
+        ),
+        (
+            services::WEBHOOKS,
+            Handler::Webhooks(WebhookServiceServer::new(WebhookApi::new(engine.clone()))),
         ),
         (services::HEALTH, Handler::Opaque(health)),
         (
@@ -510,6 +525,7 @@ pub async fn serve_http(
     let router = crate::api::rest::router(crate::api::rest::RestState {
         engine,
         auth: security.auth.clone(),
+        signatures: security.signatures.clone(),
         metrics,
     });
     tracing::info!(%addr, tls = security.tls.is_some(), "serving REST, /metrics and probes");

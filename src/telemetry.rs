@@ -100,6 +100,50 @@ fn describe() {
         "preflight_privacy_requests_overdue",
         "Privacy requests past their response deadline"
     );
+    describe_gauge!(
+        "preflight_webhook_backlog",
+        "Change-log events past an endpoint's acknowledged cursor"
+    );
+    describe_counter!(
+        "preflight_webhook_failures_total",
+        "Webhook delivery attempts that failed, by endpoint and HTTP status or failure kind"
+    );
+    describe_counter!(
+        "preflight_webhook_deliveries_total",
+        "Webhook events acknowledged with a 2xx, by endpoint"
+    );
+    describe_histogram!(
+        "preflight_webhook_delivery_lag_seconds",
+        "From an event's commit to its acknowledgement by the endpoint"
+    );
+    describe_gauge!(
+        "preflight_webhook_paused",
+        "1 while an endpoint is paused or disabled, else 0"
+    );
+}
+
+/// An endpoint acknowledged an event `lag_seconds` after its commit.
+pub fn webhook_delivered(endpoint: &str, lag_seconds: f64) {
+    let e = endpoint.to_string();
+    metrics::counter!("preflight_webhook_deliveries_total", "endpoint" => e.clone()).increment(1);
+    metrics::histogram!("preflight_webhook_delivery_lag_seconds", "endpoint" => e)
+        .record(lag_seconds);
+}
+
+/// A delivery attempt failed; `code` is the HTTP status or `timeout`, `connect`, `io`.
+pub fn webhook_failure(endpoint: &str, code: String) {
+    metrics::counter!("preflight_webhook_failures_total", "endpoint" => endpoint.to_string(), "code" => code)
+        .increment(1);
+}
+
+pub fn webhook_state(endpoint: &str, backlog: u64, paused: bool) {
+    let e = endpoint.to_string();
+    metrics::gauge!("preflight_webhook_backlog", "endpoint" => e.clone()).set(backlog as f64);
+    metrics::gauge!("preflight_webhook_paused", "endpoint" => e).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Counters of checks by verdict and primary reason, created once so a check pays an

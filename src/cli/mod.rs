@@ -3,6 +3,7 @@ mod client;
 mod compliance;
 mod import;
 mod scrub;
+mod webhooks;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,6 +53,9 @@ enum Command {
     /// Check every row of a CSV file (any size) and write it back with verdict, reasons
     /// and normalized contact added.
     Scrub(scrub::ScrubArgs),
+    /// Webhook endpoints: list their state, resume a paused one, replay from a seq.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
 }
 
 #[derive(Args, Debug)]
@@ -490,6 +494,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Audit(c) => compliance::audit(c).await,
         Command::Privacy(c) => compliance::privacy(c).await,
         Command::Scrub(a) => scrub::scrub(a).await,
+        Command::Webhooks(c) => webhooks::webhooks(c).await,
         Command::CheckConfig { config } => check_config(&config),
     }
 }

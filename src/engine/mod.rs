@@ -15,6 +15,7 @@ mod projection;
 mod records;
 mod registry;
 mod watch;
+mod webhooks;
 mod writes;
 
 pub use crate::policy::Policies;
@@ -73,6 +74,8 @@ pub struct EngineSettings {
     pub export_dir: PathBuf,
     /// How long a bundle stays after its request completed.
     pub export_ttl_ms: Millis,
+    /// Where change events are delivered as webhooks.
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
 }
 
 pub struct Engine {
@@ -89,6 +92,7 @@ pub struct Engine {
     privacy_lock: tokio::sync::Mutex<()>,
     counters: crate::telemetry::DecisionCounters,
     images: Option<Arc<images::Images>>,
+    webhooks: crate::webhooks::Webhooks,
 }
 
 impl Engine {
@@ -100,8 +104,9 @@ impl Engine {
         policies: Policies,
         clock: SharedClock,
         default_region: Region,
-        settings: EngineSettings,
+        mut settings: EngineSettings,
     ) -> Engine {
+        let webhooks = crate::webhooks::Webhooks::new(std::mem::take(&mut settings.webhooks));
         Engine {
             index: projection.index.clone(),
             registries,
@@ -110,6 +115,7 @@ impl Engine {
             clock,
             phones: PhoneNormalizer::new(default_region),
             settings,
+            webhooks,
             privacy: projection.privacy.clone(),
             tokenizer: projection.tokenizer.clone(),
             privacy_lock: tokio::sync::Mutex::new(()),
@@ -140,6 +146,9 @@ impl Engine {
         }
         for l in self.registries.list() {
             crate::telemetry::registry_state(&l.name, l.count, l.version, l.imported_at);
+        }
+        if let Ok(last) = self.store.last_seq() {
+            self.webhooks.refresh_gauges(last);
         }
         self.privacy_metrics();
     }

@@ -6,7 +6,9 @@
 //! applies whatever did land, and says it cannot write until a probe write succeeds.
 use super::blocks::Item;
 use super::sequence::{self, Open, Sizing};
-use super::{Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Store, StoreError};
+use super::{
+    Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Stamped, Store, StoreError,
+};
 use crate::audit::chain::ChainHead;
 use crate::audit::{AuditRecord, RawAudit};
 use crate::clock::SharedClock;
@@ -50,6 +52,9 @@ pub const AUDIT_TRAIL: sequence::Tables = sequence::Tables {
 const PROBE: TableDefinition<u8, &[u8]> = TableDefinition::new("write_probe");
 /// (subject token, audit seq): the records about a subject.
 const AUDIT_SUBJECTS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("audit_subjects");
+
+/// Webhook endpoint name -> generation (8 bytes LE) ++ its delivery record.
+const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_cursors");
 
 /// Most requests one commit takes; bounds the latency of the first in line.
 const MAX_GROUP: usize = 1024;
@@ -320,6 +325,31 @@ fn read_event_at(db: &Database, seq: u64) -> Result<Option<StoredEvent>, StoreEr
     }
 }
 
+/// Runs a short redb transaction off the async workers (it may wait for the writer's).
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StoreError>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| unavailable(format!("store task: {e}")))?
+    })
+}
+
+fn stamped(v: &[u8]) -> Result<Stamped, StoreError> {
+    if v.len() < 8 {
+        return Err(StoreError::Corrupt(format!(
+            "a webhook cursor of {} bytes",
+            v.len()
+        )));
+    }
+    let (g, bytes) = v.split_at(8);
+    Ok(Stamped {
+        generation: u64::from_le_bytes(g.try_into().unwrap_or_default()),
+        bytes: bytes.to_vec(),
+    })
+}
+
 impl EmbeddedStore {
     /// Hands a job to the writer thread and waits for its answer.
     fn submit<T: Send + 'static>(
@@ -369,6 +399,53 @@ impl Store for EmbeddedStore {
 
     fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         read_event_at(&*self.db.get()?, seq)
+    }
+
+    fn load_cursor(
+        &self,
+        endpoint: &str,
+    ) -> BoxFuture<'static, Result<Option<Stamped>, StoreError>> {
+        let (db, endpoint) = (self.db.clone(), endpoint.to_string());
+        blocking(move || {
+            let r = db.get()?.begin_read().map_err(unavailable)?;
+            let t = match r.open_table(CURSORS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let got = t.get(endpoint.as_str()).map_err(unavailable)?;
+            got.map(|v| stamped(v.value())).transpose()
+        })
+    }
+
+    fn save_cursor(
+        &self,
+        endpoint: &str,
+        if_at_most: u64,
+        next: Stamped,
+    ) -> BoxFuture<'static, Result<Option<Stamped>, StoreError>> {
+        let (db, endpoint) = (self.db.clone(), endpoint.to_string());
+        blocking(move || {
+            let db = db.get()?;
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = txn.open_table(CURSORS).map_err(unavailable)?;
+                let stored = t
+                    .get(endpoint.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| stamped(v.value()))
+                    .transpose()?;
+                if let Some(stored) = stored.filter(|s| s.generation > if_at_most) {
+                    return Ok(Some(stored));
+                }
+                let mut value = next.generation.to_le_bytes().to_vec();
+                value.extend_from_slice(&next.bytes);
+                t.insert(endpoint.as_str(), value.as_slice())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(None)
+        })
     }
 
     fn writable(&self) -> Result<(), String> {

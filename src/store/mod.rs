@@ -65,6 +65,14 @@ pub struct ErasureOutcome {
     pub audit_stripped: usize,
 }
 
+/// A small record kept beside the log with a generation that only grows: what a webhook
+/// endpoint's cursor is stored as, so operators and the one deliverer can change it safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamped {
+    pub generation: u64,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// Written and applied to the index. `first_seq..=last_seq` (empty when no events).
@@ -138,6 +146,34 @@ pub trait Store: Send + Sync + 'static {
     /// None for a store that does not know.
     fn bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// A webhook endpoint's delivery record (see `Stamped`), if one was saved.
+    fn load_cursor(
+        &self,
+        endpoint: &str,
+    ) -> BoxFuture<'static, Result<Option<Stamped>, StoreError>>;
+
+    /// Saves `next` as the endpoint's record unless the stored one's generation is above
+    /// `if_at_most`; then nothing is written and the stored record is returned. A deliverer
+    /// passes its own generation (an operator's change wins over it), an operator the one
+    /// it read (two operators never overwrite each other unseen).
+    fn save_cursor(
+        &self,
+        endpoint: &str,
+        if_at_most: u64,
+        next: Stamped,
+    ) -> BoxFuture<'static, Result<Option<Stamped>, StoreError>>;
+
+    /// Whether this process holds the named lease for the next `ttl_ms` (taking or renewing
+    /// it): one replica of a shared store at a time does the work it guards. A store with
+    /// one process always holds it.
+    fn hold_lease(
+        &self,
+        _name: &str,
+        _ttl_ms: u64,
+    ) -> BoxFuture<'static, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
     }
 
     /// The event at `seq`, if held.

@@ -3,7 +3,7 @@
 //! call a second time), which was 5% of a unary check's CPU.
 use crate::api::grpc::services;
 use crate::api::grpc::{
-    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi,
+    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi, WebhookApi,
 };
 use crate::proto::attempt_service_server::AttemptServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
@@ -12,6 +12,7 @@ use crate::proto::decision_service_server::DecisionServiceServer;
 use crate::proto::dnc_service_server::DncServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::privacy_service_server::PrivacyServiceServer;
+use crate::proto::webhook_service_server::WebhookServiceServer;
 use http::{Request, Response};
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,6 +39,7 @@ pub enum Handler {
     Events(EventServiceServer<EventApi>),
     Audit(AuditServiceServer<AuditApi>),
     Privacy(PrivacyServiceServer<PrivacyApi>),
+    Webhooks(WebhookServiceServer<WebhookApi>),
     /// Health and reflection.
     Opaque(Opaque),
 }
@@ -53,6 +55,7 @@ impl Handler {
             Handler::Events(_) => Some(EventServiceServer::<EventApi>::NAME),
             Handler::Audit(_) => Some(AuditServiceServer::<AuditApi>::NAME),
             Handler::Privacy(_) => Some(PrivacyServiceServer::<PrivacyApi>::NAME),
+            Handler::Webhooks(_) => Some(WebhookServiceServer::<WebhookApi>::NAME),
             Handler::Opaque(_) => None,
         }
     }
@@ -66,6 +69,7 @@ impl Handler {
             Handler::Events(s) => s.clone().call(req),
             Handler::Audit(s) => s.clone().call(req),
             Handler::Privacy(s) => s.clone().call(req),
+            Handler::Webhooks(s) => s.clone().call(req),
             Handler::Opaque(s) => s.clone().call(req),
         }
     }

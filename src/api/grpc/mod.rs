@@ -9,12 +9,14 @@ mod events;
 pub mod gate;
 pub mod lanes;
 pub mod services;
+mod webhooks;
 
 pub use attempts::AttemptApi;
 pub use consent::ConsentApi;
 pub use decision::DecisionApi;
 pub use dnc::DncApi;
 pub use events::EventApi;
+pub use webhooks::WebhookApi;
 mod audit;
 mod privacy;
 

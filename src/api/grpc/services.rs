@@ -21,6 +21,7 @@ pub const ATTEMPTS: &str = "preflight.v1.AttemptService";
 pub const EVENTS: &str = "preflight.v1.EventService";
 pub const AUDIT: &str = "preflight.v1.AuditService";
 pub const PRIVACY: &str = "preflight.v1.PrivacyService";
+pub const WEBHOOKS: &str = "preflight.v1.WebhookService";
 pub const HEALTH: &str = "grpc.health.v1.Health";
 pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 /// Evans, older grpcurl and Postman, and Python's grpcio-reflection speak only this one.
@@ -71,6 +72,12 @@ pub static SERVICES: &[ServiceSpec] = &[
     },
     ServiceSpec {
         name: PRIVACY,
+        role: Some(Role::Admin),
+        methods: &[],
+        health: true,
+    },
+    ServiceSpec {
+        name: WEBHOOKS,
         role: Some(Role::Admin),
         methods: &[],
         health: true,

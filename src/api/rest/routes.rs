@@ -10,8 +10,8 @@ use crate::error::Error;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{Extensions, HeaderMap, header};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{Extensions, HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
@@ -31,6 +31,9 @@ pub const PATHS: &[&str] = &[
     "/openapi.json",
     "/v1/admin/index",
     "/v1/admin/index/image",
+    "/v1/admin/webhooks",
+    "/v1/admin/webhooks/{name}/resume",
+    "/v1/admin/webhooks/{name}/replay",
 ];
 
 pub fn routes() -> Router<RestState> {
@@ -47,6 +50,36 @@ pub fn routes() -> Router<RestState> {
         .route("/openapi.json", get(openapi))
         .route("/v1/admin/index", get(index_state))
         .route("/v1/admin/index/image", post(write_image))
+        .route("/v1/admin/webhooks", get(webhooks))
+        .route("/v1/admin/webhooks/{name}/resume", post(resume_webhook))
+        .route("/v1/admin/webhooks/{name}/replay", post(replay_webhook))
+}
+
+async fn webhooks(State(s): State<RestState>) -> Result<Response, ApiError> {
+    let list = s.engine.webhooks().await?;
+    Ok(Json(serde_json::json!({ "webhooks": list })).into_response())
+}
+
+async fn resume_webhook(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.engine.resume_webhook(&name).await?).into_response())
+}
+
+async fn replay_webhook(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        from_seq: u64,
+    }
+    let body: Body = json(&headers, &bytes)?;
+    Ok(Json(s.engine.replay_webhook(&name, body.from_seq).await?).into_response())
 }
 
 /// Writes an index image now (before a planned restart), off the async workers.
@@ -172,10 +205,13 @@ async fn attempts(
 
 async fn inbound(
     State(s): State<RestState>,
-    ext: Extensions,
+    mut ext: Extensions,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<InboundResult>, ApiError> {
+    if let Some(p) = super::signed::hmac(&s, &headers, &bytes)? {
+        ext.insert(p);
+    }
     let body: InboundBody = json(&headers, &bytes)?;
     let who = caller(&ext, &headers);
     let out = s.engine.process_inbound(body.request()?, &who).await?;
@@ -194,10 +230,14 @@ async fn inbound(
 /// caller accepts only text/plain). A failure is an HTTP error, so the provider retries.
 async fn sms_webhook(
     State(s): State<RestState>,
-    ext: Extensions,
+    mut ext: Extensions,
+    uri: Uri,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(p) = super::signed::twilio(&s, &uri, &headers, &bytes)? {
+        ext.insert(p);
+    }
     let form: SmsWebhookForm = serde_urlencoded::from_bytes(&bytes)
         .map_err(|e| Error::invalid("body", format!("not a form-encoded webhook: {e}")))?;
     let who = caller(&ext, &headers);

@@ -12,7 +12,7 @@ mod registry;
 mod settings;
 mod snapshot;
 
-use super::{Append, AppendOutcome, Erasure, ErasureOutcome, Store, StoreError};
+use super::{Append, AppendOutcome, Erasure, ErasureOutcome, Stamped, Store, StoreError};
 use crate::audit::RawAudit;
 use crate::clock::SharedClock;
 use crate::model::{Millis, StoredEvent, Token};
@@ -58,6 +58,15 @@ impl RedisOptions {
         }
     }
 }
+
+/// Saves a webhook record unless the stored generation is above ARGV[1]; then answers the
+/// stored generation and record.
+const SAVE_CURSOR: &str = r#"
+local g = redis.call('HGET', KEYS[1], 'gen')
+if g and tonumber(g) > tonumber(ARGV[1]) then return {g, redis.call('HGET', KEYS[1], 'rec')} end
+redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'rec', ARGV[3])
+return {}
+"#;
 
 /// Key names.
 #[derive(Clone)]
@@ -115,6 +124,14 @@ impl Keys {
     }
     pub fn lease(&self) -> String {
         self.k("lease")
+    }
+    /// A webhook endpoint's delivery record: hash of `gen` and `rec`.
+    pub fn webhook(&self, endpoint: &str) -> String {
+        self.k(&format!("webhook:{endpoint}"))
+    }
+    /// A named lease other than the snapshot's (`webhook:<endpoint>`).
+    pub fn named_lease(&self, name: &str) -> String {
+        self.k(&format!("lease:{name}"))
     }
     /// Seq of an erasure whose subjects the stream and snapshot still hold in clear.
     pub fn scrub(&self) -> String {
@@ -362,6 +379,63 @@ impl Store for RedisStore {
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let shared = self.shared.clone();
         Box::pin(async move { registry::publish(&shared, set).await })
+    }
+
+    fn load_cursor(
+        &self,
+        endpoint: &str,
+    ) -> BoxFuture<'static, Result<Option<Stamped>, StoreError>> {
+        let (shared, key) = (self.shared.clone(), self.shared.keys.webhook(endpoint));
+        Box::pin(async move {
+            let (g, rec): (Option<u64>, Option<Vec<u8>>) = shared
+                .redis
+                .query(redis::cmd("HMGET").arg(&key).arg("gen").arg("rec"))
+                .await?;
+            Ok(g.zip(rec)
+                .map(|(generation, bytes)| Stamped { generation, bytes }))
+        })
+    }
+
+    fn save_cursor(
+        &self,
+        endpoint: &str,
+        if_at_most: u64,
+        next: Stamped,
+    ) -> BoxFuture<'static, Result<Option<Stamped>, StoreError>> {
+        let (shared, key) = (self.shared.clone(), self.shared.keys.webhook(endpoint));
+        Box::pin(async move {
+            let script = redis::Script::new(SAVE_CURSOR);
+            let mut inv = script.prepare_invoke();
+            inv.key(&key)
+                .arg(if_at_most)
+                .arg(next.generation)
+                .arg(next.bytes);
+            let stored: Vec<Vec<u8>> = shared.redis.invoke(&inv).await?;
+            match stored.as_slice() {
+                [] => Ok(None),
+                [g, rec] => {
+                    let generation = std::str::from_utf8(g)
+                        .ok()
+                        .and_then(|g| g.parse().ok())
+                        .ok_or_else(|| StoreError::Corrupt(format!("{key}: generation")))?;
+                    Ok(Some(Stamped {
+                        generation,
+                        bytes: rec.clone(),
+                    }))
+                }
+                _ => Err(StoreError::Corrupt(format!("{key}: unexpected answer"))),
+            }
+        })
+    }
+
+    fn hold_lease(&self, name: &str, ttl_ms: u64) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let (shared, key) = (self.shared.clone(), self.shared.keys.named_lease(name));
+        Box::pin(async move {
+            let script = redis::Script::new(snapshot::TAKE_LEASE);
+            let mut inv = script.prepare_invoke();
+            inv.key(&key).arg(&shared.owner).arg(ttl_ms);
+            Ok(shared.redis.invoke::<i64>(&inv).await? == 1)
+        })
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 const CHUNK: usize = 4 << 20;
 const LEASE_MS: u64 = 30_000;
 
-const TAKE_LEASE: &str = r#"
+pub(super) const TAKE_LEASE: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
