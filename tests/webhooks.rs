@@ -517,3 +517,99 @@ async fn signed_inbound_webhooks_are_checked_and_forgeries_change_nothing() {
         "{logged}"
     );
 }
+
+fn get_json(url: &str) -> serde_json::Value {
+    let mut r = ureq::get(url).call().unwrap();
+    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+fn endpoint_view(server: &Server) -> serde_json::Value {
+    get_json(&format!("{}/v1/admin/webhooks", server.http_url()))["webhooks"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_one_replica_delivers_the_cursor_is_shared_and_another_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = common::redis_server::RedisServer::start(&dir.path().join("redis"), false);
+    let rx = Receiver::start(Reply::Status(200)).await;
+    let key = dir.path().join("privacy.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let config = format!(
+        "[privacy]\nkey_file = {:?}\n\n[redis]\nurl = {:?}\nheartbeat_ms = 100\ntimeout_ms = 500\n\n{}",
+        key.to_str().unwrap(),
+        redis.url(),
+        endpoint("crm", &rx.url(), "[0, 50]", "")
+    );
+    let path = dir.path().join("preflight.toml");
+    std::fs::write(&path, config).unwrap();
+    let replica = |name: &str| {
+        Server::start_full(
+            &dir.path().join(name),
+            &["--config", path.to_str().unwrap()],
+            &[("HOOK_SECRET", &format!("whsec_{SECRET_B64}"))],
+            None,
+        )
+    };
+    let (mut a, mut b) = (replica("a"), replica("b"));
+    let (ca, cb) = (a.ready().await, b.ready().await);
+    for n in 0..10 {
+        let ch = if n % 2 == 0 { &ca } else { &cb };
+        consent(ch)
+            .record_consent(withdraw(&format!("+1202555{:04}", 500 + n)))
+            .await
+            .unwrap();
+    }
+    rx.wait_for(20, "ten events", |_| acked_seqs(&rx).len() >= 10)
+        .await;
+    assert_eq!(acked_seqs(&rx), (1..=10).collect::<Vec<_>>());
+    assert_eq!(rx.acked().len(), 10, "each event once while nothing failed");
+    // One replica holds the endpoint; both read the same cursor from Redis.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (va, vb) = loop {
+        let (va, vb) = (endpoint_view(&a), endpoint_view(&b));
+        if va["acked_seq"] == 10 && vb["acked_seq"] == 10 {
+            break (va, vb);
+        }
+        assert!(std::time::Instant::now() < deadline, "{va} {vb}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let holders = [&va, &vb]
+        .iter()
+        .filter(|v| v["delivering_here"] == true)
+        .count();
+    assert_eq!(holders, 1, "{va} {vb}");
+    let (holder, other, other_ch) = if va["delivering_here"] == true {
+        (a, b, cb)
+    } else {
+        (b, a, ca)
+    };
+    // The holder dies: the other replica takes the lease over and carries on from the
+    // shared cursor.
+    holder.kill();
+    for n in 0..3 {
+        consent(&other_ch)
+            .record_consent(withdraw(&format!("+1202555{:04}", 600 + n)))
+            .await
+            .unwrap();
+    }
+    rx.wait_for(40, "the events after the holder died", |_| {
+        acked_seqs(&rx).len() >= 13
+    })
+    .await;
+    assert_eq!(acked_seqs(&rx), (1..=13).collect::<Vec<_>>());
+    // An operator's change made on a replica that does not deliver reaches the one that does.
+    let mut c = replica("c");
+    c.ready().await;
+    let (status, body) = common::post_json(
+        &format!("{}/v1/admin/webhooks/crm/replay", c.http_url()),
+        &serde_json::json!({ "from_seq": 12 }),
+    );
+    assert_eq!(status, 200, "{body}");
+    rx.wait_for(20, "the replay", |g| {
+        g.iter().filter(|d| d.answered == 200).count() >= 15
+    })
+    .await;
+    let tail: Vec<u64> = rx.acked()[13..].iter().map(|d| d.seq()).collect();
+    assert_eq!(tail, [12, 13]);
+    drop(other);
+}
