@@ -12,11 +12,13 @@ use serde_json::{Map, Value, json};
 pub fn body(ev: &StoredEvent, ty: EventType, person: Option<&str>) -> Vec<u8> {
     let mut data = Map::new();
     data.insert("seq".into(), json!(ev.seq));
-    if let Some(c) = ev.event.contacts().first() {
+    // Privacy events name no identifier: a receiver reads the request with its id.
+    let names_contact = !matches!(ty.as_str().split_once('.'), Some(("privacy", _)));
+    if let Some(c) = ev.event.contacts().first().filter(|_| names_contact) {
         data.insert("contact".into(), json!(c.to_string()));
-    }
-    if let Some(p) = person {
-        data.insert("person_id".into(), json!(p));
+        if let Some(p) = person {
+            data.insert("person_id".into(), json!(p));
+        }
     }
     data.insert("recorded_at".into(), json!(format_time(ev.recorded_at)));
     let mut put = |k: &str, v: Value| {
@@ -76,14 +78,11 @@ pub fn body(ev: &StoredEvent, ty: EventType, person: Option<&str>) -> Vec<u8> {
             put("subject", json!(a.subject));
             put("campaign_id", json!(a.campaign_id));
         }
-        // Privacy events name no identifier: a receiver reads the request with its id.
         Event::ConsumerRegistered(c) => {
-            data.remove("contact");
             data.insert("consumer_id".into(), json!(consumer_id(ev.seq)));
             data.insert("identifiers".into(), json!(c.identifiers.len()));
         }
         Event::ConsumerIdentifiersAdded(c) => {
-            data.remove("contact");
             data.insert("consumer_id".into(), json!(consumer_id(c.consumer_seq)));
             data.insert("identifiers".into(), json!(c.identifiers.len()));
         }
@@ -117,4 +116,61 @@ pub fn body(ev: &StoredEvent, ty: EventType, person: Option<&str>) -> Vec<u8> {
 /// `webhook-id`: the same for every attempt of one event to one endpoint.
 pub fn message_id(endpoint: &str, seq: u64) -> String {
     format!("msg_{endpoint}_{seq}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::{ConsentEvent, LegalHoldEvent};
+    use crate::model::{ChannelSet, ConsentStatus, ContactKey, PurposeSet};
+
+    fn stored(event: Event) -> StoredEvent {
+        StoredEvent {
+            seq: 7,
+            recorded_at: 1_765_000_000_000,
+            event,
+        }
+    }
+
+    #[test]
+    fn a_withdrawal_names_contact_person_channels_and_purposes() {
+        let ev = stored(Event::ConsentRecorded(ConsentEvent {
+            contact: ContactKey::Phone(12025550142),
+            status: ConsentStatus::Withdrawn,
+            channels: ChannelSet::all(),
+            purposes: PurposeSet::all(),
+            category: None,
+            source: "sms-stop".into(),
+            proof: "recording-123".into(),
+            effective_at: 1_765_000_000_000,
+            expires_at: None,
+            campaign_id: String::new(),
+        }));
+        let ty = EventType::of(&ev.event).unwrap();
+        let v: Value = serde_json::from_slice(&body(&ev, ty, Some("ext:cust-42"))).unwrap();
+        assert_eq!(v["type"], "consent.withdrawn");
+        assert_eq!(v["data"]["seq"], 7);
+        assert_eq!(v["data"]["contact"], "+12025550142");
+        assert_eq!(v["data"]["person_id"], "ext:cust-42");
+        assert_eq!(v["data"]["consent_id"], "cn-7");
+        assert!(v["data"]["channels"].as_array().unwrap().len() > 3);
+        assert!(
+            !v.to_string().contains("recording-123"),
+            "proof stays in the store"
+        );
+    }
+
+    #[test]
+    fn privacy_events_name_no_identifier() {
+        let ev = stored(Event::LegalHoldPlaced(LegalHoldEvent {
+            contact: ContactKey::Email("jo@example.com".into()),
+            reason: "litigation".into(),
+        }));
+        let ty = EventType::of(&ev.event).unwrap();
+        let text = String::from_utf8(body(&ev, ty, Some("ext:cust-42"))).unwrap();
+        assert!(
+            !text.contains("jo@example.com") && !text.contains("cust-42"),
+            "{text}"
+        );
+    }
 }
