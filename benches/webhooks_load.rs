@@ -21,7 +21,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn withdraw(n: u64) -> pb::RecordConsentRequest {
     pb::RecordConsentRequest {
-        contact: format!("+1202{:07}", n % 10_000_000),
+        contact: format!("+1202{:03}{:04}", 200 + (n / 10_000) % 800, n % 10_000),
         status: pb::ConsentStatus::Withdrawn as i32,
         source: "bench".into(),
         ..Default::default()

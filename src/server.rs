@@ -176,7 +176,7 @@ pub fn open_redis(
         })?;
     let projection = Projection::new(privacy_tokenizer(config)?);
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
-    tracing::info!(url = %crate::store::redis::conn::masked_url(&opts.url), prefix = %opts.prefix, "using the redis store; loading in the background");
+    tracing::info!(target = %opts.describe_target(), prefix = %opts.prefix, "using the redis store; loading in the background");
     let store = crate::store::redis::RedisStore::start(
         opts,
         Arc::new(projection.clone()),

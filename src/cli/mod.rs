@@ -464,7 +464,9 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         match &config.redis {
             Some(r) => format!(
                 "redis {} prefix {}",
-                preflight::store::redis::conn::masked_url(&r.url),
+                r.options(config.idempotency_hours)
+                    .map(|o| o.describe_target())
+                    .unwrap_or_default(),
                 r.prefix
             ),
             None => "embedded".into(),

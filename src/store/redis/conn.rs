@@ -2,17 +2,74 @@
 //!
 //! The redis crate's connection manager retries inside a call, so a write would hang while
 //! Redis is away; here a call fails with `Unavailable` after the timeout and the broken
-//! connection is dropped, so the next call dials again.
+//! connection is dropped, so the next call dials again. Behind Sentinel each dial asks the
+//! sentinels for the current master first, so a failover is followed by reconnecting.
 use super::super::StoreError;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, FromRedisValue};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Where the master is: a URL, or whatever the sentinels say.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Url(String),
+    Sentinel(SentinelSpec),
+}
+
+#[derive(Clone)]
+pub struct SentinelSpec {
+    /// `host:port` of each sentinel, asked in order.
+    pub sentinels: Vec<String>,
+    pub master: String,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    /// Credentials and database of the master.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
+    /// TLS to the sentinels and the master.
+    pub tls: bool,
+}
+
+impl std::fmt::Debug for SentinelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelSpec")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// PEM material for TLS connections: a private CA (else the system roots) and a client
+/// certificate and key for mutual TLS.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
 pub struct Redis {
-    client: Client,
+    target: Arc<(Target, TlsFiles)>,
+    /// The client for the master as last resolved; None until the next dial resolves it.
+    client: std::sync::Mutex<Option<Client>>,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     sync: std::sync::Mutex<Option<redis::Connection>>,
     timeout: Duration,
+    /// `host:port` of the master the last dial reached (Sentinel), and how often it changed.
+    master: std::sync::Mutex<Option<String>>,
+    failovers: AtomicU64,
 }
 
 pub fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -27,25 +84,234 @@ pub fn masked_url(url: &str) -> String {
     }
 }
 
+/// A client for `info`, with the CA and client certificate when it is a TLS address.
+fn client_for(info: ConnectionInfo, tls: &TlsFiles) -> redis::RedisResult<Client> {
+    let is_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    if is_tls && (tls.ca.is_some() || tls.client.is_some()) {
+        Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: tls.client.clone().map(|(c, k)| redis::ClientTlsConfig {
+                    client_cert: c,
+                    client_key: k,
+                }),
+                root_cert: tls.ca.clone(),
+            },
+        )
+    } else {
+        Client::open(info)
+    }
+}
+
+fn addr_info(
+    host: &str,
+    port: u16,
+    tls: bool,
+    user: Option<&str>,
+    password: Option<&str>,
+    db: i64,
+) -> redis::RedisResult<ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let addr = if tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_string(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_string(), port)
+    };
+    let mut settings = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(u) = user {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = password {
+        settings = settings.set_password(p);
+    }
+    Ok(addr.into_connection_info()?.set_redis_settings(settings))
+}
+
+/// `host:port`, split.
+pub fn host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    (!h.is_empty()).then(|| Some((h.to_string(), p.parse().ok()?)))?
+}
+
+/// Asks the sentinels, in order, where the master is.
+fn resolve(
+    spec: &SentinelSpec,
+    tls: &TlsFiles,
+    timeout: Duration,
+) -> Result<(String, u16), StoreError> {
+    let mut faults = Vec::new();
+    for s in &spec.sentinels {
+        let Some((host, port)) = host_port(s) else {
+            faults.push(format!("{s}: not host:port"));
+            continue;
+        };
+        let asked = addr_info(
+            &host,
+            port,
+            spec.tls,
+            spec.sentinel_username.as_deref(),
+            spec.sentinel_password.as_deref(),
+            0,
+        )
+        .and_then(|info| client_for(info, tls))
+        .and_then(|c| c.get_connection_with_timeout(timeout))
+        .and_then(|mut c| {
+            c.set_read_timeout(Some(timeout))?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&spec.master)
+                .query::<Option<(String, u16)>>(&mut c)
+        });
+        match asked {
+            Ok(Some(addr)) => return Ok(addr),
+            Ok(None) => faults.push(format!("{s} knows no master named `{}`", spec.master)),
+            Err(e) => faults.push(format!("{s}: {e}")),
+        }
+    }
+    Err(unavailable(format!(
+        "no sentinel named the master `{}`: {}",
+        spec.master,
+        faults.join("; ")
+    )))
+}
+
+/// The master's client and address, through the sentinels.
+fn resolve_client(
+    target: &(Target, TlsFiles),
+    timeout: Duration,
+) -> Result<(Client, String), StoreError> {
+    let (Target::Sentinel(spec), tls) = target else {
+        return Err(unavailable("no redis client"));
+    };
+    let (host, port) = resolve(spec, tls, timeout)?;
+    let info = addr_info(
+        &host,
+        port,
+        spec.tls,
+        spec.username.as_deref(),
+        spec.password.as_deref(),
+        spec.db,
+    )
+    .map_err(unavailable)?;
+    Ok((
+        client_for(info, tls).map_err(unavailable)?,
+        format!("{host}:{port}"),
+    ))
+}
+
 impl Redis {
-    pub fn open(url: &str, timeout: Duration) -> Result<Redis, StoreError> {
-        let client = Client::open(url).map_err(|e| {
-            StoreError::Unavailable(format!("redis url `{}`: {e}", masked_url(url)))
-        })?;
+    pub fn open(target: Target, tls: TlsFiles, timeout: Duration) -> Result<Redis, StoreError> {
+        // A URL is checked now, so a bad one (or bad TLS material) stops the start.
+        let client = match &target {
+            Target::Url(url) => {
+                use redis::IntoConnectionInfo;
+                let info = url.as_str().into_connection_info().map_err(|e| {
+                    StoreError::Unavailable(format!("redis url `{}`: {e}", masked_url(url)))
+                })?;
+                Some(client_for(info, &tls).map_err(|e| {
+                    StoreError::Unavailable(format!("redis url `{}`: {e}", masked_url(url)))
+                })?)
+            }
+            Target::Sentinel(_) => None,
+        };
         Ok(Redis {
-            client,
+            target: Arc::new((target, tls)),
+            client: std::sync::Mutex::new(client),
             conn: tokio::sync::Mutex::new(None),
             sync: std::sync::Mutex::new(None),
             timeout,
+            master: std::sync::Mutex::new(None),
+            failovers: AtomicU64::new(0),
         })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// A plain URL's Redis, for tools and tests.
+    pub fn open_url(url: &str, timeout: Duration) -> Result<Redis, StoreError> {
+        Self::open(Target::Url(url.to_string()), TlsFiles::default(), timeout)
     }
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The master's address as last resolved through Sentinel, and the failovers seen.
+    pub fn master(&self) -> (Option<String>, u64) {
+        (
+            self.master
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            self.failovers.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The client for the current master, resolving it through the sentinels when there is
+    /// none (blocking: on a runtime, call `client_async`).
+    fn client_blocking(&self) -> Result<Client, StoreError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let (client, addr) = resolve_client(&self.target, self.timeout)?;
+        Ok(self.install(client, addr))
+    }
+
+    async fn client_async(&self) -> Result<Client, StoreError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let (target, timeout) = (self.target.clone(), self.timeout);
+        let (client, addr) = tokio::task::spawn_blocking(move || resolve_client(&target, timeout))
+            .await
+            .map_err(|e| unavailable(format!("sentinel lookup: {e}")))??;
+        Ok(self.install(client, addr))
+    }
+
+    fn cached(&self) -> Option<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Remembers the master just resolved, counting a change of address as a failover.
+    fn install(&self, client: Client, addr: String) -> Client {
+        let mut m = self.master.lock().unwrap_or_else(|e| e.into_inner());
+        if m.as_ref().is_some_and(|old| *old != addr) {
+            self.failovers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(master = %addr, previous = %m.as_deref().unwrap_or_default(), "redis master changed (sentinel failover)");
+        }
+        *m = Some(addr);
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+        client
+    }
+
+    /// After a failed call: behind Sentinel the master is asked for again on the next dial.
+    fn forget_master(&self) {
+        if matches!(self.target.0, Target::Sentinel(_)) {
+            *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// A pub/sub connection to the current master.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let client = self.client_async().await?;
+        match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => {
+                self.forget_master();
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.forget_master();
+                Err(unavailable("pub/sub connect timed out"))
+            }
+        }
     }
 
     /// The shared multiplexed connection, dialled if there is none.
@@ -57,11 +323,17 @@ impl Redis {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let c = self
-            .client
+        let client = self.client_async().await?;
+        let c = match client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
-            .map_err(unavailable)?;
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget_master();
+                return Err(unavailable(e));
+            }
+        };
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -72,12 +344,19 @@ impl Redis {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
+        let demoted = matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        );
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error()
+            || demoted
         {
             *self.conn.lock().await = None;
+            *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.forget_master();
         }
         Err(unavailable(e))
     }
@@ -110,9 +389,12 @@ impl Redis {
             let mut slot = self.sync.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
                 let c = self
-                    .client
+                    .client_blocking()?
                     .get_connection_with_timeout(self.timeout)
-                    .map_err(unavailable)?;
+                    .map_err(|e| {
+                        self.forget_master();
+                        unavailable(e)
+                    })?;
                 c.set_read_timeout(Some(self.timeout))
                     .map_err(unavailable)?;
                 c.set_write_timeout(Some(self.timeout))

@@ -17,13 +17,9 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
     let mut ticks: u64 = 0;
     loop {
         let subscribed = async {
-            let mut ps = tokio::time::timeout(
-                shared.opts.timeout,
-                shared.redis.client().get_async_pubsub(),
-            )
-            .await
-            .map_err(|_| unavailable("timed out connecting for pub/sub"))?
-            .map_err(unavailable)?;
+            let mut ps = tokio::time::timeout(shared.opts.timeout, shared.redis.pubsub())
+                .await
+                .map_err(|_| unavailable("timed out connecting for pub/sub"))??;
             ps.subscribe(&[shared.keys.channel(), shared.keys.registry_channel()])
                 .await
                 .map_err(unavailable)?;
@@ -439,7 +435,7 @@ pub async fn load_projection<S: crate::store::EventSink + Clone>(
     sink: S,
 ) -> Result<S, StoreError> {
     let shared = Shared {
-        redis: super::conn::Redis::open(&opts.url, opts.timeout)?,
+        redis: super::conn::Redis::open(opts.target.clone(), opts.tls.clone(), opts.timeout)?,
         keys: super::Keys::new(&opts.prefix),
         sink: std::sync::Arc::new(sink.clone()),
         registries: std::sync::Arc::new(crate::registry::Registries::in_memory()),

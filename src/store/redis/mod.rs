@@ -31,7 +31,9 @@ pub use settings::RedisConfig;
 
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    pub url: String,
+    /// Where the master is: a URL, or the sentinels to ask.
+    pub target: conn::Target,
+    pub tls: conn::TlsFiles,
     /// Key prefix; replicas sharing one prefix share one store.
     pub prefix: String,
     /// Connect and response timeout; a write fails `Unavailable` after it.
@@ -43,12 +45,18 @@ pub struct RedisOptions {
     /// Entries left in the stream behind a snapshot, for replicas a little behind.
     pub stream_keep: u64,
     pub idempotency_ttl_ms: Millis,
+    /// Redis replicas that must hold a commit before it is acknowledged (WAIT).
+    pub min_replicas_ack: u32,
+    pub replica_ack_timeout: Duration,
 }
 
 impl RedisOptions {
     pub fn new(url: &str) -> RedisOptions {
         RedisOptions {
-            url: url.to_string(),
+            target: conn::Target::Url(url.to_string()),
+            tls: conn::TlsFiles::default(),
+            min_replicas_ack: 0,
+            replica_ack_timeout: Duration::from_secs(1),
             prefix: "preflight".into(),
             timeout: Duration::from_secs(2),
             heartbeat: Duration::from_millis(500),
@@ -67,6 +75,19 @@ if g and tonumber(g) > tonumber(ARGV[1]) then return {g, redis.call('HGET', KEYS
 redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'rec', ARGV[3])
 return {}
 "#;
+
+impl RedisOptions {
+    /// Where the store is, for logs and /readyz: the URL without its password, or the
+    /// sentinels and the master's name.
+    pub fn describe_target(&self) -> String {
+        match &self.target {
+            conn::Target::Url(u) => conn::masked_url(u),
+            conn::Target::Sentinel(s) => {
+                format!("sentinel {} master `{}`", s.sentinels.join(","), s.master)
+            }
+        }
+    }
+}
 
 /// Key names.
 #[derive(Clone)]
@@ -202,7 +223,12 @@ impl Shared {
         crate::telemetry::sync_error(kind);
         let mut s = self.status();
         s.connected = false;
-        s.last_error = Some(format!("{kind}: {e}"));
+        let why = format!("{kind}: {e}");
+        // Once per distinct fault: a Redis that stays away is not a line every heartbeat.
+        if s.last_error.as_deref() != Some(why.as_str()) {
+            tracing::warn!(target_store = %self.opts.describe_target(), "redis: {why}");
+        }
+        s.last_error = Some(why);
     }
 
     /// Applies `entries` under the state lock; see `apply_entries`.
@@ -252,7 +278,7 @@ impl RedisStore {
         registries: Arc<Registries>,
         clock: SharedClock,
     ) -> Result<RedisStore, StoreError> {
-        let redis = Redis::open(&opts.url, opts.timeout)?;
+        let redis = Redis::open(opts.target.clone(), opts.tls.clone(), opts.timeout)?;
         let shared = Arc::new(Shared {
             redis,
             keys: Keys::new(&opts.prefix),
@@ -442,7 +468,9 @@ impl Store for RedisStore {
         let s = self.shared.status().clone();
         serde_json::json!({
             "kind": "redis",
-            "url": conn::masked_url(&self.shared.opts.url),
+            "target": self.shared.opts.describe_target(),
+            "master": self.shared.redis.master().0,
+            "failovers": self.shared.redis.master().1,
             "prefix": self.shared.opts.prefix,
             "epoch": self.shared.epoch(),
             "connected": s.connected,
