@@ -26,8 +26,9 @@ echo "== helm lint"
 helm lint --strict "$chart"
 helm lint --strict "$chart" -f "$chart/ci/full-values.yaml"
 helm lint --strict "$chart" -f "$chart/ci/redis-values.yaml"
+helm lint --strict "$chart" -f "$chart/ci/redis-sentinel-values.yaml"
 
-for values in default "$chart/ci/full-values.yaml" "$chart/ci/redis-values.yaml"; do
+for values in default "$chart/ci/full-values.yaml" "$chart/ci/redis-values.yaml" "$chart/ci/redis-sentinel-values.yaml"; do
   echo "== helm template ($values)"
   args=()
   [ "$values" = default ] || args=(-f "$values")
@@ -56,9 +57,18 @@ for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
 env = {e["name"]: e for e in c["env"]}
 if "[redis]" in kinds["ConfigMap"]["data"]["preflight.toml"]:
     # Many replicas: scaled and protected, the URL and privacy key from Secrets.
-    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(kinds), sorted(kinds)
-    assert "replicas" not in kinds["Deployment"]["spec"], "the HPA owns the replica count"
-    assert "secretKeyRef" in env["PREFLIGHT_REDIS_URL"]["valueFrom"]
+    toml = kinds["ConfigMap"]["data"]["preflight.toml"]
+    if "sentinels" in toml:
+        assert "PREFLIGHT_REDIS_URL" not in env
+        assert "secretKeyRef" in env["PREFLIGHT_REDIS_PASSWORD"]["valueFrom"]
+    else:
+        assert {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(kinds), sorted(kinds)
+        assert "replicas" not in kinds["Deployment"]["spec"], "the HPA owns the replica count"
+        assert "secretKeyRef" in env["PREFLIGHT_REDIS_URL"]["valueFrom"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    if "ca_file" in toml:
+        assert 'ca_file = "' + mounts["redis-ca"] + "/" in toml, toml
+        assert 'client_cert_file = "' + mounts["redis-client"] + "/tls.crt" in toml, toml
     key = env["PREFLIGHT_PRIVACY_KEY_FILE"]["value"]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert key.startswith(mounts["privacy-key"] + "/"), (key, mounts)
@@ -74,9 +84,11 @@ PY
     envs+=("$n=ci-token-value-$n-0123456789")
   done
   # TLS files exist only in the pod: validate the rest of the file here.
-  sed -i '/^\[tls\]/,/^key_file/d' "$out/preflight.toml"
-  # The Redis URL, like the tokens, comes from a Secret in the pod.
-  envs+=("PREFLIGHT_REDIS_URL=redis://redis.example:6379")
+  sed -i '/^\[tls\]/,/^key_file/d; /^ca_file = /d; /^client_cert_file = /d; /^client_key_file = /d' "$out/preflight.toml"
+  # The Redis URL, like the tokens, comes from a Secret in the pod (rediss:// with TLS).
+  if ! grep -q '^sentinels = ' "$out/preflight.toml"; then
+    envs+=("PREFLIGHT_REDIS_URL=rediss://redis.example:6380")
+  fi
   env "${envs[@]}" "$bin" check-config --config "$out/preflight.toml"
 done
 
@@ -94,5 +106,8 @@ refuses "tokens\[0\].role must be check, write or admin" \
 refuses "tls.enabled needs tls.secretName" --set tls.enabled=true
 refuses "store.kind must be embedded or redis" --set store.kind=etcd
 refuses "needs redis.urlSecret.name" --set store.kind=redis
+refuses "are both set" --set 'store.kind=redis,redis.urlSecret.name=r,redis.sentinel.hosts[0]=s:26379,redis.sentinel.masterName=m'
+refuses "needs redis.sentinel.masterName" --set 'store.kind=redis,redis.sentinel.hosts[0]=s:26379'
+refuses "replicaAckTimeoutMs must be below" --set store.kind=redis,redis.urlSecret.name=r,redis.minReplicasAck=1,redis.replicaAckTimeoutMs=5000
 refuses "needs privacy.keySecret.name" --set store.kind=redis,redis.urlSecret.name=r
 echo "chart: ok"

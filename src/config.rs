@@ -313,6 +313,15 @@ impl Config {
                 None => self.redis = Some(RedisConfig::with_url(&v)),
             }
         }
+        // Passwords of a Sentinel setup come from Secrets, like the URL.
+        if let Some(r) = &mut self.redis {
+            if let Some(v) = get("PREFLIGHT_REDIS_PASSWORD").filter(|v| !v.is_empty()) {
+                r.password = Some(v);
+            }
+            if let Some(v) = get("PREFLIGHT_REDIS_SENTINEL_PASSWORD").filter(|v| !v.is_empty()) {
+                r.sentinel_password = Some(v);
+            }
+        }
     }
 
     /// Validates every policy; the service refuses to start on the first bad one.

@@ -40,8 +40,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "store.kind must be embedded or redis, got %q" .Values.store.kind) }}
 {{- end }}
 {{- if eq .Values.store.kind "redis" }}
-{{- if not .Values.redis.urlSecret.name }}
-{{- fail "store.kind=redis needs redis.urlSecret.name (a Secret holding the redis:// URL)" }}
+{{- if and .Values.redis.sentinel.hosts .Values.redis.urlSecret.name }}
+{{- fail "redis.urlSecret.name and redis.sentinel.hosts are both set: give one" }}
+{{- end }}
+{{- if and .Values.redis.sentinel.hosts (not .Values.redis.sentinel.masterName) }}
+{{- fail "redis.sentinel.hosts needs redis.sentinel.masterName" }}
+{{- end }}
+{{- if not (or .Values.redis.urlSecret.name .Values.redis.sentinel.hosts) }}
+{{- fail "store.kind=redis needs redis.urlSecret.name (a Secret holding the redis:// URL) or redis.sentinel.hosts" }}
+{{- end }}
+{{- if and (gt (int .Values.redis.minReplicasAck) 0) (ge (int .Values.redis.replicaAckTimeoutMs) (int .Values.redis.timeoutMs)) }}
+{{- fail "redis.replicaAckTimeoutMs must be below redis.timeoutMs" }}
 {{- end }}
 {{- if not .Values.privacy.keySecret.name }}
 {{- fail "store.kind=redis needs privacy.keySecret.name: every replica must hash erased identifiers with the same 32-byte key" }}

@@ -315,10 +315,20 @@ impl Committer {
             .redis
             .pipe(redis::pipe().get(k.seq()).get(k.head()))
             .await?;
-        parse_head(
+        let head = parse_head(
             seq.as_deref().unwrap_or("0"),
             audit.as_deref().unwrap_or(""),
-        )
+        )?;
+        if self.shared.opts.min_replicas_ack > 0 {
+            // Followers apply only up to the acknowledged seq; a store written before the
+            // setting was on starts it at its head.
+            let _: Option<String> = self
+                .shared
+                .redis
+                .query(redis::cmd("SET").arg(k.acked()).arg(head.seq).arg("NX"))
+                .await?;
+        }
+        Ok(head)
     }
 
     /// Builds a round for `reqs` on the head this replica expects and sends it; requests
@@ -440,6 +450,9 @@ impl Committer {
             entries: round.entries.clone(),
         })
         .expect("notices serialize");
+        let waits = shared.opts.min_replicas_ack > 0;
+        let last = next.seq;
+        let has_entries = !round.entries.is_empty();
         // EVAL, not EVALSHA: a script missing from Redis's cache would be loaded and
         // retried, and the retry could overtake the next round.
         let mut cmd = redis::cmd("EVAL");
@@ -457,10 +470,11 @@ impl Committer {
             .arg(next.seq.to_string())
             .arg(head_text(&next.audit))
             .arg(k.channel())
-            .arg(if round.entries.is_empty() {
+            // With replica acknowledgements the notice goes out only once they are in.
+            .arg(if round.entries.is_empty() || waits {
                 Vec::new()
             } else {
-                notice
+                notice.clone()
             })
             .arg(shared.opts.idempotency_ttl_ms.max(1).to_string());
         for op in &round.ops {
@@ -471,6 +485,10 @@ impl Committer {
         Box::pin(async move {
             let answer: Vec<String> = shared.redis.query(&cmd).await?;
             match answer.first().map(String::as_str) {
+                Some("ok") if waits => {
+                    replicated(&shared, last, has_entries.then_some(notice)).await?;
+                    Ok(Answer::Committed)
+                }
                 Some("ok") => Ok(Answer::Committed),
                 Some("retry" | "idem") => Ok(Answer::Lost),
                 Some("epoch") => {
@@ -651,4 +669,42 @@ fn reply_all(fates: Vec<Fate>, replies: Vec<Reply>) {
         };
         let _ = reply.send(out);
     }
+}
+
+/// Marks `seq` acknowledged and sends the round's notice, once it is on the Redis replicas.
+const ACKED: &str = r#"
+local a = tonumber(redis.call('GET', KEYS[1]) or '0')
+if a < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+"#;
+
+/// Waits until `redis.min_replicas_ack` Redis replicas hold everything this connection
+/// wrote (the round just committed included), then lets followers see it. Short of them,
+/// the round fails UNAVAILABLE: it may still be on the master, so a caller's retry with
+/// its idempotency key gets the first answer if it did land, and followers do not apply it
+/// until a later round is acknowledged (a failover that loses it loses nothing answered).
+async fn replicated(shared: &Shared, seq: u64, notice: Option<Vec<u8>>) -> Result<(), StoreError> {
+    let n = shared.opts.min_replicas_ack;
+    let ms = shared.opts.replica_ack_timeout.as_millis() as u64;
+    let got: u64 = shared
+        .redis
+        .query(redis::cmd("WAIT").arg(n).arg(ms))
+        .await?;
+    if got < u64::from(n) {
+        crate::telemetry::sync_error("replica_ack");
+        return Err(StoreError::Unavailable(format!(
+            "the commit reached {got} of the {n} Redis replicas redis.min_replicas_ack asks for within {ms} ms; \
+             nothing was acknowledged: retry with the same idempotency key"
+        )));
+    }
+    let k = &shared.keys;
+    let script = redis::Script::new(ACKED);
+    let mut inv = script.prepare_invoke();
+    inv.key(k.acked())
+        .arg(seq)
+        .arg(k.channel())
+        .arg(notice.unwrap_or_default());
+    shared.redis.invoke::<i64>(&inv).await?;
+    Ok(())
 }

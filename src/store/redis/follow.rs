@@ -107,6 +107,8 @@ async fn on_message(shared: &Shared, msg: redis::Msg) {
 /// Where the store is: its seq, epoch, last snapshot and pending scrub.
 struct Position {
     seq: u64,
+    /// How far this replica may apply: `seq`, or less with replica acknowledgements.
+    visible: u64,
     epoch: Option<String>,
     snap_seq: u64,
     scrub: u64,
@@ -114,19 +116,27 @@ struct Position {
 
 async fn position(shared: &Shared) -> Result<Position, StoreError> {
     let k = &shared.keys;
-    let (seq, epoch, snap_seq, scrub): (Option<u64>, Option<String>, Option<u64>, Option<u64>) =
-        shared
-            .redis
-            .pipe(
-                redis::pipe()
-                    .get(k.seq())
-                    .get(k.epoch())
-                    .hget(k.snap(), "seq")
-                    .get(k.scrub()),
-            )
-            .await?;
+    type Read = (
+        Option<u64>,
+        Option<String>,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+    );
+    let (seq, epoch, snap_seq, scrub, acked): Read = shared
+        .redis
+        .pipe(
+            redis::pipe()
+                .get(k.seq())
+                .get(k.epoch())
+                .hget(k.snap(), "seq")
+                .get(k.scrub())
+                .get(k.acked()),
+        )
+        .await?;
     Ok(Position {
         seq: seq.unwrap_or(0),
+        visible: shared.visible(seq.unwrap_or(0), acked),
         epoch,
         snap_seq: snap_seq.unwrap_or(0),
         scrub: scrub.unwrap_or(0),
@@ -231,7 +241,7 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
             pos.seq
         )));
     }
-    catch_up_to(shared, pos.seq).await?;
+    catch_up_to(shared, pos.visible).await?;
     let due = index.seq().saturating_sub(pos.snap_seq) >= shared.opts.snapshot_every;
     if due || pos.scrub > pos.snap_seq {
         snapshot::maybe_write(shared, pos.scrub > pos.snap_seq).await?;
@@ -250,7 +260,7 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
     if shared.sink.seq() == 0 && pos.epoch.is_some() {
         // Nothing applied yet: this replica simply follows the lineage the store holds.
         shared.lock().epoch = pos.epoch.clone();
-        return catch_up_to(shared, pos.seq).await;
+        return catch_up_to(shared, pos.visible).await;
     }
     crate::telemetry::sync_error("store_reset");
     tracing::error!(store_epoch = ?pos.epoch, replica_epoch = ?mine, store_seq = pos.seq, "redis lost its data");
@@ -282,12 +292,12 @@ async fn store_reset(shared: &Shared, pos: &Position) -> Result<(), StoreError> 
 /// Fetches and applies everything after the index's seq, up to the store's seq; from the
 /// snapshot when the stream no longer reaches back that far.
 pub(super) async fn catch_up(shared: &Shared) -> Result<(), StoreError> {
-    let target: u64 = shared
+    let k = &shared.keys;
+    let (seq, acked): (Option<u64>, Option<u64>) = shared
         .redis
-        .query::<Option<u64>>(redis::cmd("GET").arg(shared.keys.seq()))
-        .await?
-        .unwrap_or(0);
-    catch_up_to(shared, target).await
+        .pipe(redis::pipe().get(k.seq()).get(k.acked()))
+        .await?;
+    catch_up_to(shared, shared.visible(seq.unwrap_or(0), acked)).await
 }
 
 /// `catch_up` when the store's seq is already known.

@@ -107,6 +107,11 @@ impl Keys {
     pub fn seq(&self) -> String {
         self.k("seq")
     }
+    /// With `min_replicas_ack`: the last seq known to be on the Redis replicas, which
+    /// followers do not apply past.
+    pub fn acked(&self) -> String {
+        self.k("acked")
+    }
     /// Random id of this store's lineage; a Redis that lost its data has another (or none).
     pub fn epoch(&self) -> String {
         self.k("epoch")
@@ -217,6 +222,14 @@ impl Shared {
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How far followers may apply, given the store's seq and acknowledged seq.
+    fn visible(&self, seq: u64, acked: Option<u64>) -> u64 {
+        match (self.opts.min_replicas_ack, acked) {
+            (0, _) | (_, None) => seq,
+            (_, Some(a)) => seq.min(a),
+        }
     }
 
     fn failed(&self, kind: &'static str, e: &dyn std::fmt::Display) {

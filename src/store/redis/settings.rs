@@ -119,10 +119,13 @@ impl RedisConfig {
         if self.timeout_ms == 0 || self.heartbeat_ms == 0 || self.snapshot_every == 0 {
             return Err("redis.timeout_ms, heartbeat_ms and snapshot_every must be above 0".into());
         }
-        if self.min_replicas_ack > 0 && self.replica_ack_timeout_ms == 0 {
-            return Err(
-                "redis.replica_ack_timeout_ms: 0; it must be above 0 (WAIT 0 waits forever)".into(),
-            );
+        if self.min_replicas_ack > 0
+            && (self.replica_ack_timeout_ms == 0 || self.replica_ack_timeout_ms >= self.timeout_ms)
+        {
+            return Err(format!(
+                "redis.replica_ack_timeout_ms: {}; it must be above 0 (WAIT 0 waits forever) and below redis.timeout_ms ({})",
+                self.replica_ack_timeout_ms, self.timeout_ms
+            ));
         }
         let mut o = RedisOptions::new("");
         o.target = target;
