@@ -65,10 +65,20 @@ pub fn start_preflight(data_dir: &std::path::Path, envs: &[(&str, String)]) -> (
 
 /// A `redis-server` on a free loopback port, nothing persisted; returns once it answers.
 pub fn start_redis() -> (Proc, u16) {
+    start_redis_with(&[])
+}
+
+/// A Redis replica of the one on `master`.
+pub fn start_redis_replica(master: u16) -> (Proc, u16) {
+    start_redis_with(&["--replicaof", "127.0.0.1", &master.to_string()])
+}
+
+fn start_redis_with(extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server on PATH (scripts/test.sh installs it)");

@@ -9,7 +9,8 @@
 //! `cargo bench --bench replica_load` runs the documented sizes; without `--bench` (as
 //! `cargo test --benches` runs it) a small smoke run. Knobs: PREFLIGHT_REPLICA_RATE
 //! (5000 writes/s), PREFLIGHT_REPLICA_SECS (10), PREFLIGHT_REPLICA_CONCURRENCY (128),
-//! PREFLIGHT_REPLICA_RECORDS (1,000,000).
+//! PREFLIGHT_REPLICA_RECORDS (1,000,000), PREFLIGHT_REPLICA_ACKS (0: with N, N Redis
+//! replicas of the master are started and every commit waits for them, `min_replicas_ack`).
 use preflight::proto as pb;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +54,15 @@ async fn serving(port: u16) -> Channel {
     }
 }
 
+/// Whether `n` replicas of the Redis on `port` are connected and in sync.
+fn replicas_online(port: u16, n: u64) -> bool {
+    let info: String = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
+        .unwrap_or_default();
+    info.matches("state=online").count() as u64 >= n
+}
+
 fn withdraw(i: u64) -> pb::RecordConsentRequest {
     pb::RecordConsentRequest {
         contact: format!("user{i}@example.com"),
@@ -76,15 +86,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let acks = env_or("PREFLIGHT_REPLICA_ACKS", 0);
     let dir = tempfile::tempdir().unwrap();
     let (_redis, rport) = procs::start_redis();
+    let _redis_replicas: Vec<_> = (0..acks)
+        .map(|_| procs::start_redis_replica(rport))
+        .collect();
+    // Every replica in sync before the first commit waits for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks > 0 && !replicas_online(rport, acks) {
+        assert!(Instant::now() < deadline, "redis replicas not in sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let key = dir.path().join("privacy.key");
     std::fs::write(&key, [9u8; 32]).unwrap();
     let config = dir.path().join("preflight.toml");
     std::fs::write(
         &config,
         format!(
-            "[privacy]\nkey_file = {:?}\n[redis]\nurl = \"redis://127.0.0.1:{rport}\"\n",
+            "[privacy]\nkey_file = {:?}\n[redis]\nurl = \"redis://127.0.0.1:{rport}\"\nmin_replicas_ack = {acks}\n",
             key.to_str().unwrap()
         ),
     )

@@ -27,8 +27,9 @@ helm lint --strict "$chart"
 helm lint --strict "$chart" -f "$chart/ci/full-values.yaml"
 helm lint --strict "$chart" -f "$chart/ci/redis-values.yaml"
 helm lint --strict "$chart" -f "$chart/ci/redis-sentinel-values.yaml"
+helm lint --strict "$chart" -f "$chart/ci/redis-cluster-values.yaml"
 
-for values in default "$chart/ci/full-values.yaml" "$chart/ci/redis-values.yaml" "$chart/ci/redis-sentinel-values.yaml"; do
+for values in default "$chart/ci/full-values.yaml" "$chart/ci/redis-values.yaml" "$chart/ci/redis-sentinel-values.yaml" "$chart/ci/redis-cluster-values.yaml"; do
   echo "== helm template ($values)"
   args=()
   [ "$values" = default ] || args=(-f "$values")
@@ -58,7 +59,7 @@ env = {e["name"]: e for e in c["env"]}
 if "[redis]" in kinds["ConfigMap"]["data"]["preflight.toml"]:
     # Many replicas: scaled and protected, the URL and privacy key from Secrets.
     toml = kinds["ConfigMap"]["data"]["preflight.toml"]
-    if "sentinels" in toml:
+    if "sentinels" in toml or "cluster_nodes" in toml:
         assert "PREFLIGHT_REDIS_URL" not in env
         assert "secretKeyRef" in env["PREFLIGHT_REDIS_PASSWORD"]["valueFrom"]
     else:
@@ -86,7 +87,7 @@ PY
   # TLS files exist only in the pod: validate the rest of the file here.
   sed -i '/^\[tls\]/,/^key_file/d; /^ca_file = /d; /^client_cert_file = /d; /^client_key_file = /d' "$out/preflight.toml"
   # The Redis URL, like the tokens, comes from a Secret in the pod (rediss:// with TLS).
-  if ! grep -q '^sentinels = ' "$out/preflight.toml"; then
+  if ! grep -q '^sentinels = \|^cluster_nodes = ' "$out/preflight.toml"; then
     envs+=("PREFLIGHT_REDIS_URL=rediss://redis.example:6380")
   fi
   env "${envs[@]}" "$bin" check-config --config "$out/preflight.toml"
@@ -106,7 +107,7 @@ refuses "tokens\[0\].role must be check, write or admin" \
 refuses "tls.enabled needs tls.secretName" --set tls.enabled=true
 refuses "store.kind must be embedded or redis" --set store.kind=etcd
 refuses "needs redis.urlSecret.name" --set store.kind=redis
-refuses "are both set" --set 'store.kind=redis,redis.urlSecret.name=r,redis.sentinel.hosts[0]=s:26379,redis.sentinel.masterName=m'
+refuses "more than one is set" --set 'store.kind=redis,redis.urlSecret.name=r,redis.sentinel.hosts[0]=s:26379,redis.sentinel.masterName=m'
 refuses "needs redis.sentinel.masterName" --set 'store.kind=redis,redis.sentinel.hosts[0]=s:26379'
 refuses "replicaAckTimeoutMs must be below" --set store.kind=redis,redis.urlSecret.name=r,redis.minReplicasAck=1,redis.replicaAckTimeoutMs=5000
 refuses "needs privacy.keySecret.name" --set store.kind=redis,redis.urlSecret.name=r

@@ -252,7 +252,10 @@ pub fn open_embedded(
 /// What a started service does besides answering: records the policies it enforces, picks
 /// up unfinished privacy requests, and keeps the overdue-request gauge current.
 pub async fn start_background(engine: &Arc<Engine>) -> Result<(), StartError> {
-    if engine.index().ready() {
+    // The embedded store is ready at once and its faults stop the start; a replica of a
+    // shared store waits for its load and for the store (Redis may be away, or its
+    // replicas not yet in sync for min_replicas_ack).
+    if !engine.store_shared() {
         engine
             .audit_policy_load(&Caller::system("startup"))
             .await

@@ -6,67 +6,11 @@
 //! what was lost instead of asserting it.
 mod common;
 
+use common::failover::{missing, wait_until_async, withdrawals_while};
+use common::redis_server::{Proc, query, redis, wait_until};
 use common::*;
-use preflight::proto as pb;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(300)))
-        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-        .is_ok()
-}
-
-fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?
-        .get_connection_with_timeout(Duration::from_millis(500))?;
-    cmd.query(&mut c)
-}
-
-fn redis(dir: &Path, port: u16, extra: &[String]) -> Proc {
-    let d = dir.join(format!("redis-{port}"));
-    std::fs::create_dir_all(&d).unwrap();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(&d)
-        .arg("--logfile")
-        .arg(d.join("redis.log"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is needed (scripts/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ping(port) {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on {port} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(child)
-}
-
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::process::{Command, Stdio};
 
 /// A master, two replicas of it and one sentinel watching them as `mymaster`.
 struct Topology {
@@ -149,20 +93,19 @@ fn config(dir: &Path, sentinel_port: u16, min_acks: u32) -> PathBuf {
     p
 }
 
+/// The replica's /readyz, or null while its HTTP listener is not up yet.
 fn readyz(s: &Server) -> serde_json::Value {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let mut r = agent
-        .get(&format!("{}/readyz", s.http_url()))
-        .call()
-        .unwrap();
-    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    match agent.get(&format!("{}/readyz", s.http_url())).call() {
+        Ok(mut r) => serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+        Err(_) => serde_json::Value::Null,
+    }
 }
 
-/// Eight writers, the master killed under them; returns the contacts whose withdrawal was
-/// acknowledged, how many after the kill, and the preflight replica.
+/// Eight writers through a preflight replica, the Redis master killed under them.
 async fn withdrawals_across_a_failover(
     dir: &Path,
     t: &mut Topology,
@@ -171,85 +114,9 @@ async fn withdrawals_across_a_failover(
     let cfg = config(dir, t.sentinel_port, min_acks);
     let mut p = Server::start_with(&dir.join("p"), &["--config", cfg.to_str().unwrap()]);
     let ch = p.ready().await;
-    let acked: Arc<Mutex<Vec<(String, Instant)>>> = Default::default();
-    let stop_at: Arc<Mutex<Option<Instant>>> = Default::default();
-    let mut writers = Vec::new();
-    for w in 0..8u32 {
-        let (ch, acked, stop_at) = (ch.clone(), acked.clone(), stop_at.clone());
-        writers.push(tokio::spawn(async move {
-            let mut c = consent(&ch);
-            for n in 0u32.. {
-                if stop_at.lock().unwrap().is_some_and(|t| Instant::now() > t) {
-                    return;
-                }
-                let contact = format!("+1202{:03}{:04}", 200 + w, n);
-                let mut req = withdraw(&contact);
-                req.idempotency_key = format!("w-{contact}");
-                // A failed write is retried with its idempotency key until it is answered.
-                loop {
-                    if c.record_consent(req.clone()).await.is_ok() {
-                        acked
-                            .lock()
-                            .unwrap()
-                            .push((contact.clone(), Instant::now()));
-                        break;
-                    }
-                    if stop_at.lock().unwrap().is_some_and(|t| Instant::now() > t) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let killed = Instant::now();
-    drop(t.master.take());
-    // Until writes are answered again after the failover, then a little more.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let after = acked
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, at)| *at > killed)
-            .count();
-        if after >= 50 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    *stop_at.lock().unwrap() = Some(Instant::now());
-    for w in writers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    let after = acked.iter().filter(|(_, at)| *at > killed).count();
-    (acked.into_iter().map(|(c, _)| c).collect(), after, p)
-}
-
-/// Acknowledged withdrawals a replica does not show.
-async fn missing(ch: &tonic::transport::Channel, contacts: &[String]) -> usize {
-    let mut d = decision(ch);
-    let mut lost = 0;
-    for chunk in contacts.chunks(1000) {
-        let r = d
-            .check_batch(pb::CheckBatchRequest {
-                checks: chunk
-                    .iter()
-                    .map(|c| check_req(c, pb::Channel::Sms, pb::Purpose::Marketing))
-                    .collect(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        lost += r
-            .results
-            .iter()
-            .filter(|x| !x.reasons.contains(&(pb::Reason::ConsentWithdrawn as i32)))
-            .count();
-    }
-    lost
+    let master = t.master.take();
+    let (acked, after) = withdrawals_while(&ch, move || drop(master)).await;
+    (acked, after, p)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -314,14 +181,49 @@ async fn without_replica_acks_a_failover_may_lose_acknowledged_writes() {
     );
 }
 
-async fn wait_until_async<F, Fut>(secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_knows_no_such_master_keeps_the_replica_not_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topology(dir.path());
+    let cfg = config(dir.path(), t.sentinel_port, 0);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"mymaster\"", "\"no-such-master\"");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("p.log");
+    let p = Server::start_full(
+        &dir.path().join("p"),
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        Some(&log),
+    );
+    let mut body = serde_json::Value::Null;
+    wait_until_async(20, || {
+        body = readyz(&p);
+        let why = body["store"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        async move { why.contains("knows no master named `no-such-master`") }
+    })
+    .await;
+    assert_eq!(body["status"], "NOT_SERVING", "{body}");
+    let mut c = consent(
+        &tonic::transport::Channel::from_shared(p.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let e = c
+        .record_consent(withdraw("+12025550142"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    drop(p);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("no-such-master")
+    );
 }

@@ -195,6 +195,11 @@ impl Engine {
             .map_err(|why| format!("writes cannot be made durable: {why}"))
     }
 
+    /// Whether this is one replica of a store others write to (Redis).
+    pub fn store_shared(&self) -> bool {
+        self.store.shared()
+    }
+
     /// The store and how it is doing (kind, and for a shared store its connection).
     pub fn store_description(&self) -> serde_json::Value {
         self.store.describe()

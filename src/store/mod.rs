@@ -138,6 +138,12 @@ pub trait Store: Send + Sync + 'static {
     fn writable(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Whether other processes write to this store too (a replica of a shared store): its
+    /// faults at start are waited out rather than stopping the process.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// What the store is and how it is doing, for /readyz.
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "kind": "embedded" })

@@ -1,6 +1,7 @@
 //! Test harness: runs the real `preflight` binary on a free loopback port and speaks gRPC to it.
 #![allow(dead_code)]
 
+pub mod failover;
 pub mod receiver;
 pub mod redis_server;
 

@@ -40,14 +40,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "store.kind must be embedded or redis, got %q" .Values.store.kind) }}
 {{- end }}
 {{- if eq .Values.store.kind "redis" }}
-{{- if and .Values.redis.sentinel.hosts .Values.redis.urlSecret.name }}
-{{- fail "redis.urlSecret.name and redis.sentinel.hosts are both set: give one" }}
+{{- if gt (add (ternary 1 0 (not (empty .Values.redis.urlSecret.name))) (ternary 1 0 (not (empty .Values.redis.sentinel.hosts))) (ternary 1 0 (not (empty .Values.redis.clusterNodes)))) 1 }}
+{{- fail "redis.urlSecret.name, redis.sentinel.hosts and redis.clusterNodes: more than one is set; give one" }}
 {{- end }}
 {{- if and .Values.redis.sentinel.hosts (not .Values.redis.sentinel.masterName) }}
 {{- fail "redis.sentinel.hosts needs redis.sentinel.masterName" }}
 {{- end }}
-{{- if not (or .Values.redis.urlSecret.name .Values.redis.sentinel.hosts) }}
-{{- fail "store.kind=redis needs redis.urlSecret.name (a Secret holding the redis:// URL) or redis.sentinel.hosts" }}
+{{- if not (or .Values.redis.urlSecret.name .Values.redis.sentinel.hosts .Values.redis.clusterNodes) }}
+{{- fail "store.kind=redis needs redis.urlSecret.name (a Secret holding the redis:// URL), redis.sentinel.hosts or redis.clusterNodes" }}
 {{- end }}
 {{- if and (gt (int .Values.redis.minReplicasAck) 0) (ge (int .Values.redis.replicaAckTimeoutMs) (int .Values.redis.timeoutMs)) }}
 {{- fail "redis.replicaAckTimeoutMs must be below redis.timeoutMs" }}

@@ -687,10 +687,7 @@ return 1
 async fn replicated(shared: &Shared, seq: u64, notice: Option<Vec<u8>>) -> Result<(), StoreError> {
     let n = shared.opts.min_replicas_ack;
     let ms = shared.opts.replica_ack_timeout.as_millis() as u64;
-    let got: u64 = shared
-        .redis
-        .query(redis::cmd("WAIT").arg(n).arg(ms))
-        .await?;
+    let got = shared.redis.wait(n, ms, &shared.keys.seq()).await?;
     if got < u64::from(n) {
         crate::telemetry::sync_error("replica_ack");
         return Err(StoreError::Unavailable(format!(

@@ -11,11 +11,80 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Where the master is: a URL, or whatever the sentinels say.
+/// Where the master is: a URL, whatever the sentinels say, or a Redis Cluster.
 #[derive(Clone, Debug)]
 pub enum Target {
     Url(String),
     Sentinel(SentinelSpec),
+    Cluster(ClusterSpec),
+}
+
+/// A Redis Cluster: the nodes to start from (the slot map is learned from them).
+#[derive(Clone)]
+pub struct ClusterSpec {
+    pub nodes: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: bool,
+}
+
+impl std::fmt::Debug for ClusterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSpec")
+            .field("nodes", &self.nodes)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An async connection: one multiplexed connection, or the cluster client's (which routes
+/// by key, follows MOVED and ASK and refreshes its slot map).
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+enum SyncConn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl SyncConn {
+    fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            SyncConn::Single(c) => cmd.query(c),
+            SyncConn::Cluster(c) => cmd.query(c.as_mut()),
+        }
+    }
+}
+
+/// The Redis Cluster slot of a key (CRC16-XMODEM of its hash tag, mod 16384).
+pub fn key_slot(key: &str) -> u16 {
+    let k = key.as_bytes();
+    let tagged = k
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|o| {
+            let rest = &k[o + 1..];
+            rest.iter()
+                .position(|b| *b == b'}')
+                .filter(|c| *c > 0)
+                .map(|c| &rest[..c])
+        })
+        .unwrap_or(k);
+    let mut crc: u16 = 0;
+    for b in tagged {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 #[derive(Clone)]
@@ -64,8 +133,10 @@ pub struct Redis {
     target: Arc<(Target, TlsFiles)>,
     /// The client for the master as last resolved; None until the next dial resolves it.
     client: std::sync::Mutex<Option<Client>>,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    sync: std::sync::Mutex<Option<redis::Connection>>,
+    /// The cluster client, with a cluster target.
+    cluster: Option<redis::cluster::ClusterClient>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    sync: std::sync::Mutex<Option<SyncConn>>,
     timeout: Duration,
     /// `host:port` of the master the last dial reached (Sentinel), and how often it changed.
     master: std::sync::Mutex<Option<String>>,
@@ -181,6 +252,56 @@ fn resolve(
     )))
 }
 
+/// The cluster client for `spec`: timeouts, credentials and TLS as for a single node.
+fn cluster_client(
+    spec: &ClusterSpec,
+    tls: &TlsFiles,
+    timeout: Duration,
+) -> Result<redis::cluster::ClusterClient, StoreError> {
+    let mut nodes = Vec::new();
+    for n in &spec.nodes {
+        let (host, port) = host_port(n)
+            .ok_or_else(|| unavailable(format!("cluster node `{n}` is not host:port")))?;
+        nodes.push(
+            addr_info(
+                &host,
+                port,
+                spec.tls,
+                spec.username.as_deref(),
+                spec.password.as_deref(),
+                0,
+            )
+            .map_err(unavailable)?,
+        );
+    }
+    let mut b = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        // A failover takes the node timeout and an election: retry within the call only
+        // briefly; the caller's retry (with its idempotency key) covers the rest.
+        .retries(2);
+    if let Some(u) = &spec.username {
+        b = b.username(u);
+    }
+    if let Some(p) = &spec.password {
+        b = b.password(p);
+    }
+    if spec.tls {
+        b = b.tls(redis::TlsMode::Secure);
+        if tls.ca.is_some() || tls.client.is_some() {
+            b = b.certs(redis::TlsCertificates {
+                client_tls: tls.client.clone().map(|(c, k)| redis::ClientTlsConfig {
+                    client_cert: c,
+                    client_key: k,
+                }),
+                root_cert: tls.ca.clone(),
+            });
+        }
+    }
+    b.build()
+        .map_err(|e| StoreError::Unavailable(format!("redis cluster: {e}")))
+}
+
 /// The master's client and address, through the sentinels.
 fn resolve_client(
     target: &(Target, TlsFiles),
@@ -218,10 +339,15 @@ impl Redis {
                     StoreError::Unavailable(format!("redis url `{}`: {e}", masked_url(url)))
                 })?)
             }
-            Target::Sentinel(_) => None,
+            Target::Sentinel(_) | Target::Cluster(_) => None,
+        };
+        let cluster = match &target {
+            Target::Cluster(spec) => Some(cluster_client(spec, &tls, timeout)?),
+            _ => None,
         };
         Ok(Redis {
             target: Arc::new((target, tls)),
+            cluster,
             client: std::sync::Mutex::new(client),
             conn: tokio::sync::Mutex::new(None),
             sync: std::sync::Mutex::new(None),
@@ -298,8 +424,36 @@ impl Redis {
         }
     }
 
-    /// A pub/sub connection to the current master.
+    /// A pub/sub connection to the current master; in a cluster, to the first node that
+    /// answers (PUBLISH reaches every node's subscribers).
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
+        if let (Target::Cluster(spec), tls) = &*self.target {
+            let mut faults = Vec::new();
+            for n in &spec.nodes {
+                let Some((host, port)) = host_port(n) else {
+                    continue;
+                };
+                let client = addr_info(
+                    &host,
+                    port,
+                    spec.tls,
+                    spec.username.as_deref(),
+                    spec.password.as_deref(),
+                    0,
+                )
+                .and_then(|i| client_for(i, tls))
+                .map_err(unavailable)?;
+                match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
+                    Ok(Ok(p)) => return Ok(p),
+                    Ok(Err(e)) => faults.push(format!("{n}: {e}")),
+                    Err(_) => faults.push(format!("{n}: timed out")),
+                }
+            }
+            return Err(unavailable(format!(
+                "no cluster node took a pub/sub connection: {}",
+                faults.join("; ")
+            )));
+        }
         let client = self.client_async().await?;
         match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
             Ok(Ok(p)) => Ok(p),
@@ -314,28 +468,58 @@ impl Redis {
         }
     }
 
-    /// The shared multiplexed connection, dialled if there is none.
-    pub async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+    /// The shared connection, dialled if there is none.
+    async fn conn(&self) -> Result<Conn, StoreError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let client = self.client_async().await?;
-        let c = match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                self.forget_master();
-                return Err(unavailable(e));
+        let c = match &self.cluster {
+            Some(cluster) => {
+                match tokio::time::timeout(self.timeout, cluster.get_async_connection()).await {
+                    Ok(Ok(c)) => Conn::Cluster(c),
+                    Ok(Err(e)) => return Err(unavailable(e)),
+                    Err(_) => return Err(unavailable("cluster connect timed out")),
+                }
+            }
+            None => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                let client = self.client_async().await?;
+                match client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                {
+                    Ok(c) => Conn::Single(c),
+                    Err(e) => {
+                        self.forget_master();
+                        return Err(unavailable(e));
+                    }
+                }
             }
         };
         *slot = Some(c.clone());
         Ok(c)
+    }
+
+    /// `WAIT n ms` on the connection that wrote `key` (in a cluster, its slot's master's).
+    pub async fn wait(&self, n: u32, ms: u64, key: &str) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(n).arg(ms);
+        let answer = match self.conn().await? {
+            Conn::Single(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(key_slot(key), SlotAddr::Master),
+                ));
+                c.route_command(cmd, route)
+                    .await
+                    .and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
+            }
+        };
+        self.checked(answer).await
     }
 
     /// A call's answer; a connection that failed is forgotten, so the next call dials anew.
@@ -362,14 +546,18 @@ impl Redis {
     }
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut c = self.conn().await?;
-        let answer = cmd.query_async(&mut c).await;
+        let answer = match self.conn().await? {
+            Conn::Single(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        };
         self.checked(answer).await
     }
 
     pub async fn pipe<T: FromRedisValue>(&self, p: &redis::Pipeline) -> Result<T, StoreError> {
-        let mut c = self.conn().await?;
-        let answer = p.query_async(&mut c).await;
+        let answer = match self.conn().await? {
+            Conn::Single(mut c) => p.query_async(&mut c).await,
+            Conn::Cluster(mut c) => p.query_async(&mut c).await,
+        };
         self.checked(answer).await
     }
 
@@ -377,9 +565,34 @@ impl Redis {
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut c = self.conn().await?;
-        let answer = inv.invoke_async(&mut c).await;
+        let answer = match self.conn().await? {
+            Conn::Single(mut c) => inv.invoke_async(&mut c).await,
+            Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
+        };
         self.checked(answer).await
+    }
+
+    fn dial_sync(&self) -> Result<SyncConn, StoreError> {
+        if let Some(cluster) = &self.cluster {
+            let c = cluster.get_connection().map_err(unavailable)?;
+            c.set_read_timeout(Some(self.timeout))
+                .map_err(unavailable)?;
+            c.set_write_timeout(Some(self.timeout))
+                .map_err(unavailable)?;
+            return Ok(SyncConn::Cluster(Box::new(c)));
+        }
+        let c = self
+            .client_blocking()?
+            .get_connection_with_timeout(self.timeout)
+            .map_err(|e| {
+                self.forget_master();
+                unavailable(e)
+            })?;
+        c.set_read_timeout(Some(self.timeout))
+            .map_err(unavailable)?;
+        c.set_write_timeout(Some(self.timeout))
+            .map_err(unavailable)?;
+        Ok(SyncConn::Single(c))
     }
 
     /// A blocking query for the store's synchronous readers (audit and history reads);
@@ -388,21 +601,10 @@ impl Redis {
         let run = || {
             let mut slot = self.sync.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
-                let c = self
-                    .client_blocking()?
-                    .get_connection_with_timeout(self.timeout)
-                    .map_err(|e| {
-                        self.forget_master();
-                        unavailable(e)
-                    })?;
-                c.set_read_timeout(Some(self.timeout))
-                    .map_err(unavailable)?;
-                c.set_write_timeout(Some(self.timeout))
-                    .map_err(unavailable)?;
-                *slot = Some(c);
+                *slot = Some(self.dial_sync()?);
             }
             let c = slot.as_mut().expect("dialled above");
-            match cmd.query(c) {
+            match c.query(cmd) {
                 Ok(v) => Ok(v),
                 Err(e) => {
                     *slot = None;

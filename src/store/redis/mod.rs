@@ -85,6 +85,7 @@ impl RedisOptions {
             conn::Target::Sentinel(s) => {
                 format!("sentinel {} master `{}`", s.sentinels.join(","), s.master)
             }
+            conn::Target::Cluster(c) => format!("cluster {}", c.nodes.join(",")),
         }
     }
 }
@@ -475,6 +476,10 @@ impl Store for RedisStore {
             inv.key(&key).arg(&shared.owner).arg(ttl_ms);
             Ok(shared.redis.invoke::<i64>(&inv).await? == 1)
         })
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -49,7 +49,11 @@ pub struct RedisConfig {
     pub sentinel_username: Option<String>,
     #[serde(default)]
     pub sentinel_password: Option<String>,
-    /// The master's credentials, database and TLS with `sentinels` (a `url` carries its own).
+    /// Redis Cluster nodes (`host:port`) to start from, instead of `url`.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
+    /// The master's credentials, database and TLS with `sentinels` or `cluster_nodes` (a
+    /// `url` carries its own).
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -80,6 +84,7 @@ impl RedisConfig {
             client_key_file: None,
             allow_insecure_tls: false,
             sentinels: Vec::new(),
+            cluster_nodes: Vec::new(),
             sentinel_master: String::new(),
             sentinel_username: None,
             sentinel_password: None,
@@ -94,21 +99,31 @@ impl RedisConfig {
 
     /// The store's options, or what is wrong with the settings (naming the key or file).
     pub fn options(&self, idempotency_hours: u32) -> Result<RedisOptions, String> {
-        let has_url = !self.url.trim().is_empty();
-        let target = match (has_url, self.sentinels.is_empty()) {
-            (true, false) => {
+        let mut given = Vec::new();
+        if !self.url.trim().is_empty() {
+            given.push("redis.url");
+        }
+        if !self.sentinels.is_empty() {
+            given.push("redis.sentinels");
+        }
+        if !self.cluster_nodes.is_empty() {
+            given.push("redis.cluster_nodes");
+        }
+        let target = match given.as_slice() {
+            [] => {
                 return Err(
-                    "redis.url and redis.sentinels are both set: give one (with Sentinel, the master's credentials go in redis.username and redis.password)".into(),
+                    "redis.url is empty: set it (or PREFLIGHT_REDIS_URL), redis.sentinels or redis.cluster_nodes".into(),
                 );
             }
-            (false, true) => {
-                return Err(
-                    "redis.url is empty: set it (or PREFLIGHT_REDIS_URL), or redis.sentinels"
-                        .into(),
-                );
+            ["redis.url"] => self.url_target()?,
+            ["redis.sentinels"] => self.sentinel_target()?,
+            ["redis.cluster_nodes"] => self.cluster_target()?,
+            both => {
+                return Err(format!(
+                    "{} are all set: give one (with Sentinel or Cluster, credentials go in redis.username and redis.password)",
+                    both.join(" and ")
+                ));
             }
-            (true, true) => self.url_target()?,
-            (false, false) => self.sentinel_target()?,
         };
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(format!(
@@ -165,6 +180,34 @@ impl RedisConfig {
             );
         }
         Ok(Target::Url(self.url.clone()))
+    }
+
+    fn cluster_target(&self) -> Result<Target, String> {
+        for (i, n) in self.cluster_nodes.iter().enumerate() {
+            if conn::host_port(n).is_none() {
+                return Err(format!("redis.cluster_nodes.{i}: `{n}` is not host:port"));
+            }
+        }
+        if self.db != 0 {
+            return Err(format!(
+                "redis.db: {}; a Redis Cluster has only database 0",
+                self.db
+            ));
+        }
+        if !self.sentinel_master.is_empty() {
+            return Err(
+                "redis.sentinel_master goes with redis.sentinels, not redis.cluster_nodes".into(),
+            );
+        }
+        if (self.ca_file.is_some() || self.client_cert_file.is_some()) && !self.tls {
+            return Err("redis.ca_file and redis.client_cert_file need redis.tls = true".into());
+        }
+        Ok(Target::Cluster(conn::ClusterSpec {
+            nodes: self.cluster_nodes.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls,
+        }))
     }
 
     fn sentinel_target(&self) -> Result<Target, String> {
