@@ -142,6 +142,15 @@ impl Deliverer {
             for ev in &events {
                 let takes = EventType::of(&ev.event).filter(|t| self.slot.ep.types.contains(*t));
                 if let Some(ty) = takes {
+                    // A batch of slow answers can outlast the lease: renew it as it falls due,
+                    // and stop if another replica has taken the endpoint over.
+                    let Some(store) = self.store.upgrade() else {
+                        return;
+                    };
+                    if self.prepare_lease(&*store).await == Some(false) {
+                        break;
+                    }
+                    drop(store);
                     match self.deliver(ev, ty).await {
                         Ok(()) => {}
                         Err(Stop::Halt(state, reason)) => {
