@@ -3,8 +3,9 @@
 //! write call to its arrival at the receiver (p50, p99, max); then a backlog of events
 //! built while the endpoint was paused, drained after `resume`, in events a second.
 //!
-//! `cargo bench --bench webhooks_load`; PREFLIGHT_WEBHOOK_RATE (writes/s, default 1000),
-//! PREFLIGHT_WEBHOOK_SECONDS (default 10) and PREFLIGHT_WEBHOOK_BACKLOG (default 10000).
+//! `cargo bench --bench webhooks_load` runs the documented sizes; without `--bench` (as
+//! `cargo test --benches` runs it) a small smoke run. PREFLIGHT_WEBHOOK_RATE (writes/s,
+//! 1000), PREFLIGHT_WEBHOOK_SECONDS (10) and PREFLIGHT_WEBHOOK_BACKLOG (10000).
 mod procs;
 #[path = "../tests/common/receiver.rs"]
 #[allow(dead_code)]
@@ -60,9 +61,13 @@ async fn write_paced(ch: &Channel, rate: u64, total: u64, first: u64) -> HashMap
 }
 
 fn main() {
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let rate = procs::env_or("PREFLIGHT_WEBHOOK_RATE", 1_000);
-    let seconds = procs::env_or("PREFLIGHT_WEBHOOK_SECONDS", 10);
-    let backlog = procs::env_or("PREFLIGHT_WEBHOOK_BACKLOG", 10_000);
+    let seconds = procs::env_or("PREFLIGHT_WEBHOOK_SECONDS", if smoke { 1 } else { 10 });
+    let backlog = procs::env_or(
+        "PREFLIGHT_WEBHOOK_BACKLOG",
+        if smoke { 1_000 } else { 10_000 },
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let rx = Receiver::start(Reply::Status(200)).await;

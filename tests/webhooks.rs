@@ -613,3 +613,40 @@ async fn with_redis_one_replica_delivers_the_cursor_is_shared_and_another_takes_
     assert_eq!(tail, [12, 13]);
     drop(other);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_contact_names_its_person_and_only_subscribed_types_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(Reply::Status(200)).await;
+    let config = endpoint(
+        "crm",
+        &rx.url(),
+        "[0]",
+        "kinds = [\"consent.withdrawn\", \"inbound\"]",
+    );
+    let mut server = start(dir.path(), &config, None);
+    let ch = server.ready().await;
+    let mut c = consent(&ch);
+    c.link_identifiers(pb::LinkIdentifiersRequest {
+        external_id: "cust-42".into(),
+        contacts: vec!["+12025550177".into(), "jo@example.com".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.record_consent(common::grant(
+        "+12025550177",
+        &[pb::Channel::Sms],
+        &[pb::Purpose::Marketing],
+    ))
+    .await
+    .unwrap();
+    c.record_consent(withdraw("jo@example.com")).await.unwrap();
+    rx.wait_for(10, "the withdrawal", |g| !g.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = rx.got();
+    assert_eq!(got.len(), 1, "links and grants are not subscribed: {got:?}");
+    assert_eq!(got[0].kind(), "consent.withdrawn");
+    assert_eq!(got[0].body["data"]["contact"], "jo@example.com");
+    assert_eq!(got[0].body["data"]["person_id"], "ext:cust-42");
+}

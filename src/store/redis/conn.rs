@@ -203,6 +203,20 @@ fn addr_info(
     Ok(addr.into_connection_info()?.set_redis_settings(settings))
 }
 
+/// A client for one `host:port` node (a sentinel, a cluster node) with these credentials.
+fn node_client(
+    node: &str,
+    tls: bool,
+    user: Option<&str>,
+    password: Option<&str>,
+    files: &TlsFiles,
+) -> redis::RedisResult<Client> {
+    let (host, port) = host_port(node).ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not host:port"))
+    })?;
+    addr_info(&host, port, tls, user, password, 0).and_then(|i| client_for(i, files))
+}
+
 /// `host:port`, split.
 pub fn host_port(s: &str) -> Option<(String, u16)> {
     let (h, p) = s.rsplit_once(':')?;
@@ -218,19 +232,13 @@ fn resolve(
 ) -> Result<(String, u16), StoreError> {
     let mut faults = Vec::new();
     for s in &spec.sentinels {
-        let Some((host, port)) = host_port(s) else {
-            faults.push(format!("{s}: not host:port"));
-            continue;
-        };
-        let asked = addr_info(
-            &host,
-            port,
+        let asked = node_client(
+            s,
             spec.tls,
             spec.sentinel_username.as_deref(),
             spec.sentinel_password.as_deref(),
-            0,
+            tls,
         )
-        .and_then(|info| client_for(info, tls))
         .and_then(|c| c.get_connection_with_timeout(timeout))
         .and_then(|mut c| {
             c.set_read_timeout(Some(timeout))?;
@@ -430,19 +438,14 @@ impl Redis {
         if let (Target::Cluster(spec), tls) = &*self.target {
             let mut faults = Vec::new();
             for n in &spec.nodes {
-                let Some((host, port)) = host_port(n) else {
-                    continue;
-                };
-                let client = addr_info(
-                    &host,
-                    port,
+                let client = node_client(
+                    n,
                     spec.tls,
                     spec.username.as_deref(),
                     spec.password.as_deref(),
-                    0,
+                    tls,
                 )
-                .and_then(|i| client_for(i, tls))
-                .map_err(unavailable)?;
+                .map_err(|e| unavailable(format!("{n}: {e}")))?;
                 match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
                     Ok(Ok(p)) => return Ok(p),
                     Ok(Err(e)) => faults.push(format!("{n}: {e}")),
