@@ -8,6 +8,7 @@ mod common;
 use common::failover::{missing, wait_until_async, withdrawals_while};
 use common::redis_server::{Proc, query, redis, wait_until};
 use common::*;
+use preflight::proto as pb;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -143,6 +144,66 @@ async fn replicas_share_one_cluster_slot_and_survive_a_failover_of_its_master() 
         "{keys:?}"
     );
     assert!(keys.len() > 3, "{keys:?}");
+
+    // An erasure on a cluster: the remembered answer that names the person goes too (its
+    // SCAN must walk the node holding the slot, not a random one).
+    let mut g = grant(
+        "+12025550143",
+        &[pb::Channel::Sms],
+        &[pb::Purpose::Marketing],
+    );
+    g.idempotency_key = "crm-grant-143".into();
+    consent(&ca).record_consent(g).await.unwrap();
+    let naming = || -> usize {
+        let keys: Vec<String> = query(holder, redis::cmd("KEYS").arg("*idem:*")).unwrap();
+        keys.iter()
+            .filter(|k| {
+                query::<Vec<u8>>(holder, redis::cmd("GET").arg(*k))
+                    .unwrap_or_default()
+                    .windows(12)
+                    .any(|w| w == b"+12025550143")
+            })
+            .count()
+    };
+    assert_eq!(naming(), 1);
+    let mut p = pb::privacy_service_client::PrivacyServiceClient::new(ca.clone());
+    let consumer = p
+        .register_consumer(pb::RegisterConsumerRequest {
+            identifiers: vec!["+12025550143".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consumer
+        .unwrap();
+    let req = p
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer.consumer_id,
+            r#type: pb::PrivacyRequestType::Delete as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_until_async(20, || {
+        let (mut p, id) = (p.clone(), req.request_id.clone());
+        async move {
+            let r = p
+                .get_request(pb::GetRequestRequest { request_id: id })
+                .await
+                .unwrap()
+                .into_inner();
+            r.status == pb::PrivacyRequestStatus::Completed as i32
+        }
+    })
+    .await;
+    assert_eq!(
+        naming(),
+        0,
+        "an idempotency answer still names the erased person"
+    );
 
     // The master holding the slot dies; its replica is promoted; writes carry on.
     let (acked, after) = withdrawals_while(&ca, || cluster.kill(holder)).await;

@@ -602,17 +602,15 @@ async fn forget_answers_naming(
     let mut cursor: u64 = 0;
     let mut gone = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = shared
-            .redis
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000),
-            )
-            .await?;
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000);
+        // In a cluster, SCAN walks one node: the one holding the store's slot.
+        let (next, keys): (u64, Vec<String>) =
+            shared.redis.query_at(scan, &shared.keys.seq()).await?;
         if !keys.is_empty() {
             let mut get = redis::cmd("MGET");
             for k in &keys {

@@ -510,6 +510,16 @@ impl Redis {
     pub async fn wait(&self, n: u32, ms: u64, key: &str) -> Result<u64, StoreError> {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(n).arg(ms);
+        self.query_at(cmd, key).await
+    }
+
+    /// A command that names no key (SCAN, WAIT) sent where `key` lives: in a cluster, to
+    /// the master of its slot rather than to any node.
+    pub async fn query_at<T: FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+        key: &str,
+    ) -> Result<T, StoreError> {
         let answer = match self.conn().await? {
             Conn::Single(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => {
