@@ -168,12 +168,14 @@ pub fn open_redis(
         origin: origin.into(),
         message: "redis is not configured".into(),
     })?;
-    let opts = redis
-        .options(config.idempotency_hours)
-        .map_err(|message| ConfigError::Invalid {
-            origin: origin.into(),
-            message,
-        })?;
+    let mut opts =
+        redis
+            .options(config.idempotency_hours)
+            .map_err(|message| ConfigError::Invalid {
+                origin: origin.into(),
+                message,
+            })?;
+    opts.copy_path = Some(config.data_dir.join("redis-copy.redb"));
     let projection = Projection::new(privacy_tokenizer(config)?);
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
     tracing::info!(target = %opts.describe_target(), prefix = %opts.prefix, "using the redis store; loading in the background");

@@ -295,7 +295,7 @@ async fn embedded_store_keeps_an_erased_person_suppressed_on_every_identifier() 
 #[tokio::test]
 async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(&dir.path().join("redis"), false);
+    let mut redis = RedisServer::start(&dir.path().join("redis"), false);
     let key = dir.path().join("privacy.key");
     std::fs::write(&key, [9u8; 32]).unwrap();
     let config = dir.path().join("preflight.toml");
@@ -319,7 +319,7 @@ async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     let mut g = grant(&first.phone2, &[Ch::Voice], &[P::Marketing]);
     g.idempotency_key = "crm-grant-1".into();
     consent(&ca).record_consent(g).await.unwrap();
-    let idem_naming = |needle: &str| -> usize {
+    let idem_naming = |redis: &RedisServer, needle: &str| -> usize {
         let mut conn = redis.conn();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*idem:*").query(&mut conn).unwrap();
         keys.iter()
@@ -334,15 +334,34 @@ async fn redis_replicas_keep_an_erased_person_suppressed_on_every_identifier() {
     };
     let e164 = format!("+1{}", first.phone2);
     assert_eq!(
-        idem_naming(&e164),
+        idem_naming(&redis, &e164),
         1,
         "the test should see the answer first"
     );
     let (people, seq) = scenario(&ca, &[&ca, &cb]).await;
     assert_eq!(
-        idem_naming(&e164),
+        idem_naming(&redis, &e164),
         0,
         "an idempotency answer names the erased person"
+    );
+    // Redis comes back empty and is put back from a replica's copy: the answer naming the
+    // person does not come back with the others.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis::cmd("GET")
+        .arg("{preflight}:seq")
+        .query::<Option<u64>>(&mut redis.conn())
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "redis was not re-seeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        idem_naming(&redis, &e164),
+        0,
+        "a re-seed brought back an answer naming the erased person"
     );
     b.kill();
     let mut b = replica("b");

@@ -125,6 +125,34 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl Fn
     }
 }
 
+/// Lines of `preflight audit export` through a replica.
+fn audit_lines(s: &Server) -> usize {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(["audit", "export", "--server", &s.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// `preflight audit verify` through a replica must pass.
+fn verify_audit(s: &Server) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(["audit", "verify", "--server", &s.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn phone(i: u64) -> String {
     format!("+1202555{:04}", i % 10_000)
 }
@@ -319,11 +347,48 @@ async fn redis_restarted_empty_is_reseeded_from_a_replica() {
     let mut b = c.replica("b");
     let (a_ch, b_ch) = (a.ready().await, b.ready().await);
     some_writes(&a_ch, 0, 30).await;
+    // Writes with idempotency keys, through both replicas.
+    let keyed = |i: u64| {
+        let mut w = withdraw(&phone(500 + i));
+        w.idempotency_key = format!("crm-{i}");
+        w
+    };
+    let mut answers = Vec::new();
+    for i in 0..6 {
+        let ch = if i % 2 == 0 { &a_ch } else { &b_ch };
+        answers.push(
+            consent(ch)
+                .record_consent(keyed(i))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
     let before = converged(&c, &[&a, &b]).await;
+    let audit_before = audit_lines(&a);
+    assert!(audit_before > 36, "{audit_before}");
+    // Both replicas' copies catch up with the trail and the keys (a few heartbeats).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
 
     c.redis.restart(); // no persistence: it comes back empty
     let after = converged(&c, &[&a, &b]).await;
     assert_eq!(after, before, "the opt-outs are back in redis");
+    // The audit trail came back whole and goes on from where it was.
+    for s in [&a, &b] {
+        verify_audit(s);
+    }
+    assert!(audit_lines(&b) >= audit_before, "records lost in the reset");
+    // A retry of a write made before the reset gets its first answer.
+    for (i, first) in answers.iter().enumerate() {
+        let ch = if i % 2 == 0 { &b_ch } else { &a_ch };
+        let again = consent(ch)
+            .record_consent(keyed(i as u64))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(again.duplicate, "crm-{i} was forgotten in the reset");
+        assert_eq!(again.consent_id, first.consent_id);
+    }
     let reseeds: u64 = [&a, &b]
         .iter()
         .map(|s| readyz(s).1["store"]["reseeds"].as_u64().unwrap())
@@ -406,7 +471,7 @@ fn raw_store_text(conn: &mut redis::Connection) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
-    let c = Cluster::new(false, true, "snapshot_every = 25\nstream_keep = 0");
+    let mut c = Cluster::new(false, true, "snapshot_every = 25\nstream_keep = 0");
     let mut a = c.replica("a");
     let mut b = c.replica("b");
     let (a_ch, b_ch) = (a.ready().await, b.ready().await);
@@ -543,6 +608,33 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
         async move { !text.contains(secret) && !text.is_empty() }
     })
     .await;
+
+    // Redis comes back empty: the trail written back from a replica's copy is whole and
+    // verifies, and the erased person's personal parts do not come back with it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(conn);
+    c.redis.restart();
+    converged(&c, &[&a, &b, &late]).await;
+    let v = audit
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok && v.erased > 0 && v.records >= n as u64, "{v:?}");
+    let mut conn = c.redis.conn();
+    let personal: Vec<Vec<u8>> = redis::cmd("HVALS")
+        .arg("{preflight}:audit:personal")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!personal.is_empty(), "personal parts of others came back");
+    assert!(
+        personal
+            .iter()
+            .all(|p| !String::from_utf8_lossy(p).contains(secret)),
+        "an erased personal part came back"
+    );
+    let text = raw_store_text(&mut conn);
+    assert!(!text.contains(secret));
 }
 
 fn registry_file(dir: &Path) -> (PathBuf, Vec<String>) {

@@ -47,7 +47,11 @@ for i = 9, #ARGV, 4 do
   elseif op == 'P' then redis.call('HSET', KEYS[6], a, b)
   elseif op == 'D' then redis.call('HDEL', KEYS[6], a)
   elseif op == 'S' then redis.call('ZADD', a, b, b)
-  elseif op == 'I' then redis.call('SET', a, b, 'PX', ARGV[8])
+  elseif op == 'I' then
+    redis.call('SET', a, b, 'PX', ARGV[8])
+    local t = redis.call('TIME')
+    local cut = tostring(tonumber(t[1]) * 1000 - tonumber(ARGV[8]))
+    redis.call('XADD', KEYS[7], 'MINID', '~', cut, '*', 'k', a)
   end
 end
 redis.call('SET', KEYS[1], ARGV[4])
@@ -457,13 +461,14 @@ impl Committer {
         // retried, and the retry could overtake the next round.
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(COMMIT)
-            .arg(6)
+            .arg(7)
             .arg(k.seq())
             .arg(k.head())
             .arg(k.epoch())
             .arg(k.log())
             .arg(k.audit())
             .arg(k.personal())
+            .arg(k.idem_log())
             .arg(head.seq.to_string())
             .arg(head_text(&head.audit))
             .arg(&epoch)
@@ -629,12 +634,56 @@ async fn forget_answers_naming(
                     del.arg(*k);
                 }
                 let _: u64 = shared.redis.query(&del).await?;
+                // Replicas drop their copies by the key's hash; the log never names it.
+                let mut tell = redis::pipe();
+                for k in &doomed {
+                    tell.cmd("XADD")
+                        .arg(shared.keys.idem_log())
+                        .arg("*")
+                        .arg("h")
+                        .arg(super::copy::key_hash(k))
+                        .ignore();
+                }
+                let () = shared.redis.pipe(&tell).await?;
                 gone += doomed.len();
             }
         }
         cursor = next;
         if cursor == 0 {
-            return Ok(gone);
+            break;
+        }
+    }
+    // The idempotency log names the keys it saw set: those naming the person go too.
+    let mut from = "-".to_string();
+    loop {
+        type Entry = (String, Vec<(String, String)>);
+        let page: Vec<Entry> = shared
+            .redis
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(shared.keys.idem_log())
+                    .arg(&from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1000),
+            )
+            .await?;
+        let naming_ids: Vec<&String> = page
+            .iter()
+            .filter(|(_, f)| f.iter().any(|(_, v)| named(v.as_bytes())))
+            .map(|(id, _)| id)
+            .collect();
+        if !naming_ids.is_empty() {
+            let mut xdel = redis::cmd("XDEL");
+            xdel.arg(shared.keys.idem_log());
+            for id in naming_ids {
+                xdel.arg(id);
+            }
+            let _: u64 = shared.redis.query(&xdel).await?;
+        }
+        match page.last() {
+            Some((id, _)) if page.len() == 1000 => from = format!("({id}"),
+            _ => return Ok(gone),
         }
     }
 }

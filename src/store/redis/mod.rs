@@ -6,8 +6,10 @@
 mod chunks;
 mod commit;
 pub mod conn;
+mod copy;
 mod follow;
 pub mod log;
+mod mirror;
 mod registry;
 mod settings;
 mod snapshot;
@@ -48,6 +50,9 @@ pub struct RedisOptions {
     /// Redis replicas that must hold a commit before it is acknowledged (WAIT).
     pub min_replicas_ack: u32,
     pub replica_ack_timeout: Duration,
+    /// Where this replica keeps its copy of the audit trail and idempotency records (to put
+    /// an emptied Redis back whole); None keeps none.
+    pub copy_path: Option<std::path::PathBuf>,
 }
 
 impl RedisOptions {
@@ -57,6 +62,7 @@ impl RedisOptions {
             tls: conn::TlsFiles::default(),
             min_replicas_ack: 0,
             replica_ack_timeout: Duration::from_secs(1),
+            copy_path: None,
             prefix: "preflight".into(),
             timeout: Duration::from_secs(2),
             heartbeat: Duration::from_millis(500),
@@ -156,6 +162,11 @@ impl Keys {
     pub fn webhook(&self, endpoint: &str) -> String {
         self.k(&format!("webhook:{endpoint}"))
     }
+    /// Names of idempotency keys as they are set (`k`) and hashes of those an erasure
+    /// forgot (`h`): what replicas follow to keep their copy.
+    pub fn idem_log(&self) -> String {
+        self.k("idem-log")
+    }
     /// A named lease other than the snapshot's (`webhook:<endpoint>`).
     pub fn named_lease(&self, name: &str) -> String {
         self.k(&format!("lease:{name}"))
@@ -192,6 +203,8 @@ pub(crate) struct Shared {
     owner: String,
     state: std::sync::Mutex<ReplicaState>,
     snapshot_wanted: Notify,
+    /// This replica's copy of the audit trail and idempotency records.
+    copy: Option<Arc<copy::Copy>>,
     /// Seq of the last snapshot this replica knows of.
     snap_seq: AtomicU64,
     status: std::sync::Mutex<Status>,
@@ -293,7 +306,12 @@ impl RedisStore {
         clock: SharedClock,
     ) -> Result<RedisStore, StoreError> {
         let redis = Redis::open(opts.target.clone(), opts.tls.clone(), opts.timeout)?;
+        let copy = match &opts.copy_path {
+            Some(p) => Some(Arc::new(copy::Copy::open(p)?)),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            copy,
             redis,
             keys: Keys::new(&opts.prefix),
             sink,

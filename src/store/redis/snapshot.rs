@@ -38,6 +38,8 @@ return 1
 /// Puts a lost store back from this replica's log: only into an empty Redis.
 const RESEED: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+-- The audit trail written back from the copy continues from its head.
+if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7]) end
 -- A replica with nothing loaded may have named a new lineage on the empty store; nothing
 -- was written under it (there is no seq), so the lineage that holds the data wins.
 redis.call('SET', KEYS[2], ARGV[1])
@@ -143,6 +145,9 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         return Ok(false);
     }
     let (id, n) = upload(shared, seq, &bytes).await?;
+    // The audit trail and idempotency keys go back first; the script below commits the
+    // re-seed (if another replica did it first, these were the same records).
+    let head = super::mirror::restore(shared).await?.unwrap_or_default();
     let k = &shared.keys;
     let script = redis::Script::new(RESEED);
     let mut inv = script.prepare_invoke();
@@ -150,12 +155,14 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         .key(k.epoch())
         .key(k.snap())
         .key(k.key_id())
+        .key(k.head())
         .arg(&epoch)
         .arg(seq)
         .arg(&id)
         .arg(n)
         .arg(shared.clock.now_ms())
-        .arg(shared.key_id());
+        .arg(shared.key_id())
+        .arg(head);
     let done = shared
         .redis
         .invoke::<i64>(&inv)
