@@ -84,6 +84,9 @@ PY
   for n in $(grep -o 'PREFLIGHT_TOKEN_[0-9]*' "$out/preflight.toml" | sort -u); do
     envs+=("$n=ci-token-value-$n-0123456789")
   done
+  for n in $(grep -o 'PREFLIGHT_WEBHOOK_SECRET_[0-9]*' "$out/preflight.toml" | sort -u); do
+    envs+=("$n=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+  done
   # TLS files exist only in the pod: validate the rest of the file here.
   sed -i '/^\[tls\]/,/^key_file/d; /^ca_file = /d; /^client_cert_file = /d; /^client_key_file = /d' "$out/preflight.toml"
   # The Redis URL, like the tokens, comes from a Secret in the pod (rediss:// with TLS).
@@ -105,6 +108,7 @@ refuses() {
 refuses "tokens\[0\].role must be check, write or admin" \
   --set 'tokens[0].name=x,tokens[0].role=root,tokens[0].secretName=s,tokens[0].secretKey=k'
 refuses "tls.enabled needs tls.secretName" --set tls.enabled=true
+refuses "webhooks\[0\] needs name, url, secretName and secretKey" --set 'webhooks[0].name=x,webhooks[0].url=https://h/'
 refuses "store.kind must be embedded or redis" --set store.kind=etcd
 refuses "needs redis.urlSecret.name" --set store.kind=redis
 refuses "more than one is set" --set 'store.kind=redis,redis.urlSecret.name=r,redis.sentinel.hosts[0]=s:26379,redis.sentinel.masterName=m'

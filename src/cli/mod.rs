@@ -456,10 +456,11 @@ fn check_config(path: &std::path::Path) -> Result<()> {
     let security = preflight::server::Security::from_config(&config)
         .with_context(|| format!("config {origin}"))?;
     println!(
-        "{origin}: ok ({} policies, {} messaging programs, {} API tokens, TLS {}, store {})",
+        "{origin}: ok ({} policies, {} messaging programs, {} API tokens, {} webhook endpoints, TLS {}, store {})",
         policies.all().len(),
         config.programs.len(),
         config.tokens.len(),
+        config.webhooks.len(),
         if security.tls.is_some() { "on" } else { "off" },
         match &config.redis {
             Some(r) => format!(

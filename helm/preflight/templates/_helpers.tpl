@@ -59,6 +59,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret)" }}
 {{- end }}
+{{- range $i, $w := .Values.webhooks }}
+{{- if or (not $w.name) (not $w.url) (not $w.secretName) (not $w.secretKey) }}
+{{- fail (printf "webhooks[%d] needs name, url, secretName and secretKey" $i) }}
+{{- end }}
+{{- end }}
 {{- range $i, $t := .Values.tokens }}
 {{- if not (has $t.role (list "check" "write" "admin")) }}
 {{- fail (printf "tokens[%d].role must be check, write or admin, got %q" $i $t.role) }}
