@@ -127,13 +127,17 @@ impl Deliverer {
                 Err(_) => return,
             };
             if events.is_empty() {
-                if self.flush(&*store).await.is_err() {
+                let flushed = self.flush(&*store).await;
+                drop(store);
+                if flushed.is_err() {
+                    // The store is away or an operator's record replaced this one: look again
+                    // in a moment rather than at once.
+                    self.pause(IDLE).await;
                     continue;
                 }
-                drop(store);
                 tokio::select! {
                     r = live.recv() => if let Err(RecvError::Closed) = r { return },
-                    _ = self.slot.poke.notified() => {}
+                    _ = self.slot.poke.notified() => self.resync = true,
                     _ = tokio::time::sleep(IDLE) => {}
                 }
                 continue;
