@@ -50,9 +50,6 @@ pub const AUDIT_TRAIL: sequence::Tables = sequence::Tables {
 };
 /// Written and removed again to find out whether the disk takes writes (see `probe`).
 const PROBE: TableDefinition<u8, &[u8]> = TableDefinition::new("write_probe");
-/// Filled with zeros and dropped after an erasure, to overwrite the free pages (see
-/// `scrub_free_pages`).
-const SCRUB: TableDefinition<u64, &[u8]> = TableDefinition::new("erasure_scrub");
 /// (subject token, audit seq): the records about a subject.
 const AUDIT_SUBJECTS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("audit_subjects");
 
@@ -631,29 +628,9 @@ impl Writer {
         out
     }
 
-    /// Overwrites the free pages with zeros. Compaction moves live pages down and cuts the
-    /// file, but a page left free in the middle still holds what was last written there (an
-    /// erased person, until some later write reuses it): filling the free space with a
-    /// scratch table of zero pages and dropping it leaves zeros there instead.
+    /// Zero-fills the pages compaction left free (see `store::scrub`).
     fn scrub_free_pages(&mut self) -> Result<(), StoreError> {
-        let db = self.db.get()?;
-        let txn = db.begin_write().map_err(unavailable)?;
-        let stats = txn.stats().map_err(unavailable)?;
-        let page = stats.page_size().max(512);
-        // One value a leaf page; a few more than the free pages, for the tree's own.
-        let pages = stats.fragmented_bytes() / page as u64 + 16;
-        {
-            let mut t = txn.open_table(SCRUB).map_err(unavailable)?;
-            let zeros = vec![0u8; page - 256];
-            for i in 0..pages {
-                t.insert(i, zeros.as_slice()).map_err(unavailable)?;
-            }
-        }
-        txn.commit().map_err(unavailable)?;
-        let txn = db.begin_write().map_err(unavailable)?;
-        txn.delete_table(SCRUB).map_err(unavailable)?;
-        txn.commit().map_err(unavailable)?;
-        drop(db);
+        super::scrub::zero_free_pages(&*self.db.get()?).map_err(unavailable)?;
         self.compact()
     }
 

@@ -5,6 +5,7 @@ pub mod idempotency;
 pub mod private;
 pub mod redact;
 pub mod redis;
+pub mod scrub;
 pub mod sequence;
 
 use crate::audit::{RawAudit, Rendered};
