@@ -635,6 +635,16 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
     );
     let text = raw_store_text(&mut conn);
     assert!(!text.contains(secret));
+    // Nor do the replicas' copies on disk, free pages included.
+    for name in ["a", "b", "late"] {
+        let file = c.dir.path().join(name).join("redis-copy.redb");
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the erased number",
+            file.display()
+        );
+    }
 }
 
 fn registry_file(dir: &Path) -> (PathBuf, Vec<String>) {

@@ -22,7 +22,9 @@ fn e(x: impl std::fmt::Display) -> StoreError {
 }
 
 pub struct Copy {
-    db: Database,
+    /// Behind a lock: after an erasure the file is rewritten and the handle replaced.
+    db: std::sync::Mutex<Database>,
+    path: std::path::PathBuf,
 }
 
 /// One audit record as stored in Redis.
@@ -44,28 +46,76 @@ impl Copy {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(e)?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(8 << 20)
-            .create(path)
-            .map_err(e)?;
-        let txn = db.begin_write().map_err(e)?;
-        txn.open_table(AUDIT).map_err(e)?;
-        txn.open_table(PERSONAL).map_err(e)?;
-        txn.open_table(IDEM).map_err(e)?;
-        txn.open_table(META).map_err(e)?;
-        txn.commit().map_err(e)?;
-        Ok(Copy { db })
+        Ok(Copy {
+            db: std::sync::Mutex::new(create(path)?),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Database> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the live records into a new file and puts it in place of this one: a record
+    /// deleted for an erasure leaves no bytes behind in the old file's free pages.
+    fn rewrite(&self, db: &mut Database) -> Result<(), StoreError> {
+        let tmp = self.path.with_extension("rewrite");
+        let _ = std::fs::remove_file(&tmp);
+        let fresh = create(&tmp)?;
+        {
+            let r = db.begin_read().map_err(e)?;
+            let w = fresh.begin_write().map_err(e)?;
+            {
+                let (src, mut dst) = (
+                    r.open_table(AUDIT).map_err(e)?,
+                    w.open_table(AUDIT).map_err(e)?,
+                );
+                for row in src.iter().map_err(e)? {
+                    let (k, v) = row.map_err(e)?;
+                    dst.insert(k.value(), v.value()).map_err(e)?;
+                }
+                let (src, mut dst) = (
+                    r.open_table(PERSONAL).map_err(e)?,
+                    w.open_table(PERSONAL).map_err(e)?,
+                );
+                for row in src.iter().map_err(e)? {
+                    let (k, v) = row.map_err(e)?;
+                    dst.insert(k.value(), v.value()).map_err(e)?;
+                }
+                for def in [IDEM, META] {
+                    let (src, mut dst) =
+                        (r.open_table(def).map_err(e)?, w.open_table(def).map_err(e)?);
+                    for row in src.iter().map_err(e)? {
+                        let (k, v) = row.map_err(e)?;
+                        dst.insert(k.value(), v.value()).map_err(e)?;
+                    }
+                }
+            }
+            w.commit().map_err(e)?;
+        }
+        drop(fresh);
+        // The old handle must be gone before the rename (redb locks the file it opened).
+        let placeholder = create(&self.path.with_extension("swap"))?;
+        drop(std::mem::replace(db, placeholder));
+        std::fs::rename(&tmp, &self.path).map_err(e)?;
+        let reopened = create(&self.path)?;
+        let old = std::mem::replace(db, reopened);
+        drop(old);
+        let _ = std::fs::remove_file(self.path.with_extension("swap"));
+        Ok(())
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let db = self.db();
+        let r = db.begin_read().map_err(e)?;
         let t = r.open_table(META).map_err(e)?;
         Ok(t.get(key).map_err(e)?.map(|v| v.value().to_vec()))
     }
 
     /// The seq of the next audit record to fetch.
     pub fn audit_next(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let db = self.db();
+        let r = db.begin_read().map_err(e)?;
         let t = r.open_table(AUDIT).map_err(e)?;
         Ok(t.last().map_err(e)?.map_or(1, |(k, _)| k.value() + 1))
     }
@@ -79,7 +129,8 @@ impl Copy {
 
     /// Adds records (in seq order, after those held) and, once caught up, the head.
     pub fn put_audit(&self, items: &[AuditItem], head: Option<&str>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(e)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(e)?;
         {
             let mut a = txn.open_table(AUDIT).map_err(e)?;
             let mut p = txn.open_table(PERSONAL).map_err(e)?;
@@ -101,7 +152,8 @@ impl Copy {
 
     /// Removes the personal parts of these records (an erasure reached them).
     pub fn strip_personal(&self, seqs: &[u64], erasures_upto: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(e)?;
+        let mut db = self.db();
+        let txn = db.begin_write().map_err(e)?;
         {
             let mut p = txn.open_table(PERSONAL).map_err(e)?;
             for s in seqs {
@@ -112,7 +164,11 @@ impl Copy {
                 .insert("erasures", erasures_upto.to_le_bytes().as_slice())
                 .map_err(e)?;
         }
-        txn.commit().map_err(e)
+        txn.commit().map_err(e)?;
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.rewrite(&mut db)
     }
 
     /// The change-log seq up to which erasures were applied to this copy.
@@ -139,7 +195,8 @@ impl Copy {
         cursor: &str,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(e)?;
+        let mut db = self.db();
+        let txn = db.begin_write().map_err(e)?;
         {
             let mut t = txn.open_table(IDEM).map_err(e)?;
             for it in set {
@@ -156,12 +213,17 @@ impl Copy {
                 .insert("idem_cursor", cursor.as_bytes())
                 .map_err(e)?;
         }
-        txn.commit().map_err(e)
+        txn.commit().map_err(e)?;
+        if forgotten.is_empty() {
+            return Ok(());
+        }
+        self.rewrite(&mut db)
     }
 
     /// The live idempotency records.
     pub fn idem(&self, now: Millis) -> Result<Vec<IdemItem>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let db = self.db();
+        let r = db.begin_read().map_err(e)?;
         let t = r.open_table(IDEM).map_err(e)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(e)? {
@@ -180,7 +242,8 @@ impl Copy {
 
     /// Audit records from `from` on, at most `limit`, in order.
     pub fn audit_page(&self, from: u64, limit: usize) -> Result<Vec<AuditItem>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let db = self.db();
+        let r = db.begin_read().map_err(e)?;
         let a = r.open_table(AUDIT).map_err(e)?;
         let p = r.open_table(PERSONAL).map_err(e)?;
         let mut out = Vec::new();
@@ -201,6 +264,20 @@ impl Copy {
 pub fn key_hash(key: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+fn create(path: &Path) -> Result<Database, StoreError> {
+    let db = redb::Builder::new()
+        .set_cache_size(8 << 20)
+        .create(path)
+        .map_err(e)?;
+    let txn = db.begin_write().map_err(e)?;
+    txn.open_table(AUDIT).map_err(e)?;
+    txn.open_table(PERSONAL).map_err(e)?;
+    txn.open_table(IDEM).map_err(e)?;
+    txn.open_table(META).map_err(e)?;
+    txn.commit().map_err(e)?;
+    Ok(db)
 }
 
 fn expiry(v: &[u8]) -> Millis {
