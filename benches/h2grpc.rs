@@ -5,6 +5,7 @@
 //! HTTP/2: HEADERS, DATA, trailers, `grpc-status` checked.
 #![allow(dead_code)]
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use preflight::proto as pb;
 use prost::Message;
 
 #[derive(Clone)]
@@ -105,16 +106,6 @@ impl H2Grpc {
     }
 }
 
-/// A tonic codec that sends messages encoded before the clock started and decodes answers
-/// as `Resp`: what a stream phase times is then the service and the answer's decoding.
-pub struct PreEncoded<Resp>(std::marker::PhantomData<Resp>);
-
-impl<Resp> Default for PreEncoded<Resp> {
-    fn default() -> Self {
-        PreEncoded(std::marker::PhantomData)
-    }
-}
-
 pub struct RawEncoder;
 
 impl tonic::codec::Encoder for RawEncoder {
@@ -130,15 +121,154 @@ impl tonic::codec::Encoder for RawEncoder {
     }
 }
 
-impl<Resp: Message + Default + Send + 'static> tonic::codec::Codec for PreEncoded<Resp> {
+/// What the generator reads of each `CheckBatchResponse`: the number of answers and of
+/// BLOCKs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Answers {
+    pub results: u64,
+    pub blocked: u64,
+}
+
+/// How the generator decodes answers: walking every field of every answer in place, every
+/// string checked as UTF-8 (`View`, a client that acts on verdicts and keeps nothing), or
+/// into prost's structs, a heap string per text field (`Prost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decode {
+    View,
+    Prost,
+}
+
+impl Decode {
+    /// PREFLIGHT_LOADGEN_DECODE: `view` (the default) or `prost`.
+    pub fn from_env() -> Decode {
+        match std::env::var("PREFLIGHT_LOADGEN_DECODE").as_deref() {
+            Ok("prost") => Decode::Prost,
+            _ => Decode::View,
+        }
+    }
+}
+
+fn varint(b: &mut &[u8]) -> Result<u64, String> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let Some((&x, rest)) = b.split_first() else {
+            return Err("truncated varint".into());
+        };
+        *b = rest;
+        v |= u64::from(x & 0x7f) << (7 * i);
+        if x < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long".into())
+}
+
+fn len_delimited<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let n = varint(b)? as usize;
+    if n > b.len() {
+        return Err("length past the end".into());
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Ok(head)
+}
+
+/// Walks one `CheckResponse`; true when it is a BLOCK.
+fn read_answer(mut b: &[u8]) -> Result<bool, String> {
+    let mut blocked = false;
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                let v = varint(&mut b)?;
+                if field == 1 {
+                    blocked = v == pb::Verdict::Block as u64;
+                }
+            }
+            2 => {
+                let body = len_delimited(&mut b)?;
+                match field {
+                    // Packed reasons, and the next_allowed_at timestamp: varints.
+                    2 | 10 => {
+                        let mut r = body;
+                        while !r.is_empty() {
+                            varint(&mut r)?;
+                        }
+                    }
+                    _ => {
+                        std::str::from_utf8(body).map_err(|e| format!("field {field}: {e}"))?;
+                    }
+                }
+            }
+            w => return Err(format!("field {field}: wire type {w}")),
+        }
+    }
+    Ok(blocked)
+}
+
+/// Walks a `CheckBatchResponse`.
+pub fn read_answers(mut b: &[u8]) -> Result<Answers, String> {
+    let mut a = Answers::default();
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        match (key >> 3, key & 7) {
+            (1, 2) => {
+                a.results += 1;
+                a.blocked += u64::from(read_answer(len_delimited(&mut b)?)?);
+            }
+            (2, 0) => {
+                varint(&mut b)?;
+            }
+            (f, w) => return Err(format!("field {f}: wire type {w}")),
+        }
+    }
+    Ok(a)
+}
+
+/// A tonic codec that sends messages encoded before the clock started and reads the
+/// `CheckBatchResponse` answers as `decode` says.
+#[derive(Clone, Copy)]
+pub struct PreEncodedChecks(pub Decode);
+
+pub struct AnswersDecoder(Decode);
+
+impl tonic::codec::Decoder for AnswersDecoder {
+    type Item = Answers;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Answers>, tonic::Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        let answers = match self.0 {
+            Decode::View => read_answers(&bytes).map_err(tonic::Status::internal)?,
+            Decode::Prost => {
+                let r = pb::CheckBatchResponse::decode(bytes)
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                Answers {
+                    results: r.results.len() as u64,
+                    blocked: r
+                        .results
+                        .iter()
+                        .filter(|c| c.verdict == pb::Verdict::Block as i32)
+                        .count() as u64,
+                }
+            }
+        };
+        Ok(Some(answers))
+    }
+}
+
+impl tonic::codec::Codec for PreEncodedChecks {
     type Encode = Bytes;
-    type Decode = Resp;
+    type Decode = Answers;
     type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<Resp>;
+    type Decoder = AnswersDecoder;
     fn encoder(&mut self) -> RawEncoder {
         RawEncoder
     }
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+    fn decoder(&mut self) -> AnswersDecoder {
+        AnswersDecoder(self.0)
     }
 }

@@ -289,26 +289,25 @@ fn main() {
             })
             .collect(),
     );
-    let batches: Arc<Vec<pb::CheckBatchRequest>> = Arc::new(
-        groups
-            .iter()
-            .map(|g| pb::CheckBatchRequest {
-                checks: g.iter().map(|q| req(*q)).collect(),
-            })
-            .collect(),
-    );
+    let batches: Vec<pb::CheckBatchRequest> = groups
+        .iter()
+        .map(|g| pb::CheckBatchRequest {
+            checks: g.iter().map(|q| req(*q)).collect(),
+        })
+        .collect();
     let encoded: Arc<Vec<bytes::Bytes>> = Arc::new(
         batches
             .iter()
             .map(|b| prost::Message::encode_to_vec(b).into())
             .collect(),
     );
+    // Answers read in place unless PREFLIGHT_LOADGEN_DECODE=prost.
+    let decode = h2grpc::Decode::from_env();
     let singles: Arc<Vec<pb::CheckRequest>> = Arc::new(queries.iter().map(|q| req(*q)).collect());
     // Each CheckBatch and CheckStream caller on its own connection: the service serves a
     // connection on one core, and a dialer that wants more opens more.
     let callers = concurrency.clamp(1, 4);
     let channels: Vec<_> = (0..callers).map(|_| rt.block_on(channel(&url))).collect();
-    let clients: Arc<Vec<_>> = Arc::new(channels.iter().cloned().map(decision_client).collect());
 
     // PREFLIGHT_LOADGEN_ONLY=unary (or pipe, get, batch, stream; comma-separated) runs
     // only those phases, for profiling.
@@ -375,14 +374,25 @@ fn main() {
     // CheckBatch: up to four callers, each on its own connection, one call at a time.
     let mut grpc_batch = 0.0;
     if run("batch") {
-        let (cl, b) = (clients.clone(), batches.clone());
+        let (chs, b) = (Arc::new(channels.clone()), encoded.clone());
         let before = pids.map(procs::cpu_secs);
         let l = rt.block_on(closed_loop(callers, secs, move |t, i| {
-            let (mut cl, b) = (cl[t].clone(), b.clone());
+            let (ch, b) = (chs[t].clone(), b.clone());
             async move {
-                let sent = &b[i as usize % b.len()];
-                let r = cl.check_batch(sent.clone()).await.unwrap();
-                assert_eq!(r.into_inner().results.len(), sent.checks.len());
+                let sent = b[i as usize % b.len()].clone();
+                let mut grpc = tonic::client::Grpc::new(ch).max_decoding_message_size(64 << 20);
+                grpc.ready().await.unwrap();
+                let r = grpc
+                    .unary(
+                        tonic::Request::new(sent),
+                        http::uri::PathAndQuery::from_static(
+                            "/preflight.v1.DecisionService/CheckBatch",
+                        ),
+                        h2grpc::PreEncodedChecks(decode),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.into_inner().results, BATCH as u64);
             }
         }));
         grpc_batch = l.ops_per_sec * BATCH as f64;
@@ -427,14 +437,15 @@ fn main() {
                                 http::uri::PathAndQuery::from_static(
                                     "/preflight.v1.DecisionService/CheckStream",
                                 ),
-                                h2grpc::PreEncoded::<pb::CheckBatchResponse>::default(),
+                                h2grpc::PreEncodedChecks(decode),
                             )
                             .await
                             .unwrap()
                             .into_inner();
                         let mut n = 0u64;
                         while let Some(r) = out.message().await.unwrap() {
-                            n += r.results.len() as u64;
+                            assert_eq!(r.results, BATCH as u64);
+                            n += r.results;
                         }
                         feeder.await.unwrap();
                         n
@@ -452,8 +463,12 @@ fn main() {
     }
 
     println!(
-        "loadgen: N = {n} registry numbers, {secs} s a phase, {} generator thread(s), service threads {}{}",
+        "loadgen: N = {n} registry numbers, {secs} s a phase, {} generator thread(s), answers read {}, service threads {}{}",
         gen_threads,
+        match decode {
+            h2grpc::Decode::View => "in place",
+            h2grpc::Decode::Prost => "into prost structs",
+        },
         std::env::var("PREFLIGHT_SERVER_THREADS")
             .ok()
             .filter(|v| !v.is_empty())
@@ -477,6 +492,10 @@ fn main() {
     println!(
         "target: CheckStream / Redis pipelined SISMEMBER = {:.2}x (>= 2x)",
         grpc_stream / redis_pipe
+    );
+    println!(
+        "target: CheckBatch / Redis pipelined SISMEMBER = {:.2}x (>= 1.5x)",
+        grpc_batch / redis_pipe
     );
     let line = |name: &str, c: usize, l: &Latency| {
         println!(
@@ -505,6 +524,29 @@ fn main() {
     for (phase, [r, p, g]) in &cpu {
         println!("  {phase:<12} {r:>18.2} {p:>10.2} {g:>10.2}");
     }
+    // One line to compare runs by: the ratios and the service's CPU a check.
+    let service_cpu = |phase: &str| {
+        cpu.iter()
+            .find(|(p, _)| p == phase)
+            .map_or("-".to_string(), |(_, [_, p, _])| format!("{p:.2} us"))
+    };
+    let mut summary = format!(
+        "summary: stream/SISMEMBER {:.2}x (>= 2), batch/SISMEMBER {:.2}x (>= 1.5), service CPU a check: stream {}, batch {} (<= 0.5 us)",
+        grpc_stream / redis_pipe,
+        grpc_batch / redis_pipe,
+        service_cpu("stream"),
+        service_cpu("batch"),
+    );
+    for (c, get, unary) in &rows {
+        if let (Some(g), Some(u)) = (get, unary) {
+            summary.push_str(&format!(
+                "; c={c}: unary p99/GET p99 {:.2}x, unary CPU {}",
+                u.p99.as_secs_f64() / g.p99.as_secs_f64().max(1e-9),
+                service_cpu(&format!("unary c={c}"))
+            ));
+        }
+    }
+    println!("{summary}");
     if run("unary") {
         assert!(
             hits.load(Ordering::Relaxed) > 0,

@@ -14,6 +14,7 @@ pub mod keywords;
 pub mod model;
 pub mod normalize;
 pub mod policy;
+pub mod prefetch;
 pub mod privacy;
 pub mod registry;
 pub mod server;

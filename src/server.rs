@@ -4,7 +4,8 @@ use crate::api::grpc::gate::GateLayer;
 use crate::api::grpc::lanes;
 use crate::api::grpc::services;
 use crate::api::grpc::{
-    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, PrivacyApi, WebhookApi,
+    AttemptApi, AuditApi, ConsentApi, DecisionApi, DncApi, EventApi, MessageLimits, PrivacyApi,
+    WebhookApi,
 };
 use crate::audit::{Caller, Tokenizer};
 use crate::auth::Auth;
@@ -384,7 +385,6 @@ fn dispatch(
     use proto::attempt_service_server::AttemptServiceServer;
     use proto::audit_service_server::AuditServiceServer;
     use proto::consent_service_server::ConsentServiceServer;
-    use proto::decision_service_server::DecisionServiceServer;
     use proto::dnc_service_server::DncServiceServer;
     use proto::event_service_server::EventServiceServer;
     use proto::privacy_service_server::PrivacyServiceServer;
@@ -407,11 +407,14 @@ fn dispatch(
     Dispatch::new(vec![
         (
             services::DECISION,
-            Handler::Decision(
-                DecisionServiceServer::new(DecisionApi::new(engine.clone(), runtime.clone()))
-                    .max_decoding_message_size(MAX_CHECKS_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-            ),
+            Handler::Decision(DecisionApi::new(
+                engine.clone(),
+                runtime.clone(),
+                MessageLimits {
+                    decoding: MAX_CHECKS_MESSAGE,
+                    encoding: MAX_MESSAGE,
+                },
+            )),
         ),
         (
             services::CONSENT,

@@ -64,7 +64,7 @@ struct Asked {
     minute: i64,
 }
 
-const CACHED: usize = 64;
+const CACHED: usize = 1024;
 
 /// From 1980 on every zone's offset is a whole number of minutes (Monrovia's -0:44:30 was the
 /// last odd one, to 1972); earlier times are judged afresh every time.

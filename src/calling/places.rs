@@ -225,6 +225,15 @@ impl Places {
             .map(|i| i as SubId)
     }
 
+    /// Starts loading what `of_phone` will read for a NANP number (a batch's look-ahead);
+    /// no effect on answers.
+    pub fn prefetch(&self, e164: u64) {
+        if (10_000_000_000..20_000_000_000).contains(&e164) {
+            let national = e164 - 10_000_000_000;
+            crate::prefetch::hint(&self.nanp[(national / 10_000) as usize]);
+        }
+    }
+
     /// A phone number's (E.164 digits) zones and area. Allocates nothing.
     pub fn of_phone(&self, e164: u64) -> Location {
         let mut loc = Location::default();

@@ -244,27 +244,54 @@ impl Engine {
     /// Up to MAX_BATCH checks, answered in order. A faulty item is a BLOCK with
     /// INVALID_REQUEST naming its field (`checks[i].at`); the others are unharmed.
     pub fn check_batch<'a>(&'a self, reqs: &[CheckRequest<'a>]) -> Result<BatchOutcome<'a>> {
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        let index_seq = self.check_batch_each(reqs, |o| outcomes.push(o.clone()))?;
+        Ok(BatchOutcome {
+            outcomes,
+            index_seq,
+        })
+    }
+
+    /// `check_batch`, handing each answer to `each` in order as it is decided (a transport
+    /// writes it out at once instead of keeping a thousand answers of 500 bytes around).
+    /// Returns the index seq the batch answers at.
+    pub fn check_batch_each<'a>(
+        &'a self,
+        reqs: &[CheckRequest<'a>],
+        mut each: impl FnMut(&CheckOutcome<'a>),
+    ) -> Result<u64> {
         super::check_batch_len("checks", reqs.len())?;
-        let mut out = Vec::with_capacity(reqs.len());
         let now = self.clock.now_ms();
         let mut phones = [0u64; PREFETCH_WINDOW];
         let mut normalized = [None; PREFETCH_WINDOW];
+        let mut tens = [None; PREFETCH_WINDOW];
+        let places = places();
+        let mut counts = [0u64; DecisionCounters::SLOTS];
+        // The batch speaks for the newest index any of its answers saw.
+        let mut index_seq = None;
         for (w, window) in reqs.chunks(PREFETCH_WINDOW).enumerate() {
-            // Start the registry loads of the whole window before deciding any of it.
-            let mut n = 0;
+            // Start the loads of the whole window (NANP block, zone and registry entries)
+            // before deciding any of it: a window's cache misses overlap.
             for (j, r) in window.iter().enumerate() {
-                normalized[j] = None;
-                if r.default_region.is_empty()
-                    && let Some(p) = self.phones.normalize_cached(r.contact)
-                {
-                    normalized[j] = Some(p);
+                tens[j] = None;
+                if r.default_region.is_empty() {
+                    tens[j] = self.phones.nanp_candidate(r.contact);
+                    if let Some(ten) = tens[j] {
+                        places.prefetch(10_000_000_000 + ten);
+                    }
+                }
+            }
+            let mut n = 0;
+            for j in 0..window.len() {
+                normalized[j] = tens[j].and_then(|t| self.phones.cached_e164(t));
+                if let Some(p) = normalized[j] {
                     phones[n] = p;
                     n += 1;
                 }
             }
             self.registries.prefetch(&phones[..n]);
             for (j, r) in window.iter().enumerate() {
-                out.push(match self.check_one(r, now, normalized[j]) {
+                let o = match self.check_one(r, now, normalized[j]) {
                     Ok(o) => o,
                     Err(e) => CheckOutcome {
                         decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),
@@ -278,23 +305,13 @@ impl Engine {
                         index_age_ms: self.index.ready().then(|| self.index.age_ms(now)),
                         place: None,
                     },
-                });
+                };
+                counts[DecisionCounters::slot(&o.decision)] += 1;
+                index_seq = index_seq.max(Some(o.decision.index_seq));
+                each(&o);
             }
         }
-        let mut counts = [0u64; DecisionCounters::SLOTS];
-        for o in &out {
-            counts[DecisionCounters::slot(&o.decision)] += 1;
-        }
         self.counters.record_counts(&counts);
-        // The batch speaks for the newest index any of its answers saw.
-        let index_seq = out
-            .iter()
-            .map(|o| o.decision.index_seq)
-            .max()
-            .unwrap_or_else(|| self.index.seq());
-        Ok(BatchOutcome {
-            outcomes: out,
-            index_seq,
-        })
+        Ok(index_seq.unwrap_or_else(|| self.index.seq()))
     }
 }

@@ -223,11 +223,28 @@ impl PhoneNormalizer {
     /// The E.164 digits of a NANP number already known valid, without ever asking the
     /// phonenumber crate: for look-ahead work (prefetching) that must stay cheap.
     pub fn normalize_cached(&self, input: &str) -> Option<u64> {
+        self.cached_e164(self.nanp_candidate(input)?)
+    }
+
+    /// `normalize_cached`'s first half, for a batch's look-ahead: the 10-digit national
+    /// number of an input that looks like a NANP number, with its block's cache line asked
+    /// for (so a window of them load at once instead of one after another).
+    pub fn nanp_candidate(&self, input: &str) -> Option<u64> {
         let Fast::Digits { plus, buf, len } = fast_digits(input) else {
             return None;
         };
         let ten = nanp_national(plus, &buf[..len], self.default_region)?;
-        (ten_is_plausible(ten) && self.nanp.cached(ten)?).then_some(10_000_000_000 + ten)
+        if !ten_is_plausible(ten) {
+            return None;
+        }
+        crate::prefetch::hint(&self.nanp.cells[(ten / 10_000) as usize]);
+        Some(ten)
+    }
+
+    /// `normalize_cached`'s second half: the E.164 digits of `ten` when its block is known
+    /// valid.
+    pub fn cached_e164(&self, ten: u64) -> Option<u64> {
+        self.nanp.cached(ten)?.then_some(10_000_000_000 + ten)
     }
 
     fn slow(&self, input: &str, region: Region) -> Result<u64, PhoneError> {

@@ -6,7 +6,7 @@ use crate::index::{ConsentFact, ContactFacts};
 use crate::model::{
     Channel, ConsentStatus, Direction, DncType, Millis, Purpose, Reason, ReasonSet,
 };
-use crate::registry::RegistryHit;
+use crate::registry::{ListVersion, RegistryHit};
 
 /// One check, already validated and normalized.
 #[derive(Clone, Copy, Debug)]
@@ -31,10 +31,7 @@ pub enum RecordId {
     /// A contact attempt (counted against a frequency limit).
     Attempt(u64),
     /// A registry list and the version that held the number.
-    Registry {
-        list: &'static str,
-        version: u64,
-    },
+    Registry(&'static ListVersion),
 }
 
 impl RecordId {
@@ -46,12 +43,12 @@ impl RecordId {
             RecordId::Consent(s) => ("cn-", *s),
             RecordId::Dnc(s) => ("dnc-", *s),
             RecordId::Attempt(s) => ("at-", *s),
-            RecordId::Registry { list, version } => {
-                let mut t = String::with_capacity(16 + list.len());
+            RecordId::Registry(l) => {
+                let mut t = String::with_capacity(16 + l.list.len());
                 t.push_str("registry:");
-                t.push_str(list);
+                t.push_str(l.list);
                 t.push_str("@v");
-                push_decimal(&mut t, *version);
+                push_decimal(&mut t, l.version);
                 return t;
             }
         };
@@ -70,11 +67,14 @@ impl std::fmt::Display for RecordId {
 
 const MATCHED_CAP: usize = 12;
 
+// Every decision carries MATCHED_CAP of these and is moved several times a check.
+const _: () = assert!(std::mem::size_of::<RecordId>() == 16);
+
 /// Inline list of record ids (one per reason at most), so deciding allocates nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Matched {
     ids: [RecordId; MATCHED_CAP],
-    len: usize,
+    len: u8,
 }
 
 impl Default for Matched {
@@ -88,13 +88,13 @@ impl Default for Matched {
 
 impl Matched {
     fn push(&mut self, id: RecordId) {
-        if self.len < MATCHED_CAP && !self.as_slice().contains(&id) {
-            self.ids[self.len] = id;
+        if usize::from(self.len) < MATCHED_CAP && !self.as_slice().contains(&id) {
+            self.ids[usize::from(self.len)] = id;
             self.len += 1;
         }
     }
     pub fn as_slice(&self) -> &[RecordId] {
-        &self.ids[..self.len]
+        &self.ids[..usize::from(self.len)]
     }
 }
 
@@ -258,10 +258,7 @@ pub fn evaluate(
                 continue;
             }
             d.reasons.insert(t.reason());
-            d.matched.push(RecordId::Registry {
-                list: h.list,
-                version: h.version,
-            });
+            d.matched.push(RecordId::Registry(h.list));
         }
     }
 

@@ -70,8 +70,8 @@ pub struct ListInfo {
 /// One immutable version of one list.
 pub struct RegistrySet {
     pub info: ListInfo,
-    /// Interned so hits can name the list without allocating.
-    pub name: &'static str,
+    /// Interned so hits can name the list and version without allocating.
+    pub label: &'static ListVersion,
     set: NumberSet,
 }
 
@@ -96,17 +96,38 @@ impl RegistrySet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryHit {
     pub dnc_type: DncType,
-    pub list: &'static str,
-    pub version: u64,
+    pub list: &'static ListVersion,
 }
 
 impl RegistryHit {
     /// Filler for unused slots of a fixed-size hit array.
     pub const EMPTY: RegistryHit = RegistryHit {
         dnc_type: DncType::Federal,
-        list: "",
-        version: 0,
+        list: &ListVersion {
+            list: "",
+            version: 0,
+        },
     };
+}
+
+/// One version of one list, interned for the life of the process, so that a decision names
+/// it with one pointer: decisions carry up to a dozen record ids and are moved several times
+/// a check, and a name and a version inline made every id twice as large.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ListVersion {
+    pub list: &'static str,
+    pub version: u64,
+}
+
+/// The interned `ListVersion` of (`name`, `version`): one small record a version imported.
+pub fn list_version(name: &str, version: u64) -> &'static ListVersion {
+    type Seen = std::collections::HashMap<(&'static str, u64), &'static ListVersion>;
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+    let list = intern(name);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    seen.get_or_insert_with(Default::default)
+        .entry((list, version))
+        .or_insert_with(|| Box::leak(Box::new(ListVersion { list, version })))
 }
 
 /// Most lists one check reports; more lists are still checked, the rest are not named.
@@ -168,8 +189,7 @@ impl Lists {
             if n < MAX_HITS && l.contains(e164) {
                 out[n] = RegistryHit {
                     dnc_type: l.info.dnc_type,
-                    list: l.name,
-                    version: l.info.version,
+                    list: l.label,
                 };
                 n += 1;
             }
@@ -275,8 +295,8 @@ impl Registries {
         if let Some(dir) = &self.dir {
             snapshot::save(dir, &info, &set)?;
         }
-        let name = intern(&info.name);
-        self.swap_in(RegistrySet { info, name, set });
+        let label = list_version(&info.name, info.version);
+        self.swap_in(RegistrySet { info, label, set });
         Ok(())
     }
 }

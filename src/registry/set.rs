@@ -130,20 +130,7 @@ fn unmix(h: u64, u: u32, mask: u64) -> u64 {
     unshift(h).wrapping_mul(inverse(M1)) & mask
 }
 
-/// Asks the CPU to start loading the cache line holding `r`; no effect on results.
-#[inline(always)]
-fn prefetch<T>(r: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it neither reads nor writes memory as far as the program
-    // can observe, and the pointer comes from a live reference.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (r as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
-}
+use crate::prefetch::hint as prefetch;
 
 /// `width` (at most 64) bits at bit `pos` of `w` (`w` holds at least one word past `pos`).
 #[inline(always)]

@@ -1,7 +1,7 @@
 //! Versions on disk: `<dir>/<LIST>/v<N>.snap` (the number set), `v<N>.json` (its info)
 //! and `CURRENT` (the version in force), written and fsynced before they are switched to.
 use super::set::NumberSet;
-use super::{ListInfo, RegistryError, RegistrySet, intern};
+use super::{ListInfo, RegistryError, RegistrySet, list_version};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -76,8 +76,8 @@ pub(super) fn load_all(dir: &Path) -> Result<Vec<Arc<RegistrySet>>, RegistryErro
                 format!("holds {} numbers, its info says {}", set.len(), info.count),
             ));
         }
-        let name = intern(&info.name);
-        out.push(Arc::new(RegistrySet { info, name, set }));
+        let label = list_version(&info.name, info.version);
+        out.push(Arc::new(RegistrySet { info, label, set }));
     }
     out.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     Ok(out)

@@ -9,10 +9,15 @@ use crate::proto as pb;
 use prost_types::Timestamp;
 
 pub fn ts_to_ms(t: &Timestamp) -> Millis {
+    seconds_nanos_to_ms(t.seconds, t.nanos)
+}
+
+/// A Timestamp's two fields as milliseconds.
+pub fn seconds_nanos_to_ms(seconds: i64, nanos: i32) -> Millis {
     // Saturates: the engine refuses what lies outside its time range, naming the field.
-    t.seconds
+    seconds
         .saturating_mul(1000)
-        .saturating_add(Millis::from(t.nanos) / 1_000_000)
+        .saturating_add(Millis::from(nanos) / 1_000_000)
 }
 
 pub fn ms_to_ts(ms: Millis) -> Timestamp {

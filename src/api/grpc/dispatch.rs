@@ -8,7 +8,6 @@ use crate::api::grpc::{
 use crate::proto::attempt_service_server::AttemptServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::consent_service_server::ConsentServiceServer;
-use crate::proto::decision_service_server::DecisionServiceServer;
 use crate::proto::dnc_service_server::DncServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::privacy_service_server::PrivacyServiceServer;
@@ -32,7 +31,7 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + 
 /// A service of the listener, typed where the type can be named (so a call clones one
 /// reference count, not a boxed service).
 pub enum Handler {
-    Decision(DecisionServiceServer<DecisionApi>),
+    Decision(DecisionApi),
     Consent(ConsentServiceServer<ConsentApi>),
     Dnc(DncServiceServer<DncApi>),
     Attempts(AttemptServiceServer<AttemptApi>),
@@ -48,7 +47,7 @@ impl Handler {
     /// The gRPC name the handler serves under.
     fn name(&self) -> Option<&'static str> {
         match self {
-            Handler::Decision(_) => Some(DecisionServiceServer::<DecisionApi>::NAME),
+            Handler::Decision(_) => Some(services::DECISION),
             Handler::Consent(_) => Some(ConsentServiceServer::<ConsentApi>::NAME),
             Handler::Dnc(_) => Some(DncServiceServer::<DncApi>::NAME),
             Handler::Attempts(_) => Some(AttemptServiceServer::<AttemptApi>::NAME),
@@ -62,7 +61,10 @@ impl Handler {
 
     fn call(&self, req: Request<Body>) -> Answer {
         match self {
-            Handler::Decision(s) => s.clone().call(req),
+            Handler::Decision(s) => {
+                let served = s.call(req);
+                Box::pin(async move { Ok(served.await) })
+            }
             Handler::Consent(s) => s.clone().call(req),
             Handler::Dnc(s) => s.clone().call(req),
             Handler::Attempts(s) => s.clone().call(req),

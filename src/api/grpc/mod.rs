@@ -10,10 +10,11 @@ pub mod gate;
 pub mod lanes;
 pub mod services;
 mod webhooks;
+pub mod wire;
 
 pub use attempts::AttemptApi;
 pub use consent::ConsentApi;
-pub use decision::DecisionApi;
+pub use decision::{DecisionApi, MessageLimits};
 pub use dnc::DncApi;
 pub use events::EventApi;
 pub use webhooks::WebhookApi;

@@ -574,18 +574,15 @@ fn registry_hits_follow_rule_2() {
     use crate::registry::RegistryHit;
     let federal = RegistryHit {
         dnc_type: DncType::Federal,
-        list: "FEDERAL",
-        version: 3,
+        list: crate::registry::list_version("FEDERAL", 3),
     };
     let tx = RegistryHit {
         dnc_type: DncType::State,
-        list: "STATE:TX",
-        version: 1,
+        list: crate::registry::list_version("STATE:TX", 1),
     };
     let lit = RegistryHit {
         dnc_type: DncType::Litigator,
-        list: "LITIGATOR",
-        version: 2,
+        list: crate::registry::list_version("LITIGATOR", 2),
     };
     let none = ContactFacts::default();
     let d = evaluate(
@@ -665,10 +662,7 @@ fn record_ids_read_as_the_api_documents() {
         (RecordId::Consent(u64::MAX), "cn-18446744073709551615"),
         (RecordId::Dnc(42), "dnc-42"),
         (
-            RecordId::Registry {
-                list: "STATE:TX",
-                version: 12,
-            },
+            RecordId::Registry(crate::registry::list_version("STATE:TX", 12)),
             "registry:STATE:TX@v12",
         ),
     ] {

@@ -1,0 +1,213 @@
+//! The DecisionService's hand-written wire path, from outside: raw bytes sent to Check,
+//! CheckBatch and CheckStream of the real binary. Malformed messages are INVALID_ARGUMENT
+//! for the call whenever prost refuses them too, well-formed ones are answered as prost's
+//! structs would be, and a bad item in a batch is still that item's BLOCK, in order.
+mod common;
+
+use bytes::{Buf, BufMut, Bytes};
+use common::*;
+use pb::{Channel as Ch, Purpose as P, Reason as R};
+use preflight::proto as pb;
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Sends and receives messages as bytes.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+const SERVICE: &str = "/preflight.v1.DecisionService/";
+
+async fn unary(ch: &Channel, method: &str, body: Vec<u8>) -> Result<Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::try_from(format!("{SERVICE}{method}")).unwrap();
+    grpc.unary(tonic::Request::new(Bytes::from(body)), path, Raw)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Sends `bodies` on one CheckStream; the answers, up to the first error.
+async fn stream(ch: &Channel, bodies: Vec<Vec<u8>>) -> (Vec<Bytes>, Option<tonic::Status>) {
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::try_from(format!("{SERVICE}CheckStream")).unwrap();
+    let out = futures::stream::iter(bodies.into_iter().map(Bytes::from));
+    let mut answers = Vec::new();
+    let mut resp = match grpc.streaming(tonic::Request::new(out), path, Raw).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return (answers, Some(e)),
+    };
+    loop {
+        match resp.message().await {
+            Ok(Some(a)) => answers.push(a),
+            Ok(None) => return (answers, None),
+            Err(e) => return (answers, Some(e)),
+        }
+    }
+}
+
+fn garbage() -> Vec<Vec<u8>> {
+    let good = pb::CheckBatchRequest {
+        checks: vec![check_req("+12025550123", Ch::Voice, P::Service); 3],
+    }
+    .encode_to_vec();
+    let mut cases = vec![
+        vec![0xff; 12],
+        vec![0x0a, 0x7f, 0x01],
+        vec![0x0f],
+        vec![0x0a, 0x02, 0x0a, 0x05],
+        vec![0x0a, 0x03, 0x0a, 0x01, 0xc3],
+        vec![0x23],
+    ];
+    for cut in [1, 5, good.len() / 2, good.len() - 1] {
+        cases.push(good[..cut].to_vec());
+    }
+    cases
+}
+
+#[tokio::test]
+async fn malformed_messages_are_invalid_argument_as_prost_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let ch = server.ready().await;
+
+    for bytes in garbage() {
+        // Only what prost refuses too is a refusal; the rest must be answered.
+        let prost_batch = pb::CheckBatchRequest::decode(bytes.as_slice());
+        match unary(&ch, "CheckBatch", bytes.clone()).await {
+            Ok(a) => {
+                let b = prost_batch.expect("answered only what prost reads");
+                let a = pb::CheckBatchResponse::decode(a).unwrap();
+                assert_eq!(a.results.len(), b.checks.len(), "{bytes:02x?}");
+            }
+            Err(e) => {
+                let p = prost_batch.expect_err("refused only what prost refuses");
+                assert_eq!(e.code(), Code::InvalidArgument, "{bytes:02x?}: {e:?}");
+                assert!(
+                    e.message().contains(&p.to_string()),
+                    "{} vs {p}",
+                    e.message()
+                );
+            }
+        }
+        let prost_one = pb::CheckRequest::decode(bytes.as_slice());
+        match unary(&ch, "Check", bytes.clone()).await {
+            Ok(a) => {
+                prost_one.expect("answered only what prost reads");
+                pb::CheckResponse::decode(a).unwrap();
+            }
+            Err(e) => {
+                // A lone check that reads is still refused when it names no channel.
+                if prost_one.is_err() {
+                    assert_eq!(e.code(), Code::InvalidArgument, "{bytes:02x?}: {e:?}");
+                }
+            }
+        }
+    }
+
+    // On a stream, the good messages before a malformed one are answered in order, then
+    // the call ends INVALID_ARGUMENT.
+    let good = pb::CheckBatchRequest {
+        checks: vec![check_req("+12025550123", Ch::Voice, P::Service)],
+    }
+    .encode_to_vec();
+    let (answers, err) = stream(&ch, vec![good.clone(), good.clone(), vec![0xff; 4]]).await;
+    assert_eq!(answers.len(), 2);
+    assert_eq!(err.map(|e| e.code()), Some(Code::InvalidArgument));
+
+    // The service stays up and answers.
+    let (answers, err) = stream(&ch, vec![good]).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(answers.len(), 1);
+}
+
+#[tokio::test]
+async fn batch_answers_through_the_wire_path_match_the_unary_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let ch = server.ready().await;
+    let mut d = decision(&ch);
+
+    let mut checks = vec![
+        check_req("+12025550123", Ch::Voice, P::Service),
+        check_req("not a number", Ch::Sms, P::Marketing),
+        check_req("(305) 555-0100", Ch::Sms, P::Marketing),
+        check_req("ann@example.com", Ch::Email, P::Service),
+    ];
+    // A bad item: an unknown channel value, and one with an unknown field before it.
+    let mut bad = check_req("+12025550124", Ch::Voice, P::Service);
+    bad.channel = 99;
+    checks.push(bad);
+    checks.push(pb::CheckRequest {
+        correlation_id: "last".into(),
+        ..check_req("+12025550125", Ch::Voice, P::Marketing)
+    });
+    let req = pb::CheckBatchRequest {
+        checks: checks.clone(),
+    };
+    let mut bytes = req.encode_to_vec();
+    // An unknown field (number 15, a string) at the top level is skipped, as prost does.
+    bytes.extend_from_slice(&[0x7a, 0x03, b'x', b'y', b'z']);
+    let answer =
+        pb::CheckBatchResponse::decode(unary(&ch, "CheckBatch", bytes).await.unwrap()).unwrap();
+    assert_eq!(answer.results.len(), checks.len());
+    let bad = &answer.results[4];
+    assert_eq!(bad.reasons, vec![R::InvalidRequest as i32]);
+    assert!(
+        bad.detail.starts_with("checks[4].channel"),
+        "{}",
+        bad.detail
+    );
+    assert_eq!(answer.results[5].correlation_id, "last");
+    for (i, (c, got)) in checks.iter().zip(&answer.results).enumerate() {
+        if i == 4 {
+            continue;
+        }
+        let mut want = d.check(c.clone()).await.unwrap().into_inner();
+        // The index may have moved on between the calls; nothing was written, so not here.
+        want.index_age_ms = got.index_age_ms;
+        assert_eq!(&want, got, "check {i}");
+    }
+
+    // A method the service does not have is UNIMPLEMENTED, as tonic says it.
+    let e = unary(&ch, "CheckEverything", vec![]).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+}
