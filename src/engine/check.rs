@@ -89,6 +89,9 @@ impl Engine {
 
     /// `now` is read once per batch; `phone` is the contact already normalized by the
     /// batch's look-ahead (only for requests without their own default_region).
+    // Inlined into both callers: the answer (a few hundred bytes) is then built where the
+    // caller keeps it instead of being copied out of a returned Result.
+    #[inline(always)]
     fn check_one<'a>(
         &'a self,
         req: &CheckRequest<'a>,
@@ -220,7 +223,9 @@ impl Engine {
         subject: &str,
         at: Millis,
     ) -> FrequencyJudgement {
-        if policy.frequency.is_empty() {
+        // No attempt held anywhere: no limit can be reached (and most checks of a list
+        // scrubbed before its first campaign look no further).
+        if policy.frequency.is_empty() || self.index.attempts_held() == 0 {
             return FrequencyJudgement::default();
         }
         let mut j = judge(

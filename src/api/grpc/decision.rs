@@ -47,32 +47,38 @@ impl DecisionApi {
 
     /// Serves one call to the service.
     pub fn call(&self, req: http::Request<tonic::body::Body>) -> Answer {
-        let method = req
-            .uri()
-            .path()
-            .rsplit_once('/')
-            .map_or("", |(_, m)| m)
-            .to_string();
+        let method = match req.uri().path().rsplit_once('/').map_or("", |(_, m)| m) {
+            "Check" => Method::Check,
+            "CheckBatch" => Method::Batch,
+            "CheckStream" => Method::Stream,
+            other => {
+                let (parts, ()) = Status::unimplemented(format!(
+                    "no method `{other}` in {}",
+                    super::services::DECISION
+                ))
+                .into_http::<()>()
+                .into_parts();
+                let answer = http::Response::from_parts(parts, tonic::body::Body::empty());
+                return Box::pin(std::future::ready(answer));
+            }
+        };
         let mut grpc = tonic::server::Grpc::new(BytesCodec)
             .apply_max_message_size_config(Some(self.limits.decoding), Some(self.limits.encoding));
         let this = self.clone();
         Box::pin(async move {
-            match method.as_str() {
-                "Check" => grpc.unary(Unary(this), req).await,
-                "CheckBatch" => grpc.unary(this, req).await,
-                "CheckStream" => grpc.streaming(this, req).await,
-                other => {
-                    let (parts, ()) = Status::unimplemented(format!(
-                        "no method `{other}` in {}",
-                        super::services::DECISION
-                    ))
-                    .into_http::<()>()
-                    .into_parts();
-                    http::Response::from_parts(parts, tonic::body::Body::empty())
-                }
+            match method {
+                Method::Check => grpc.unary(Unary(this), req).await,
+                Method::Batch => grpc.unary(this, req).await,
+                Method::Stream => grpc.streaming(this, req).await,
             }
         })
     }
+}
+
+enum Method {
+    Check,
+    Batch,
+    Stream,
 }
 
 /// Decides one encoded `CheckRequest` into an encoded `CheckResponse`.
@@ -93,7 +99,7 @@ fn check_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
 
 /// Decides one encoded `CheckBatchRequest` into an encoded `CheckBatchResponse`.
 fn batch_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
-    let mut reqs = Vec::new();
+    let mut reqs = Vec::with_capacity(wire::count_checks(msg).min(crate::engine::MAX_BATCH));
     if wire::read_batch(msg, |f| reqs.push(f.request())).is_err() {
         let b = prost_verdict::<pb::CheckBatchRequest>(msg)?;
         let fields: Vec<CheckFields<'_>> = b.checks.iter().map(CheckFields::of).collect();

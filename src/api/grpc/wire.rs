@@ -181,6 +181,21 @@ fn expect(wire: u8, want: u8) -> Read<()> {
     if wire == want { Ok(()) } else { Err(Malformed) }
 }
 
+/// How many checks a `CheckBatchRequest` holds, from its framing alone (a capacity to
+/// reserve: a malformed message is counted as far as it reads, and `read_batch` refuses it).
+pub fn count_checks(buf: &[u8]) -> usize {
+    let mut r = Reader { buf };
+    let mut n = 0;
+    while !r.buf.is_empty() {
+        let Ok((field, wire)) = r.key() else { break };
+        n += usize::from(field == 1);
+        if r.skip(field, wire, RECURSION_LIMIT).is_err() {
+            break;
+        }
+    }
+    n
+}
+
 /// Reads a `CheckBatchRequest`, handing each check to `each` in order.
 pub fn read_batch<'a>(buf: &'a [u8], mut each: impl FnMut(CheckFields<'a>)) -> Read<()> {
     let mut r = Reader { buf };
@@ -331,31 +346,30 @@ pub fn write_batch(outcomes: &[CheckOutcome<'_>], index_seq: u64, out: &mut Vec<
 /// A `CheckBatchResponse` written one answer at a time, as the engine decides them.
 pub struct BatchWriter {
     out: Vec<u8>,
-    /// One answer's fields, before its length is known.
-    item: Vec<u8>,
 }
 
 impl BatchWriter {
     /// Appends to `out`.
     pub fn new(out: Vec<u8>) -> BatchWriter {
-        BatchWriter {
-            out,
-            item: Vec::with_capacity(256),
-        }
+        BatchWriter { out }
     }
 
     pub fn push(&mut self, o: &CheckOutcome<'_>) {
-        self.item.clear();
-        write_check(
-            o,
-            &mut Writer {
-                out: &mut self.item,
-            },
-        );
+        // The answer is written in place behind a one-byte length (most answers are under
+        // 128 bytes); a longer one is moved up to make room for its longer length.
         let mut w = Writer { out: &mut self.out };
         w.key(1, LEN);
-        w.varint(self.item.len() as u64);
-        self.out.extend_from_slice(&self.item);
+        let at = self.out.len();
+        self.out.push(0);
+        write_check(o, &mut Writer { out: &mut self.out });
+        let len = self.out.len() - at - 1;
+        if len < 0x80 {
+            self.out[at] = len as u8;
+        } else {
+            let mut prefix = Vec::with_capacity(10);
+            Writer { out: &mut prefix }.varint(len as u64);
+            self.out.splice(at..at + 1, prefix);
+        }
     }
 
     /// The message, with the batch's `index_seq` last.

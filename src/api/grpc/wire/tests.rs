@@ -124,6 +124,8 @@ proptest! {
     #[test]
     fn reads_what_prost_reads(b in batch()) {
         prop_assert_eq!(agree(&b), Ok(()));
+        let n = pb::CheckBatchRequest::decode(b.as_slice()).unwrap().checks.len();
+        prop_assert_eq!(count_checks(&b), n);
     }
 
     #[test]
@@ -349,10 +351,11 @@ async fn writes_what_prost_writes() {
                     } else {
                         String::new()
                     },
-                    correlation_id: if i % 2 == 0 {
-                        format!("c-{i}")
-                    } else {
-                        String::new()
+                    // Some answers over 127 bytes, whose length takes two bytes.
+                    correlation_id: match i % 3 {
+                        0 => format!("c-{i}"),
+                        1 => "x".repeat(150),
+                        _ => String::new(),
                     },
                     policy: if channel == 99 {
                         "nope".into()
@@ -392,6 +395,11 @@ async fn writes_what_prost_writes() {
     let mut mine = Vec::new();
     write_batch(&batch, batch.index_seq, &mut mine);
     assert_eq!(mine, theirs);
+    let long = batch
+        .iter()
+        .filter(|o| super::super::convert::check_response(o).encoded_len() >= 128)
+        .count();
+    assert!(long > 0, "some answers need a two-byte length");
     for o in batch.iter() {
         let mut one = Vec::new();
         write_check_response(o, &mut one);
