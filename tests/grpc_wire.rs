@@ -85,8 +85,9 @@ async fn stream(ch: &Channel, bodies: Vec<Vec<u8>>) -> (Vec<Bytes>, Option<tonic
 }
 
 fn garbage() -> Vec<Vec<u8>> {
+    // Longer than a window of checks, so some are decided before the damage is read.
     let good = pb::CheckBatchRequest {
-        checks: vec![check_req("+12025550123", Ch::Voice, P::Service); 3],
+        checks: vec![check_req("+12025550123", Ch::Voice, P::Service); 40],
     }
     .encode_to_vec();
     let mut cases = vec![
@@ -172,7 +173,14 @@ async fn batch_answers_through_the_wire_path_match_the_unary_ones() {
         check_req("(305) 555-0100", Ch::Sms, P::Marketing),
         check_req("ann@example.com", Ch::Email, P::Service),
     ];
-    // A bad item: an unknown channel value, and one with an unknown field before it.
+    // Past the first window of checks, a bad item: an unknown channel value.
+    for i in 0..30 {
+        checks.push(check_req(
+            &format!("+1202555{:04}", 2000 + i),
+            Ch::Voice,
+            P::Service,
+        ));
+    }
     let mut bad = check_req("+12025550124", Ch::Voice, P::Service);
     bad.channel = 99;
     checks.push(bad);
@@ -189,16 +197,16 @@ async fn batch_answers_through_the_wire_path_match_the_unary_ones() {
     let answer =
         pb::CheckBatchResponse::decode(unary(&ch, "CheckBatch", bytes).await.unwrap()).unwrap();
     assert_eq!(answer.results.len(), checks.len());
-    let bad = &answer.results[4];
+    let bad = &answer.results[34];
     assert_eq!(bad.reasons, vec![R::InvalidRequest as i32]);
     assert!(
-        bad.detail.starts_with("checks[4].channel"),
+        bad.detail.starts_with("checks[34].channel"),
         "{}",
         bad.detail
     );
-    assert_eq!(answer.results[5].correlation_id, "last");
+    assert_eq!(answer.results[35].correlation_id, "last");
     for (i, (c, got)) in checks.iter().zip(&answer.results).enumerate() {
-        if i == 4 {
+        if i == 34 {
             continue;
         }
         let mut want = d.check(c.clone()).await.unwrap().into_inner();

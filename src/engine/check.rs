@@ -265,22 +265,62 @@ impl Engine {
         reqs: &[CheckRequest<'a>],
         mut each: impl FnMut(&CheckOutcome<'a>),
     ) -> Result<u64> {
-        super::check_batch_len("checks", reqs.len())?;
-        let now = self.clock.now_ms();
+        let mut checks = self.batch_checks(reqs.len())?;
+        for window in reqs.chunks(PREFETCH_WINDOW) {
+            checks.window(window, &mut each);
+        }
+        Ok(checks.finish())
+    }
+
+    /// A batch of `len` checks (refused over MAX_BATCH), decided a window at a time as the
+    /// transport reads them, so no list of a thousand requests is kept either.
+    pub fn batch_checks(&self, len: usize) -> Result<BatchChecks<'_>> {
+        super::check_batch_len("checks", len)?;
+        Ok(BatchChecks {
+            engine: self,
+            now: self.clock.now_ms(),
+            counts: [0; DecisionCounters::SLOTS],
+            index_seq: None,
+            done: 0,
+        })
+    }
+}
+
+/// A batch being decided: every check of it at the same `now`, its decisions counted once.
+pub struct BatchChecks<'e> {
+    engine: &'e Engine,
+    now: Millis,
+    counts: [u64; DecisionCounters::SLOTS],
+    /// The batch speaks for the newest index any of its answers saw.
+    index_seq: Option<u64>,
+    /// Checks decided so far (the next one's index in the batch).
+    done: usize,
+}
+
+impl<'e> BatchChecks<'e> {
+    /// Decides the next checks of the batch (up to PREFETCH_WINDOW at once; more are split),
+    /// handing each answer to `each` in order. A faulty item is a BLOCK with INVALID_REQUEST
+    /// naming its field (`checks[i].at`); the others are unharmed.
+    pub fn window<'a>(
+        &mut self,
+        reqs: &[CheckRequest<'a>],
+        each: &mut impl FnMut(&CheckOutcome<'a>),
+    ) where
+        'e: 'a,
+    {
+        let engine: &'a Engine = self.engine;
+        let now = self.now;
         let mut phones = [0u64; PREFETCH_WINDOW];
         let mut normalized = [None; PREFETCH_WINDOW];
         let mut tens = [None; PREFETCH_WINDOW];
         let places = places();
-        let mut counts = [0u64; DecisionCounters::SLOTS];
-        // The batch speaks for the newest index any of its answers saw.
-        let mut index_seq = None;
-        for (w, window) in reqs.chunks(PREFETCH_WINDOW).enumerate() {
+        for window in reqs.chunks(PREFETCH_WINDOW) {
             // Start the loads of the whole window (NANP block, zone and registry entries)
             // before deciding any of it: a window's cache misses overlap.
             for (j, r) in window.iter().enumerate() {
                 tens[j] = None;
                 if r.default_region.is_empty() {
-                    tens[j] = self.phones.nanp_candidate(r.contact);
+                    tens[j] = engine.phones.nanp_candidate(r.contact);
                     if let Some(ten) = tens[j] {
                         places.prefetch(10_000_000_000 + ten);
                     }
@@ -288,35 +328,37 @@ impl Engine {
             }
             let mut n = 0;
             for j in 0..window.len() {
-                normalized[j] = tens[j].and_then(|t| self.phones.cached_e164(t));
+                normalized[j] = tens[j].and_then(|t| engine.phones.cached_e164(t));
                 if let Some(p) = normalized[j] {
                     phones[n] = p;
                     n += 1;
                 }
             }
-            self.registries.prefetch(&phones[..n]);
+            engine.registries.prefetch(&phones[..n]);
             for (j, r) in window.iter().enumerate() {
-                let o = match self.check_one(r, now, normalized[j]) {
+                let o = match engine.check_one(r, now, normalized[j]) {
                     Ok(o) => o,
                     Err(e) => CheckOutcome {
-                        decision: Decision::blocked(Reason::InvalidRequest, self.index.seq()),
+                        decision: Decision::blocked(Reason::InvalidRequest, engine.index.seq()),
                         contact: None,
                         policy: echoable(r.policy),
                         correlation_id: echoable(r.correlation_id),
-                        problem: Some(
-                            e.within(&format!("checks[{}]", w * PREFETCH_WINDOW + j))
-                                .to_string(),
-                        ),
-                        index_age_ms: self.index.ready().then(|| self.index.age_ms(now)),
+                        problem: Some(e.within(&format!("checks[{}]", self.done + j)).to_string()),
+                        index_age_ms: engine.index.ready().then(|| engine.index.age_ms(now)),
                         place: None,
                     },
                 };
-                counts[DecisionCounters::slot(&o.decision)] += 1;
-                index_seq = index_seq.max(Some(o.decision.index_seq));
+                self.counts[DecisionCounters::slot(&o.decision)] += 1;
+                self.index_seq = self.index_seq.max(Some(o.decision.index_seq));
                 each(&o);
             }
+            self.done += window.len();
         }
-        self.counters.record_counts(&counts);
-        Ok(index_seq.unwrap_or_else(|| self.index.seq()))
+    }
+
+    /// Counts the batch's decisions; the index seq the batch answers at.
+    pub fn finish(self) -> u64 {
+        self.engine.counters.record_counts(&self.counts);
+        self.index_seq.unwrap_or_else(|| self.engine.index.seq())
     }
 }

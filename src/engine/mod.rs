@@ -25,7 +25,7 @@ pub use attempts::{
 };
 pub use audit::{AUDIT_PAGE, AuditRange};
 pub use check::BatchOutcome;
-pub use check::{CheckOutcome, CheckRequest, echoable};
+pub use check::{BatchChecks, CheckOutcome, CheckRequest, echoable};
 pub use consent::{ConsentOutcome, ConsentRequest, ContactView};
 pub use dnc::{
     AddEntriesRequest, DncEntryRequest, EntriesOutcome, EntryResult, EntryStatus, EntryView,

@@ -2,9 +2,10 @@
 //! read and written by the hand-written wire path (`wire`).
 use super::convert::check_response;
 use super::wire::{self, CheckFields};
-use crate::engine::Engine;
+use crate::engine::{CheckRequest, Engine};
 use crate::error::Error;
 use crate::proto as pb;
+use crate::registry::PREFETCH_WINDOW;
 use bytes::{Buf, BufMut, Bytes};
 use futures::{Stream, StreamExt};
 use prost::Message;
@@ -97,10 +98,25 @@ fn check_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
     Ok(Bytes::from(out))
 }
 
-/// Decides one encoded `CheckBatchRequest` into an encoded `CheckBatchResponse`.
+/// Decides one encoded `CheckBatchRequest` into an encoded `CheckBatchResponse`, a window of
+/// checks at a time as they are read. A message that turns out malformed part way is
+/// refused whole (its answers so far are dropped), as prost would refuse it.
 fn batch_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
-    let mut reqs = Vec::with_capacity(wire::count_checks(msg).min(crate::engine::MAX_BATCH));
-    if wire::read_batch(msg, |f| reqs.push(f.request())).is_err() {
+    let len = wire::count_checks(msg);
+    let mut checks = engine.batch_checks(len)?;
+    let mut out = wire::BatchWriter::new(Vec::with_capacity(64 + len * 128));
+    let mut window: [CheckRequest<'_>; PREFETCH_WINDOW] =
+        std::array::from_fn(|_| CheckRequest::default());
+    let mut held = 0;
+    let read = wire::read_batch(msg, |f| {
+        window[held] = f.request();
+        held += 1;
+        if held == PREFETCH_WINDOW {
+            checks.window(&window, &mut |o| out.push(o));
+            held = 0;
+        }
+    });
+    if read.is_err() {
         let b = prost_verdict::<pb::CheckBatchRequest>(msg)?;
         let fields: Vec<CheckFields<'_>> = b.checks.iter().map(CheckFields::of).collect();
         let reqs: Vec<_> = fields.iter().map(CheckFields::request).collect();
@@ -111,9 +127,8 @@ fn batch_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
             pb::CheckBatchResponse { results, index_seq }.encode_to_vec(),
         ));
     }
-    let mut out = wire::BatchWriter::new(Vec::with_capacity(64 + reqs.len() * 128));
-    let index_seq = engine.check_batch_each(&reqs, |o| out.push(o))?;
-    Ok(Bytes::from(out.finish(index_seq)))
+    checks.window(&window[..held], &mut |o| out.push(o));
+    Ok(Bytes::from(out.finish(checks.finish())))
 }
 
 /// What prost makes of a message the wire path refused: refused there too, it is
