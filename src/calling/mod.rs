@@ -186,6 +186,7 @@ impl CallingContext {
 pub struct Place<'a> {
     pub location: Location,
     safe_zones: &'a [Zone],
+    hours_id: u64,
 }
 
 impl<'a> Place<'a> {
@@ -193,7 +194,14 @@ impl<'a> Place<'a> {
         Place {
             location,
             safe_zones: &hours.safe_zones,
+            hours_id: hours.id,
         }
+    }
+
+    /// Which calling hours placed the person (`CallingHours::id`, never reused): with the
+    /// location, all the place fields depend on.
+    pub fn hours_id(&self) -> u64 {
+        self.hours_id
     }
 
     /// The IANA zones the person may be in (the safe zones when nothing placed them).
