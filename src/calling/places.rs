@@ -19,7 +19,7 @@ pub const CA: Country = *b"CA";
 pub const OTHER: Country = *b"ZZ";
 
 /// Where a check's person may be, as far as the number and postal code tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Location {
     /// The number's zone set (an index into `Places::zone_sets`); 0 when it has none.
     pub zone_set: u16,
@@ -33,7 +33,27 @@ pub struct Location {
     pub postal_subdivision: Option<SubId>,
 }
 
+/// Hashed as one packed integer: the per-thread answer caches hash a location every check,
+/// and hashing its six fields one by one was 4% of a batch's CPU.
+impl std::hash::Hash for Location {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.packed());
+    }
+}
+
 impl Location {
+    /// Every field in one integer (equal locations, equal integers, and only those).
+    fn packed(&self) -> u128 {
+        let opt = |v: Option<u16>| v.map_or(0, |x| (1 << 16) | u128::from(x));
+        let country = |c: Option<Country>| opt(c.map(u16::from_be_bytes));
+        u128::from(self.zone_set)
+            | opt(self.postal_zone) << 16
+            | country(self.country) << 33
+            | country(self.postal_country) << 50
+            | opt(self.area_subdivision) << 67
+            | opt(self.postal_subdivision) << 84
+    }
+
     /// Nothing known: the safe zones apply.
     pub fn unknown() -> Location {
         Location::default()
@@ -360,6 +380,35 @@ fn province_of(first: u8) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_locations_are_equal_only_when_locations_are() {
+        let p = places();
+        let mut seen: std::collections::HashMap<u128, Location> = Default::default();
+        let some = |v: u16| [None, Some(0), Some(v)];
+        for e164 in [
+            12025550123u64,
+            13055550100,
+            12085550100,
+            17095550100,
+            441632960001,
+        ] {
+            for postal_zone in some(7) {
+                for postal_country in [None, Some(US), Some(CA), Some(*b"\0\0")] {
+                    for postal_subdivision in some(3) {
+                        let mut loc = p.of_phone(e164);
+                        loc.postal_zone = postal_zone;
+                        loc.postal_country = postal_country;
+                        loc.postal_subdivision = postal_subdivision;
+                        if let Some(other) = seen.insert(loc.packed(), loc) {
+                            assert_eq!(other, loc, "two locations, one packing");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen.len(), 5 * 3 * 4 * 3);
+    }
 
     fn zones_of(e164: u64) -> Vec<&'static str> {
         let p = places();
