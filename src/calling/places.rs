@@ -54,6 +54,15 @@ impl Location {
             | opt(self.postal_subdivision) << 84
     }
 
+    /// A well-mixed hash of the location and `salt` (the rest of a cache's key), for the
+    /// per-thread answer caches that look one up every check.
+    pub fn mixed(&self, salt: u64) -> u64 {
+        let l = self.packed();
+        let x = (l as u64) ^ ((l >> 64) as u64).rotate_left(23) ^ salt;
+        let m = u128::from(x) * 0x9e37_79b9_7f4a_7c15;
+        (m >> 64) as u64 ^ m as u64
+    }
+
     /// Nothing known: the safe zones apply.
     pub fn unknown() -> Location {
         Location::default()

@@ -461,11 +461,8 @@ thread_local! {
 
 /// Fields 11 (time_zones), 12 (subdivision) and 13 (subdivisions) of `place`.
 fn write_place(place: &crate::calling::Place<'_>, w: &mut Writer<'_>) {
-    use std::hash::BuildHasher;
     let hours = place.hours_id();
-    let slot = foldhash::fast::FixedState::with_seed(0x91ace).hash_one((&place.location, hours))
-        as usize
-        % PLACES_CACHED;
+    let slot = place.location.mixed(hours) as usize % PLACES_CACHED;
     PLACES.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some((loc, h, bytes)) = &cache[slot]
