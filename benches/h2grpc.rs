@@ -106,21 +106,6 @@ impl H2Grpc {
     }
 }
 
-pub struct RawEncoder;
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
 /// What the generator reads of each `CheckBatchResponse`: the number of answers and of
 /// BLOCKs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -263,10 +248,10 @@ impl tonic::codec::Decoder for AnswersDecoder {
 impl tonic::codec::Codec for PreEncodedChecks {
     type Encode = Bytes;
     type Decode = Answers;
-    type Encoder = RawEncoder;
+    type Encoder = preflight::api::grpc::BytesCodec;
     type Decoder = AnswersDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
+    fn encoder(&mut self) -> preflight::api::grpc::BytesCodec {
+        preflight::api::grpc::BytesCodec
     }
     fn decoder(&mut self) -> AnswersDecoder {
         AnswersDecoder(self.0)

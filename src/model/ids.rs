@@ -111,19 +111,24 @@ impl fmt::Display for ContactKey {
 /// Appends `n` in decimal. Check answers write a phone number and often a record id each,
 /// and `format!` was a third of turning a decision into a response.
 pub fn push_decimal(s: &mut String, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    let mut buf = [0u8; 20];
+    // ASCII digits: always valid UTF-8.
+    s.push_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default());
+}
+
+/// `n`'s decimal digits, written at the end of `buf`.
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     let mut n = n;
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    // ASCII digits: always valid UTF-8.
-    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+    &buf[i..]
 }
 
 /// `+` and the E.164 digits.

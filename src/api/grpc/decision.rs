@@ -211,9 +211,10 @@ impl tonic::server::StreamingService<Bytes> for DecisionApi {
     }
 }
 
-/// Messages as bytes both ways: the wire path reads and writes them itself.
+/// Messages as bytes both ways: the wire path reads and writes them itself (and tests and
+/// the load generator send bytes they encoded themselves).
 #[derive(Clone, Copy, Default)]
-struct BytesCodec;
+pub struct BytesCodec;
 
 impl tonic::codec::Codec for BytesCodec {
     type Encode = Bytes;

@@ -14,7 +14,7 @@ pub mod wire;
 
 pub use attempts::AttemptApi;
 pub use consent::ConsentApi;
-pub use decision::{DecisionApi, MessageLimits};
+pub use decision::{BytesCodec, DecisionApi, MessageLimits};
 pub use dnc::DncApi;
 pub use events::EventApi;
 pub use webhooks::WebhookApi;

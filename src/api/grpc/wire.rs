@@ -307,25 +307,16 @@ impl Writer<'_> {
 
     /// `prefix` then `n` in decimal, as one string field: no String in between.
     fn prefixed_decimal(&mut self, field: u32, prefix: &[&str], n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut v = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let len: usize = prefix.iter().map(|p| p.len()).sum::<usize>() + (digits.len() - i);
+        let mut buf = [0u8; 20];
+        let digits = crate::model::ids::decimal(n, &mut buf);
+        let len: usize = prefix.iter().map(|p| p.len()).sum::<usize>() + digits.len();
         self.key(field, LEN);
         self.varint(len as u64);
         self.out.reserve(len);
         for p in prefix {
             self.out.extend_from_slice(p.as_bytes());
         }
-        self.out.extend_from_slice(&digits[i..]);
+        self.out.extend_from_slice(digits);
     }
 }
 
