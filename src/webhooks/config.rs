@@ -243,14 +243,33 @@ fn is_loopback(host: &str) -> bool {
 /// A secret from its environment variable or file (never both), decoded.
 fn secret(
     i: usize,
-    (env_key, env_name): (&str, Option<&str>),
-    (file_key, file): (&str, Option<&Path>),
+    env_key: (&str, Option<&str>),
+    file_key: (&str, Option<&Path>),
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, KeyError> {
+    let Some((key, text)) = secret_text(&format!("webhooks.{i}"), env_key, file_key, env)? else {
+        return Ok(None);
+    };
+    decode_secret(&text)
+        .map(Some)
+        .map_err(|m| KeyError::at(i, key, m))
+}
+
+/// The trimmed text of a secret given by an environment variable (`env_key`) or a file
+/// (`file_key`), never both, and the key it came from; errors name `section.key`.
+fn secret_text<'k>(
+    section: &str,
+    (env_key, env_name): (&'k str, Option<&str>),
+    (file_key, file): (&'k str, Option<&Path>),
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(&'k str, String)>, KeyError> {
+    let error = |key: &str, message: String| KeyError {
+        key: format!("{section}.{key}"),
+        message,
+    };
     let (key, text) = match (env_name, file) {
         (Some(_), Some(_)) => {
-            return Err(KeyError::at(
-                i,
+            return Err(error(
                 env_key,
                 format!("set {env_key} or {file_key}, not both"),
             ));
@@ -259,23 +278,16 @@ fn secret(
         (Some(var), None) => (
             env_key,
             env(var).ok_or_else(|| {
-                KeyError::at(
-                    i,
-                    env_key,
-                    format!("environment variable `{var}` is not set"),
-                )
+                error(env_key, format!("environment variable `{var}` is not set"))
             })?,
         ),
         (None, Some(path)) => (
             file_key,
-            std::fs::read_to_string(path).map_err(|e| {
-                KeyError::at(i, file_key, format!("cannot read {}: {e}", path.display()))
-            })?,
+            std::fs::read_to_string(path)
+                .map_err(|e| error(file_key, format!("cannot read {}: {e}", path.display())))?,
         ),
     };
-    decode_secret(text.trim())
-        .map(Some)
-        .map_err(|m| KeyError::at(i, key, m))
+    Ok(Some((key, text.trim().to_string())))
 }
 
 /// `whsec_` + standard base64 of 24 to 64 bytes, as the Standard Webhooks spec gives it.
@@ -335,35 +347,17 @@ impl InboundSignatures {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<InboundSignatures, KeyError> {
         let raw = |section: &str,
-                   (ek, ev): (&str, Option<&str>),
-                   (fk, fv): (&str, Option<&Path>)|
+                   env_key: (&str, Option<&str>),
+                   file_key: (&str, Option<&Path>)|
          -> Result<Option<Vec<u8>>, KeyError> {
-            let key = |k: &str| format!("{section}.{k}");
-            let text = match (ev, fv) {
-                (Some(_), Some(_)) => {
-                    return Err(KeyError {
-                        key: key(ek),
-                        message: format!("set {ek} or {fk}, not both"),
-                    });
-                }
-                (None, None) => return Ok(None),
-                (Some(var), None) => env(var).ok_or_else(|| KeyError {
-                    key: key(ek),
-                    message: format!("environment variable `{var}` is not set"),
-                })?,
-                (None, Some(p)) => std::fs::read_to_string(p).map_err(|e| KeyError {
-                    key: key(fk),
-                    message: format!("cannot read {}: {e}", p.display()),
-                })?,
-            };
-            let t = text.trim();
-            if t.is_empty() {
-                return Err(KeyError {
-                    key: key(if ev.is_some() { ek } else { fk }),
+            match secret_text(section, env_key, file_key, env)? {
+                None => Ok(None),
+                Some((key, t)) if t.is_empty() => Err(KeyError {
+                    key: format!("{section}.{key}"),
                     message: "the secret is empty".into(),
-                });
+                }),
+                Some((_, t)) => Ok(Some(t.into_bytes())),
             }
-            Ok(Some(t.as_bytes().to_vec()))
         };
         let token = raw(
             "sms_webhook",
