@@ -1,5 +1,5 @@
 //! Conversions between proto messages and engine types.
-use crate::engine::{Arg, CheckOutcome, EntriesOutcome, EntryStatus, EntryView};
+use crate::engine::{Arg, EntriesOutcome, EntryStatus, EntryView};
 use crate::index::ConsentView;
 use crate::model::{
     AttemptOutcome, Channel, ConsentStatus, Direction, DncType, Event, EventKind, InboundAction,
@@ -129,7 +129,10 @@ pub fn reason_pb(r: Reason) -> pb::Reason {
     }
 }
 
-pub fn check_response(o: &CheckOutcome<'_>) -> pb::CheckResponse {
+/// An answer as prost's struct: the reference the wire path's writer is tested against
+/// (the service writes answers with `wire`).
+#[cfg(test)]
+pub fn check_response(o: &crate::engine::CheckOutcome<'_>) -> pb::CheckResponse {
     let d = &o.decision;
     let matched_ids: Vec<String> = d.matched.as_slice().iter().map(|m| m.text()).collect();
     // Reasons speak for ordinary decisions; detail explains what was wrong with the request.

@@ -1,6 +1,5 @@
 //! DecisionService: Check, CheckBatch and CheckStream over the engine, framed by tonic and
 //! read and written by the hand-written wire path (`wire`).
-use super::convert::check_response;
 use super::wire::{self, CheckFields};
 use crate::engine::{CheckRequest, Engine};
 use crate::error::Error;
@@ -84,12 +83,12 @@ enum Method {
 
 /// Decides one encoded `CheckRequest` into an encoded `CheckResponse`.
 fn check_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
+    let read;
     let fields = match wire::read_check_request(msg) {
         Ok(f) => f,
         Err(wire::Malformed) => {
-            let r = prost_verdict::<pb::CheckRequest>(msg)?;
-            let outcome = engine.check(&CheckFields::of(&r).request())?;
-            return Ok(Bytes::from(check_response(&outcome).encode_to_vec()));
+            read = prost_verdict::<pb::CheckRequest>(msg)?;
+            CheckFields::of(&read)
         }
     };
     let outcome = engine.check(&fields.request())?;
@@ -118,21 +117,21 @@ fn batch_bytes(engine: &Engine, msg: &[u8]) -> Result<Bytes, Status> {
     });
     if read.is_err() {
         let b = prost_verdict::<pb::CheckBatchRequest>(msg)?;
-        let fields: Vec<CheckFields<'_>> = b.checks.iter().map(CheckFields::of).collect();
-        let reqs: Vec<_> = fields.iter().map(CheckFields::request).collect();
-        let batch = engine.check_batch(&reqs)?;
-        let results = batch.iter().map(check_response).collect();
-        let index_seq = batch.index_seq;
-        return Ok(Bytes::from(
-            pb::CheckBatchResponse { results, index_seq }.encode_to_vec(),
-        ));
+        let reqs: Vec<_> = b
+            .checks
+            .iter()
+            .map(|c| CheckFields::of(c).request())
+            .collect();
+        let mut out = wire::BatchWriter::new(Vec::with_capacity(64 + reqs.len() * 128));
+        let index_seq = engine.check_batch_each(&reqs, |o| out.push(o))?;
+        return Ok(Bytes::from(out.finish(index_seq)));
     }
     checks.window(&window[..held], &mut |o| out.push(o));
     Ok(Bytes::from(out.finish(checks.finish())))
 }
 
 /// What prost makes of a message the wire path refused: refused there too, it is
-/// INVALID_ARGUMENT in prost's words; read there, it is answered from prost's structs (the
+/// INVALID_ARGUMENT in prost's words; read there, it is decided from prost's structs (the
 /// two agree in every test; this keeps a disagreement from refusing a check).
 fn prost_verdict<M: Message + Default>(msg: &[u8]) -> Result<M, Status> {
     M::decode(msg).map_err(|e| {

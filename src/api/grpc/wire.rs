@@ -325,16 +325,6 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// Writes a `CheckBatchResponse` of `outcomes` answering at `index_seq` into `out`, the
-/// bytes prost would write for the same answers (`convert::check_response` of each).
-pub fn write_batch(outcomes: &[CheckOutcome<'_>], index_seq: u64, out: &mut Vec<u8>) {
-    let mut w = BatchWriter::new(std::mem::take(out));
-    for o in outcomes {
-        w.push(o);
-    }
-    *out = w.finish(index_seq);
-}
-
 /// A `CheckBatchResponse` written one answer at a time, as the engine decides them.
 pub struct BatchWriter {
     out: Vec<u8>,

@@ -65,32 +65,10 @@ impl Copy {
         {
             let r = db.begin_read().map_err(e)?;
             let w = fresh.begin_write().map_err(e)?;
-            {
-                let (src, mut dst) = (
-                    r.open_table(AUDIT).map_err(e)?,
-                    w.open_table(AUDIT).map_err(e)?,
-                );
-                for row in src.iter().map_err(e)? {
-                    let (k, v) = row.map_err(e)?;
-                    dst.insert(k.value(), v.value()).map_err(e)?;
-                }
-                let (src, mut dst) = (
-                    r.open_table(PERSONAL).map_err(e)?,
-                    w.open_table(PERSONAL).map_err(e)?,
-                );
-                for row in src.iter().map_err(e)? {
-                    let (k, v) = row.map_err(e)?;
-                    dst.insert(k.value(), v.value()).map_err(e)?;
-                }
-                for def in [IDEM, META] {
-                    let (src, mut dst) =
-                        (r.open_table(def).map_err(e)?, w.open_table(def).map_err(e)?);
-                    for row in src.iter().map_err(e)? {
-                        let (k, v) = row.map_err(e)?;
-                        dst.insert(k.value(), v.value()).map_err(e)?;
-                    }
-                }
-            }
+            copy_table(&r, &w, AUDIT)?;
+            copy_table(&r, &w, PERSONAL)?;
+            copy_table(&r, &w, IDEM)?;
+            copy_table(&r, &w, META)?;
             w.commit().map_err(e)?;
         }
         drop(fresh);
@@ -264,6 +242,20 @@ impl Copy {
 pub fn key_hash(key: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Every row of table `def` from `r` into `w`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    r: &redb::ReadTransaction,
+    w: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<(), StoreError> {
+    let (src, mut dst) = (r.open_table(def).map_err(e)?, w.open_table(def).map_err(e)?);
+    for row in src.iter().map_err(e)? {
+        let (k, v) = row.map_err(e)?;
+        dst.insert(k.value(), v.value()).map_err(e)?;
+    }
+    Ok(())
 }
 
 fn create(path: &Path) -> Result<Database, StoreError> {

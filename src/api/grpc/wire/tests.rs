@@ -392,8 +392,11 @@ async fn writes_what_prost_writes() {
         index_seq: batch.index_seq,
     }
     .encode_to_vec();
-    let mut mine = Vec::new();
-    write_batch(&batch, batch.index_seq, &mut mine);
+    let mut w = BatchWriter::new(Vec::new());
+    for o in batch.iter() {
+        w.push(o);
+    }
+    let mine = w.finish(batch.index_seq);
     assert_eq!(mine, theirs);
     let long = batch
         .iter()
