@@ -6,6 +6,7 @@
 //! applies whatever did land, and says it cannot write until a probe write succeeds.
 use super::blocks::Item;
 use super::sequence::{self, Open, Sizing};
+use super::subjects;
 use super::{
     Append, AppendOutcome, Erasure, ErasureOutcome, EventSink, Stamped, Store, StoreError,
 };
@@ -50,8 +51,6 @@ pub const AUDIT_TRAIL: sequence::Tables = sequence::Tables {
 };
 /// Written and removed again to find out whether the disk takes writes (see `probe`).
 const PROBE: TableDefinition<u8, &[u8]> = TableDefinition::new("write_probe");
-/// (subject token, audit seq): the records about a subject.
-const AUDIT_SUBJECTS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("audit_subjects");
 
 /// Webhook endpoint name -> generation (8 bytes LE) ++ its delivery record.
 const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_cursors");
@@ -161,7 +160,13 @@ impl EmbeddedStore {
             txn.open_table(IDEM_BY_TIME).map_err(unavailable)?;
             txn.open_table(AUDIT).map_err(unavailable)?;
             txn.open_table(AUDIT_PERSONAL).map_err(unavailable)?;
-            txn.open_table(AUDIT_SUBJECTS).map_err(unavailable)?;
+            let folded = subjects::open_write(&txn)?.fold_legacy()?;
+            if folded > 0 {
+                tracing::info!(
+                    entries = folded,
+                    "an earlier store format's audit subject index folded into a sorted run"
+                );
+            }
         }
         txn.commit().map_err(unavailable)?;
         for def in [EVENT_LOG, AUDIT_TRAIL] {
@@ -285,21 +290,6 @@ fn read_audit_seqs(db: &Database, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreEr
     Ok(out)
 }
 
-fn subject_seqs<T: ReadableTable<(&'static [u8], u64), ()>>(
-    t: &T,
-    token: &Token,
-) -> Result<Vec<u64>, StoreError> {
-    let mut out = Vec::new();
-    let range = t
-        .range((token.as_slice(), 0u64)..=(token.as_slice(), u64::MAX))
-        .map_err(unavailable)?;
-    for item in range {
-        let (k, _) = item.map_err(unavailable)?;
-        out.push(k.value().1);
-    }
-    Ok(out)
-}
-
 pub fn read_events_from(
     db: &Database,
     after: u64,
@@ -381,8 +371,7 @@ impl Store for EmbeddedStore {
 
     fn audit_seqs_for(&self, token: &Token) -> Result<Vec<u64>, StoreError> {
         let r = self.db.get()?.begin_read().map_err(unavailable)?;
-        let t = r.open_table(AUDIT_SUBJECTS).map_err(unavailable)?;
-        subject_seqs(&t, token)
+        subjects::open_read(&r)?.seqs_of(token)
     }
 
     fn read_audit_at(&self, seqs: &[u64]) -> Result<Vec<RawAudit>, StoreError> {
@@ -738,7 +727,7 @@ impl Writer {
             let mut audit = AuditTables::open(&txn)?;
             let mut seqs = BTreeSet::new();
             for t in &req.tokens {
-                seqs.extend(subject_seqs(&audit.subjects, t)?);
+                seqs.extend(audit.subjects.seqs_of(t)?);
             }
             for a in seqs {
                 let Some(mut record) = audit.trail.get(a)? else {
@@ -981,7 +970,7 @@ fn write_events(
 
 struct AuditTables<'t> {
     trail: Open<redb::Table<'t, u64, &'static [u8]>>,
-    subjects: redb::Table<'t, (&'static [u8], u64), ()>,
+    subjects: subjects::WriteTables<'t>,
     /// Sealed in this transaction, appended by `flush`.
     staged: Vec<(u64, Item)>,
 }
@@ -990,7 +979,7 @@ impl<'t> AuditTables<'t> {
     fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
         Ok(AuditTables {
             trail: Open::write(txn, AUDIT_TRAIL)?,
-            subjects: txn.open_table(AUDIT_SUBJECTS).map_err(unavailable)?,
+            subjects: subjects::open_write(txn)?,
             staged: Vec::new(),
         })
     }
@@ -998,7 +987,7 @@ impl<'t> AuditTables<'t> {
     fn flush(&mut self, sizing: &mut Sizing) -> Result<(), StoreError> {
         let staged = std::mem::take(&mut self.staged);
         self.trail.append(staged, usize::MAX, sizing)?;
-        Ok(())
+        self.subjects.maintain()
     }
 
     /// Chains and writes `drafts`; `first_seq` is the seq of the append's first event.
@@ -1010,11 +999,7 @@ impl<'t> AuditTables<'t> {
         now: Millis,
     ) -> Result<(), StoreError> {
         for rec in crate::audit::chain::seal(chain, drafts, first_seq, now) {
-            for t in &rec.tokens {
-                self.subjects
-                    .insert((t.as_slice(), rec.seq), ())
-                    .map_err(unavailable)?;
-            }
+            self.subjects.add(rec.seq, &rec.tokens)?;
             self.staged.push((
                 rec.seq,
                 Item {

@@ -7,6 +7,7 @@ pub mod redact;
 pub mod redis;
 pub mod scrub;
 pub mod sequence;
+pub mod subjects;
 
 use crate::audit::{RawAudit, Rendered};
 use crate::model::{ContactKey, Event, StoredEvent, Token};
