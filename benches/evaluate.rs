@@ -8,6 +8,10 @@ use preflight::model::{
 };
 use std::hint::black_box;
 
+// Checks run on the service's allocator and its page settings (huge pages for the index's
+// tables), as in `preflight serve`.
+preflight::service_allocator!();
+
 #[path = "support.rs"]
 mod support;
 
