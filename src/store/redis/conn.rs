@@ -260,6 +260,10 @@ fn resolve(
     )))
 }
 
+/// Response timeouts one call on the shared connection may take in all: the cluster
+/// client's first try and its two retries, and their back-off.
+const CALL_BOUND: u32 = 4;
+
 /// The cluster client for `spec`: timeouts, credentials and TLS as for a single node.
 fn cluster_client(
     spec: &ClusterSpec,
@@ -521,13 +525,13 @@ impl Redis {
         key: &str,
     ) -> Result<T, StoreError> {
         let answer = match self.conn().await? {
-            Conn::Single(mut c) => cmd.query_async(&mut c).await,
+            Conn::Single(mut c) => self.bounded(cmd.query_async(&mut c)).await,
             Conn::Cluster(mut c) => {
                 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::new(key_slot(key), SlotAddr::Master),
                 ));
-                c.route_command(cmd, route)
+                self.bounded(c.route_command(cmd, route))
                     .await
                     .and_then(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
             }
@@ -560,16 +564,16 @@ impl Redis {
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let answer = match self.conn().await? {
-            Conn::Single(mut c) => cmd.query_async(&mut c).await,
-            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            Conn::Single(mut c) => self.bounded(cmd.query_async(&mut c)).await,
+            Conn::Cluster(mut c) => self.bounded(cmd.query_async(&mut c)).await,
         };
         self.checked(answer).await
     }
 
     pub async fn pipe<T: FromRedisValue>(&self, p: &redis::Pipeline) -> Result<T, StoreError> {
         let answer = match self.conn().await? {
-            Conn::Single(mut c) => p.query_async(&mut c).await,
-            Conn::Cluster(mut c) => p.query_async(&mut c).await,
+            Conn::Single(mut c) => self.bounded(p.query_async(&mut c)).await,
+            Conn::Cluster(mut c) => self.bounded(p.query_async(&mut c)).await,
         };
         self.checked(answer).await
     }
@@ -579,10 +583,30 @@ impl Redis {
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let answer = match self.conn().await? {
-            Conn::Single(mut c) => inv.invoke_async(&mut c).await,
-            Conn::Cluster(mut c) => inv.invoke_async(&mut c).await,
+            Conn::Single(mut c) => self.bounded(inv.invoke_async(&mut c)).await,
+            Conn::Cluster(mut c) => self.bounded(inv.invoke_async(&mut c)).await,
         };
         self.checked(answer).await
+    }
+
+    /// A call on the shared connection, given up after `CALL_BOUND` response timeouts as a
+    /// timed-out I/O error (so `checked` drops the connection and the next call dials anew).
+    /// The client's own timeout covers each try on a node; this covers the rest: a cluster
+    /// connection whose slot's master was killed mid-call was seen to leave the call (a
+    /// commit round, the follower's heartbeat) pending for good, and with it every write
+    /// and the replica's index.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let bound = self.timeout * CALL_BOUND;
+        match tokio::time::timeout(bound, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from Redis within {} ms", bound.as_millis()),
+            ))),
+        }
     }
 
     fn dial_sync(&self) -> Result<SyncConn, StoreError> {

@@ -20,9 +20,13 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
             let mut ps = tokio::time::timeout(shared.opts.timeout, shared.redis.pubsub())
                 .await
                 .map_err(|_| unavailable("timed out connecting for pub/sub"))??;
-            ps.subscribe(&[shared.keys.channel(), shared.keys.registry_channel()])
-                .await
-                .map_err(unavailable)?;
+            tokio::time::timeout(
+                shared.opts.timeout,
+                ps.subscribe(&[shared.keys.channel(), shared.keys.registry_channel()]),
+            )
+            .await
+            .map_err(|_| unavailable("timed out subscribing"))?
+            .map_err(unavailable)?;
             Ok::<_, StoreError>(ps)
         }
         .await;
