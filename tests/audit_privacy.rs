@@ -7,16 +7,11 @@ use pb::{Channel as Ch, Purpose as P, Reason as R};
 use preflight::proto as pb;
 use redb::ReadableTable;
 use std::process::Command;
-use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
 
 fn audit(ch: &Channel) -> pb::audit_service_client::AuditServiceClient<Channel> {
     pb::audit_service_client::AuditServiceClient::new(ch.clone())
-}
-
-fn privacy(ch: &Channel) -> pb::privacy_service_client::PrivacyServiceClient<Channel> {
-    pb::privacy_service_client::PrivacyServiceClient::new(ch.clone())
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
@@ -224,27 +219,6 @@ async fn every_change_is_chained_and_verify_names_the_altered_record() {
     server.stop();
 }
 
-async fn wait_done(ch: &Channel, id: &str) -> pb::PrivacyRequest {
-    for _ in 0..400 {
-        let r = privacy(ch)
-            .get_request(pb::GetRequestRequest {
-                request_id: id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let s = pb::PrivacyRequestStatus::try_from(r.status).unwrap();
-        if !matches!(
-            s,
-            pb::PrivacyRequestStatus::Pending | pb::PrivacyRequestStatus::InProgress
-        ) {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("request {id} did not finish");
-}
-
 fn submit(
     consumer: &str,
     t: pb::PrivacyRequestType,
@@ -373,7 +347,7 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
     assert_eq!(access.status, pb::PrivacyRequestStatus::Pending as i32);
     let received = access.received_at.unwrap().seconds;
     assert_eq!(access.respond_by.unwrap().seconds, received + 45 * 86_400);
-    let done = wait_done(&ch, &access.request_id).await;
+    let done = finished(&mut privacy(&ch), &access.request_id).await;
     assert_eq!(
         done.status,
         pb::PrivacyRequestStatus::Completed as i32,
@@ -428,7 +402,7 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
         .await
         .unwrap()
         .into_inner();
-    let partial = wait_done(&ch, &partial.request_id).await;
+    let partial = finished(&mut privacy(&ch), &partial.request_id).await;
     assert_eq!(
         partial.status,
         pb::PrivacyRequestStatus::Partial as i32,
@@ -448,7 +422,7 @@ async fn access_bundles_and_deletes_that_keep_the_person_suppressed() {
         .await
         .unwrap()
         .into_inner();
-    let del = wait_done(&ch, &del.request_id).await;
+    let del = finished(&mut privacy(&ch), &del.request_id).await;
     assert_eq!(
         del.status,
         pb::PrivacyRequestStatus::Completed as i32,
@@ -594,7 +568,7 @@ async fn a_request_that_fails_is_an_error_and_overdue_once_past_its_deadline() {
         .await
         .unwrap()
         .into_inner();
-    let failed = wait_done(&ch, &old.request_id).await;
+    let failed = finished(&mut privacy(&ch), &old.request_id).await;
     assert_eq!(failed.status, pb::PrivacyRequestStatus::Error as i32);
     assert!(
         failed.error.contains("export directory"),
@@ -602,7 +576,7 @@ async fn a_request_that_fails_is_an_error_and_overdue_once_past_its_deadline() {
         failed.error
     );
     assert!(failed.overdue);
-    wait_done(&ch, &fresh.request_id).await;
+    finished(&mut privacy(&ch), &fresh.request_id).await;
     let overdue = p
         .list_requests(pb::ListRequestsRequest {
             overdue_only: true,

@@ -74,10 +74,6 @@ impl Person {
     }
 }
 
-fn privacy(ch: &Channel) -> pb::privacy_service_client::PrivacyServiceClient<Channel> {
-    pb::privacy_service_client::PrivacyServiceClient::new(ch.clone())
-}
-
 async fn link(ch: &Channel, external_id: &str, contacts: &[&str]) {
     consent(ch)
         .link_identifiers(pb::LinkIdentifiersRequest {
@@ -170,68 +166,8 @@ async fn assert_blocked(
     }
 }
 
-/// The request once it has left PENDING and IN_PROGRESS.
-async fn finished(
-    c: &mut pb::privacy_service_client::PrivacyServiceClient<Channel>,
-    id: &str,
-) -> pb::PrivacyRequest {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = c
-            .get_request(pb::GetRequestRequest {
-                request_id: id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if !matches!(
-            pb::PrivacyRequestStatus::try_from(r.status).unwrap(),
-            pb::PrivacyRequestStatus::Pending | pb::PrivacyRequestStatus::InProgress
-        ) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "request {id} did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Submits a request of `kind` for `consumer_id` and returns it once it has finished.
-async fn run_request(
-    c: &mut pb::privacy_service_client::PrivacyServiceClient<Channel>,
-    consumer_id: &str,
-    kind: pb::PrivacyRequestType,
-) -> pb::PrivacyRequest {
-    let req = c
-        .submit_request(pb::SubmitRequestRequest {
-            consumer_id: consumer_id.into(),
-            r#type: kind as i32,
-            jurisdiction: pb::Jurisdiction::Ccpa as i32,
-            received_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    finished(c, &req.request_id).await
-}
-
 async fn delete(ch: &Channel, p: &Person) {
-    let mut c = privacy(ch);
-    let consumer = c
-        .register_consumer(pb::RegisterConsumerRequest {
-            identifiers: vec![p.phone.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consumer
-        .unwrap();
-    let r = run_request(
-        &mut c,
-        &consumer.consumer_id,
-        pb::PrivacyRequestType::Delete,
-    )
-    .await;
+    let r = privacy_request(ch, &[&p.phone], pb::PrivacyRequestType::Delete).await;
     assert_eq!(
         r.status,
         pb::PrivacyRequestStatus::Completed as i32,
@@ -515,8 +451,8 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         .unwrap()
         .into_inner();
     assert!(r.results.iter().all(|x| x.error.is_empty()), "{r:?}");
-    let mut p = privacy(&ch);
-    let consumer = p
+    // One consumer for the ACCESS now and the DELETE after the restart.
+    let consumer = privacy(&ch)
         .register_consumer(pb::RegisterConsumerRequest {
             identifiers: vec![phone.into()],
             ..Default::default()
@@ -527,7 +463,7 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         .consumer
         .unwrap();
     let r = run_request(
-        &mut p,
+        &mut privacy(&ch),
         &consumer.consumer_id,
         pb::PrivacyRequestType::Access,
     )

@@ -166,39 +166,12 @@ async fn replicas_share_one_cluster_slot_and_survive_a_failover_of_its_master() 
             .count()
     };
     assert_eq!(naming(), 1);
-    let mut p = pb::privacy_service_client::PrivacyServiceClient::new(ca.clone());
-    let consumer = p
-        .register_consumer(pb::RegisterConsumerRequest {
-            identifiers: vec!["+12025550143".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consumer
-        .unwrap();
-    let req = p
-        .submit_request(pb::SubmitRequestRequest {
-            consumer_id: consumer.consumer_id,
-            r#type: pb::PrivacyRequestType::Delete as i32,
-            jurisdiction: pb::Jurisdiction::Ccpa as i32,
-            received_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    wait_until_async(20, || {
-        let (mut p, id) = (p.clone(), req.request_id.clone());
-        async move {
-            let r = p
-                .get_request(pb::GetRequestRequest { request_id: id })
-                .await
-                .unwrap()
-                .into_inner();
-            r.status == pb::PrivacyRequestStatus::Completed as i32
-        }
-    })
-    .await;
+    let r = privacy_request(&ca, &["+12025550143"], pb::PrivacyRequestType::Delete).await;
+    assert_eq!(
+        r.status,
+        pb::PrivacyRequestStatus::Completed as i32,
+        "{r:?}"
+    );
     assert_eq!(
         naming(),
         0,

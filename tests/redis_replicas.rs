@@ -528,41 +528,12 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
 
     // A DELETE on one replica: every replica moves the person's records under tokens, keeps
     // the opt-out enforced, and Redis keeps no copy of the number in clear.
-    let mut p = pb::privacy_service_client::PrivacyServiceClient::new(a_ch.clone());
-    let consumer = p
-        .register_consumer(pb::RegisterConsumerRequest {
-            identifiers: vec![secret.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consumer
-        .unwrap()
-        .consumer_id;
-    let req = p
-        .submit_request(pb::SubmitRequestRequest {
-            consumer_id: consumer,
-            r#type: pb::PrivacyRequestType::Delete as i32,
-            jurisdiction: pb::Jurisdiction::Ccpa as i32,
-            received_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    until("the deletion to complete", || {
-        let mut p = p.clone();
-        let id = req.request_id.clone();
-        async move {
-            let r = p
-                .get_request(pb::GetRequestRequest { request_id: id })
-                .await
-                .unwrap()
-                .into_inner();
-            r.status == pb::PrivacyRequestStatus::Completed as i32
-        }
-    })
-    .await;
+    let r = privacy_request(&a_ch, &[secret], pb::PrivacyRequestType::Delete).await;
+    assert_eq!(
+        r.status,
+        pb::PrivacyRequestStatus::Completed as i32,
+        "{r:?}"
+    );
     converged(&c, &[&a, &b, &late]).await;
     for ch in [&a_ch, &b_ch, &late_ch] {
         let d = check(ch, secret, Ch::Voice, P::Marketing).await;

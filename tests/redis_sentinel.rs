@@ -93,18 +93,6 @@ fn config(dir: &Path, sentinel_port: u16, min_acks: u32) -> PathBuf {
     p
 }
 
-/// The replica's /readyz, or null while its HTTP listener is not up yet.
-fn readyz(s: &Server) -> serde_json::Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    match agent.get(&format!("{}/readyz", s.http_url())).call() {
-        Ok(mut r) => serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
-        Err(_) => serde_json::Value::Null,
-    }
-}
-
 /// Eight writers through a preflight replica, the Redis master killed under them.
 async fn withdrawals_across_a_failover(
     dir: &Path,
@@ -125,7 +113,7 @@ async fn with_replica_acks_no_acknowledged_withdrawal_is_lost_on_a_failover() {
     let mut t = topology(dir.path());
     let (acked, after, mut p) = withdrawals_across_a_failover(dir.path(), &mut t, 1).await;
     assert!(after > 0, "no write succeeded after the failover");
-    let ready = readyz(&p);
+    let ready = readyz(&p).1;
     let master = ready["store"]["master"]
         .as_str()
         .unwrap_or_default()
@@ -199,7 +187,7 @@ async fn a_sentinel_that_knows_no_such_master_keeps_the_replica_not_serving() {
     );
     let mut body = serde_json::Value::Null;
     wait_until_async(20, || {
-        body = readyz(&p);
+        body = readyz(&p).1;
         let why = body["store"]["last_error"]
             .as_str()
             .unwrap_or_default()

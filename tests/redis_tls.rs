@@ -127,20 +127,6 @@ fn config(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
-fn readyz(s: &Server) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    match agent.get(&format!("{}/readyz", s.http_url())).call() {
-        Ok(mut r) => (
-            r.status().as_u16(),
-            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or_default(),
-        ),
-        Err(_) => (0, serde_json::Value::Null),
-    }
-}
-
 fn check_config(path: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
         .args(["check-config", "--config", path.to_str().unwrap()])

@@ -241,6 +241,90 @@ pub fn events(ch: &Channel) -> pb::event_service_client::EventServiceClient<Chan
     pb::event_service_client::EventServiceClient::new(ch.clone())
 }
 
+pub fn privacy(ch: &Channel) -> pb::privacy_service_client::PrivacyServiceClient<Channel> {
+    pb::privacy_service_client::PrivacyServiceClient::new(ch.clone())
+}
+
+/// The request once it has left PENDING and IN_PROGRESS (the test fails after 20 s).
+pub async fn finished(
+    c: &mut pb::privacy_service_client::PrivacyServiceClient<Channel>,
+    id: &str,
+) -> pb::PrivacyRequest {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .get_request(pb::GetRequestRequest {
+                request_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !matches!(
+            pb::PrivacyRequestStatus::try_from(r.status).unwrap(),
+            pb::PrivacyRequestStatus::Pending | pb::PrivacyRequestStatus::InProgress
+        ) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "request {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Submits a CCPA request of `kind` for `consumer_id` and returns it once it has finished.
+pub async fn run_request(
+    c: &mut pb::privacy_service_client::PrivacyServiceClient<Channel>,
+    consumer_id: &str,
+    kind: pb::PrivacyRequestType,
+) -> pb::PrivacyRequest {
+    let req = c
+        .submit_request(pb::SubmitRequestRequest {
+            consumer_id: consumer_id.into(),
+            r#type: kind as i32,
+            jurisdiction: pb::Jurisdiction::Ccpa as i32,
+            received_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    finished(c, &req.request_id).await
+}
+
+/// Registers a consumer for `identifiers` and runs a request of `kind` for them to its end.
+pub async fn privacy_request(
+    ch: &Channel,
+    identifiers: &[&str],
+    kind: pb::PrivacyRequestType,
+) -> pb::PrivacyRequest {
+    let mut c = privacy(ch);
+    let consumer = c
+        .register_consumer(pb::RegisterConsumerRequest {
+            identifiers: identifiers.iter().map(|i| i.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consumer
+        .unwrap();
+    run_request(&mut c, &consumer.consumer_id, kind).await
+}
+
+/// A server's /readyz: its status code and body, or (0, null) while its HTTP listener is
+/// not up yet.
+pub fn readyz(s: &Server) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.get(&format!("{}/readyz", s.http_url())).call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or_default(),
+        ),
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
 /// POSTs JSON to the REST facade: the status and the JSON answer (errors are answers too).
 pub fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()

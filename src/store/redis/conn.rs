@@ -493,15 +493,21 @@ impl Redis {
                 let cfg = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.timeout))
                     .set_response_timeout(Some(self.timeout));
-                let client = self.client_async().await?;
-                match client
-                    .get_multiplexed_async_connection_with_config(&cfg)
+                let client = tokio::time::timeout(self.timeout * CALL_BOUND, self.client_async())
                     .await
-                {
-                    Ok(c) => Conn::Single(c),
-                    Err(e) => {
+                    .map_err(|_| unavailable("finding the Redis master timed out"))??;
+                // Bounded here too: the dial runs under the connection's lock, so a dial that
+                // never finished (its handshake unanswered) would hold every later call.
+                let dial = client.get_multiplexed_async_connection_with_config(&cfg);
+                match tokio::time::timeout(self.timeout * CALL_BOUND, dial).await {
+                    Ok(Ok(c)) => Conn::Single(c),
+                    Ok(Err(e)) => {
                         self.forget_master();
                         return Err(unavailable(e));
+                    }
+                    Err(_) => {
+                        self.forget_master();
+                        return Err(unavailable("connecting to Redis timed out"));
                     }
                 }
             }

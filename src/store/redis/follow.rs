@@ -116,18 +116,25 @@ struct Position {
     epoch: Option<String>,
     snap_seq: u64,
     scrub: u64,
+    /// The audit trail's head and the idempotency log's last entry id, read in the same
+    /// round trip for the replica's copy (an idle heartbeat then asks nothing more).
+    audit_head: Option<String>,
+    idem_last: Option<String>,
 }
 
 async fn position(shared: &Shared) -> Result<Position, StoreError> {
     let k = &shared.keys;
+    type StreamEntry = (String, Vec<(String, String)>);
     type Read = (
         Option<u64>,
         Option<String>,
         Option<u64>,
         Option<u64>,
         Option<u64>,
+        Option<String>,
+        Vec<StreamEntry>,
     );
-    let (seq, epoch, snap_seq, scrub, acked): Read = shared
+    let (seq, epoch, snap_seq, scrub, acked, audit_head, idem_last): Read = shared
         .redis
         .pipe(
             redis::pipe()
@@ -135,7 +142,14 @@ async fn position(shared: &Shared) -> Result<Position, StoreError> {
                 .get(k.epoch())
                 .hget(k.snap(), "seq")
                 .get(k.scrub())
-                .get(k.acked()),
+                .get(k.acked())
+                .get(k.head())
+                .cmd("XREVRANGE")
+                .arg(k.idem_log())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1),
         )
         .await?;
     Ok(Position {
@@ -144,6 +158,8 @@ async fn position(shared: &Shared) -> Result<Position, StoreError> {
         epoch,
         snap_seq: snap_seq.unwrap_or(0),
         scrub: scrub.unwrap_or(0),
+        audit_head,
+        idem_last: idem_last.into_iter().next().map(|(id, _)| id),
     })
 }
 
@@ -254,7 +270,7 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
         registry::fetch_newer(shared).await?;
     }
     // The copy is for a Redis that comes back empty: its faults never stop following.
-    if let Err(e) = super::mirror::sync(shared).await {
+    if let Err(e) = super::mirror::sync(shared, pos.audit_head, pos.idem_last).await {
         crate::telemetry::sync_error("copy");
         tracing::debug!(error = %e, "replica copy not brought up to date");
     }

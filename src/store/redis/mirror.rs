@@ -22,19 +22,30 @@ async fn blocking<T: Send + 'static>(
 
 /// Fetches what Redis has that the copy lacks: audit records, idempotency records, and the
 /// personal parts erasures removed since.
-pub(super) async fn sync(shared: &Shared) -> Result<(), StoreError> {
+/// `audit_head` and `idem_last` are the store's audit head and the idempotency log's last
+/// entry id, as the heartbeat just read them: when the copy already holds both, an idle
+/// replica's sync costs no round trip.
+pub(super) async fn sync(
+    shared: &Shared,
+    audit_head: Option<String>,
+    idem_last: Option<String>,
+) -> Result<(), StoreError> {
     let Some(copy) = shared.copy.clone() else {
         return Ok(());
     };
-    audit(shared, &copy).await?;
+    audit(shared, &copy, audit_head.unwrap_or_default()).await?;
     erasures(shared, &copy).await?;
+    let Some(last) = idem_last else {
+        return Ok(());
+    };
+    if blocking(&copy, |c| c.idem_cursor()).await? == last {
+        return Ok(());
+    }
     idempotency(shared, &copy).await
 }
 
-async fn audit(shared: &Shared, copy: &Arc<Copy>) -> Result<(), StoreError> {
+async fn audit(shared: &Shared, copy: &Arc<Copy>, head: String) -> Result<(), StoreError> {
     let k = &shared.keys;
-    let head: Option<String> = shared.redis.query(redis::cmd("GET").arg(k.head())).await?;
-    let head = head.unwrap_or_default();
     let next: u64 = head
         .split_once(' ')
         .and_then(|(n, _)| n.parse().ok())
