@@ -452,22 +452,8 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
         .into_inner();
     assert!(r.results.iter().all(|x| x.error.is_empty()), "{r:?}");
     // One consumer for the ACCESS now and the DELETE after the restart.
-    let consumer = privacy(&ch)
-        .register_consumer(pb::RegisterConsumerRequest {
-            identifiers: vec![phone.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consumer
-        .unwrap();
-    let r = run_request(
-        &mut privacy(&ch),
-        &consumer.consumer_id,
-        pb::PrivacyRequestType::Access,
-    )
-    .await;
+    let consumer = register_consumer(&ch, &[phone]).await;
+    let r = run_request(&mut privacy(&ch), &consumer, pb::PrivacyRequestType::Access).await;
     assert_eq!(
         r.status,
         pb::PrivacyRequestStatus::Completed as i32,
@@ -502,12 +488,7 @@ async fn a_delete_leaves_no_identifier_proof_or_note_in_the_data_directory() {
     let mut p = privacy(&ch);
 
     // erased: the phone, the email and the external id.
-    let r = run_request(
-        &mut p,
-        &consumer.consumer_id,
-        pb::PrivacyRequestType::Delete,
-    )
-    .await;
+    let r = run_request(&mut p, &consumer, pb::PrivacyRequestType::Delete).await;
     assert_eq!(
         r.status,
         pb::PrivacyRequestStatus::Completed as i32,

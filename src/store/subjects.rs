@@ -96,11 +96,6 @@ pub type ReadTables = SubjectTables<
     redb::ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>,
 >;
 
-/// Creates the tables when missing (at open, before any reader looks).
-pub fn create(txn: &WriteTransaction) -> Result<(), StoreError> {
-    open_write(txn).map(|_| ())
-}
-
 pub fn open_write(txn: &WriteTransaction) -> Result<WriteTables<'_>, StoreError> {
     Ok(SubjectTables {
         legacy: txn.open_table(LEGACY).map_err(unavailable)?,

@@ -289,14 +289,9 @@ pub async fn run_request(
     finished(c, &req.request_id).await
 }
 
-/// Registers a consumer for `identifiers` and runs a request of `kind` for them to its end.
-pub async fn privacy_request(
-    ch: &Channel,
-    identifiers: &[&str],
-    kind: pb::PrivacyRequestType,
-) -> pb::PrivacyRequest {
-    let mut c = privacy(ch);
-    let consumer = c
+/// Registers a consumer for `identifiers`; returns its id.
+pub async fn register_consumer(ch: &Channel, identifiers: &[&str]) -> String {
+    privacy(ch)
         .register_consumer(pb::RegisterConsumerRequest {
             identifiers: identifiers.iter().map(|i| i.to_string()).collect(),
             ..Default::default()
@@ -305,8 +300,18 @@ pub async fn privacy_request(
         .unwrap()
         .into_inner()
         .consumer
-        .unwrap();
-    run_request(&mut c, &consumer.consumer_id, kind).await
+        .unwrap()
+        .consumer_id
+}
+
+/// Registers a consumer for `identifiers` and runs a request of `kind` for them to its end.
+pub async fn privacy_request(
+    ch: &Channel,
+    identifiers: &[&str],
+    kind: pb::PrivacyRequestType,
+) -> pb::PrivacyRequest {
+    let consumer = register_consumer(ch, identifiers).await;
+    run_request(&mut privacy(ch), &consumer, kind).await
 }
 
 /// A server's /readyz: its status code and body, or (0, null) while its HTTP listener is

@@ -35,13 +35,7 @@ pub(super) async fn sync(
     };
     audit(shared, &copy, audit_head.unwrap_or_default()).await?;
     erasures(shared, &copy).await?;
-    let Some(last) = idem_last else {
-        return Ok(());
-    };
-    if blocking(&copy, |c| c.idem_cursor()).await? == last {
-        return Ok(());
-    }
-    idempotency(shared, &copy).await
+    idempotency(shared, &copy, idem_last).await
 }
 
 async fn audit(shared: &Shared, copy: &Arc<Copy>, head: String) -> Result<(), StoreError> {
@@ -129,11 +123,22 @@ async fn erasures(shared: &Shared, copy: &Arc<Copy>) -> Result<(), StoreError> {
     blocking(copy, move |c| c.strip_personal(&seqs, applied)).await
 }
 
-/// New and forgotten idempotency records from the idempotency log.
-async fn idempotency(shared: &Shared, copy: &Arc<Copy>) -> Result<(), StoreError> {
+/// New and forgotten idempotency records from the idempotency log, up to `last` (its last
+/// entry id when the heartbeat looked; none for an empty log).
+async fn idempotency(
+    shared: &Shared,
+    copy: &Arc<Copy>,
+    last: Option<String>,
+) -> Result<(), StoreError> {
     let k = &shared.keys;
+    let Some(last) = last else {
+        return Ok(());
+    };
     loop {
         let cursor = blocking(copy, |c| c.idem_cursor()).await?;
+        if cursor == last {
+            return Ok(());
+        }
         type Entry = (String, Vec<(String, String)>);
         let page: Vec<Entry> = shared
             .redis

@@ -8,7 +8,7 @@ fn db() -> (tempfile::TempDir, redb::Database) {
     let dir = tempfile::tempdir().unwrap();
     let db = redb::Database::create(dir.path().join("s.redb")).unwrap();
     let txn = db.begin_write().unwrap();
-    create(&txn).unwrap();
+    open_write(&txn).unwrap();
     txn.commit().unwrap();
     (dir, db)
 }
@@ -21,6 +21,29 @@ fn token(k: u8) -> Token {
 }
 
 type Model = BTreeMap<Token, Vec<u64>>;
+
+/// One committed write: each of `records` (the tokens it names) gets the next seq, in the
+/// index and in the model, then the index is maintained.
+fn write(
+    db: &redb::Database,
+    model: &mut Model,
+    seq: &mut u64,
+    records: impl IntoIterator<Item = Vec<Token>>,
+) {
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = open_write(&txn).unwrap();
+        for tokens in records {
+            *seq += 1;
+            t.add(*seq, &tokens).unwrap();
+            for tok in tokens {
+                model.entry(tok).or_default().push(*seq);
+            }
+        }
+        t.maintain().unwrap();
+    }
+    txn.commit().unwrap();
+}
 
 /// Every token's seqs, read in a fresh read transaction, equal the model's.
 fn agrees(db: &redb::Database, model: &Model, pool: u8) {
@@ -49,21 +72,9 @@ proptest! {
         let (_dir, db) = db();
         let mut model = Model::new();
         let mut seq = 0u64;
-        for write in &writes {
-            let txn = db.begin_write().unwrap();
-            {
-                let mut t = open_write(&txn).unwrap();
-                for names in write {
-                    seq += 1;
-                    let tokens: Vec<Token> = names.iter().map(|k| token(*k)).collect();
-                    t.add(seq, &tokens).unwrap();
-                    for tok in tokens {
-                        model.entry(tok).or_default().push(seq);
-                    }
-                }
-                t.maintain().unwrap();
-            }
-            txn.commit().unwrap();
+        for names in &writes {
+            let records = names.iter().map(|n| n.iter().map(|k| token(*k)).collect());
+            write(&db, &mut model, &mut seq, records);
             agrees(&db, &model, 12);
         }
         // The recent table never holds more than one flush's worth after maintenance, and
@@ -91,18 +102,9 @@ fn runs_stop_growing_at_the_top_class() {
     let mut seq = 0u64;
     // 16 records a flush, 4^3 flushes to the top class: twice that.
     for _ in 0..(2 * 64) {
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = open_write(&txn).unwrap();
-            for _ in 0..FLUSH_AT {
-                seq += 1;
-                let tok = token((seq % 7) as u8);
-                t.add(seq, &[tok]).unwrap();
-                model.entry(tok).or_default().push(seq);
-            }
-            t.maintain().unwrap();
-        }
-        txn.commit().unwrap();
+        let first = seq + 1;
+        let records = (first..first + FLUSH_AT).map(|s| vec![token((s % 7) as u8)]);
+        write(&db, &mut model, &mut seq, records);
     }
     agrees(&db, &model, 7);
     let r = db.begin_read().unwrap();
