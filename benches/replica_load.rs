@@ -291,28 +291,57 @@ fn main() {
             "{records} DNC entries written in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        // Let the snapshot lease holder catch up, as a running system would have.
+        // Let the snapshot and image lease holders catch up, as a running system would have.
         tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 10 })).await;
-        let t = Instant::now();
-        let (late, late_port) = procs::start_preflight(&dir.path().join("late"), &envs);
-        let late_ch = serving(late_port).await;
-        let cold = t.elapsed();
-        let seq = pb::decision_service_client::DecisionServiceClient::new(late_ch)
-            .check(pb::CheckRequest {
-                contact: numbers[0].clone(),
-                channel: pb::Channel::Voice as i32,
-                purpose: pb::Purpose::Marketing as i32,
-                ..Default::default()
-            })
-            .await
+        let mut rc = redis::Client::open(format!("redis://127.0.0.1:{rport}"))
             .unwrap()
-            .into_inner()
-            .index_seq;
-        println!(
-            "cold start of a replica at seq {seq} ({records} DNC entries + earlier writes): \
-             serving after {:.2} s, RSS {} MB",
-            cold.as_secs_f64(),
-            procs::rss_kb(late.0.id()).unwrap_or(0) / 1024
-        );
+            .get_connection()
+            .unwrap();
+        // Then once from the newest index image, once with it set aside (the whole log).
+        for (name, from_image) in [("late", true), ("late-log", false)] {
+            let (img_seq, img_chunks): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                .arg("{preflight}:snap")
+                .arg("img_seq")
+                .arg("img_chunks")
+                .query(&mut rc)
+                .unwrap();
+            if !from_image {
+                let _: () = redis::cmd("HDEL")
+                    .arg("{preflight}:snap")
+                    .arg("img")
+                    .arg("img_seq")
+                    .arg("img_chunks")
+                    .query(&mut rc)
+                    .unwrap();
+            }
+            let t = Instant::now();
+            let (late, late_port) = procs::start_preflight(&dir.path().join(name), &envs);
+            let late_ch = serving(late_port).await;
+            let cold = t.elapsed();
+            let seq = pb::decision_service_client::DecisionServiceClient::new(late_ch)
+                .check(pb::CheckRequest {
+                    contact: numbers[0].clone(),
+                    channel: pb::Channel::Voice as i32,
+                    purpose: pb::Purpose::Marketing as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .index_seq;
+            let source = match (from_image, img_seq) {
+                (true, Some(s)) => format!(
+                    "from the index image at seq {s} ({} chunks) and the log after it",
+                    img_chunks.unwrap_or(0)
+                ),
+                _ => "from the whole log (no index image)".to_string(),
+            };
+            println!(
+                "cold start of a replica at seq {seq} ({records} DNC entries + earlier writes), \
+                 {source}: serving after {:.2} s, RSS {} MB",
+                cold.as_secs_f64(),
+                procs::rss_kb(late.0.id()).unwrap_or(0) / 1024
+            );
+        }
     });
 }

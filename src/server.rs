@@ -177,14 +177,16 @@ pub fn open_redis(
                 message,
             })?;
     opts.copy_path = Some(config.data_dir.join("redis-copy.redb"));
-    let projection = Projection::new(privacy_tokenizer(config)?);
+    let tokenizer = privacy_tokenizer(config)?;
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
-    tracing::info!(target = %opts.describe_target(), prefix = %opts.prefix, "using the redis store; loading in the background");
+    tracing::info!(target = %opts.describe_target(), prefix = %opts.prefix, "using the redis store");
+    let (projection, preloaded) = preload_redis(&opts, &tokenizer);
     let store = crate::store::redis::RedisStore::start(
         opts,
         Arc::new(projection.clone()),
         registries.clone(),
         clock.clone(),
+        preloaded,
     )?;
     let parts = (policies, region, settings);
     Ok(engine(
@@ -194,6 +196,57 @@ pub fn open_redis(
         parts,
         clock,
     ))
+}
+
+/// The newest index image in Redis and the snapshot's log after it, loaded before the
+/// replica serves. Without an image (a new store, Redis away, an image that fails its
+/// checks) the replica starts empty and loads the whole log in the background, as the
+/// follower always can.
+fn preload_redis(
+    opts: &crate::store::redis::RedisOptions,
+    tokenizer: &Tokenizer,
+) -> (Projection, Option<crate::store::redis::image::Preloaded>) {
+    use crate::store::redis::image;
+    let fresh = || (Projection::new(tokenizer.clone()), None);
+    let started = std::time::Instant::now();
+    let mut pre = match image::preload(opts, crate::store::redis::key_id(tokenizer)) {
+        Ok(Some(p)) => p,
+        Ok(None) => return fresh(),
+        Err(e) => {
+            tracing::warn!(error = %e, "redis: no index image loaded before serving; loading the log in the background");
+            return fresh();
+        }
+    };
+    let Some((seq, bytes)) = pre.take_image() else {
+        return fresh();
+    };
+    let projection = match crate::engine::images::projection_from_image(tokenizer, &bytes, |s| {
+        pre.events_at(s)
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(image_seq = seq, error = %e, "redis: the index image failed its checks; loading the whole log in the background");
+            metrics::counter!("preflight_index_image_rejected_total").increment(1);
+            return fresh();
+        }
+    };
+    drop(bytes);
+    match pre.replay_into(&projection, Some(seq)) {
+        Ok(replayed) => {
+            tracing::info!(
+                image_seq = seq,
+                replayed,
+                identifiers = projection.index.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "index loaded from the redis index image"
+            );
+            (projection, Some(pre))
+        }
+        Err(e) => {
+            tracing::error!(image_seq = seq, error = %e, "redis: the snapshot after the index image cannot be applied; loading the whole log in the background");
+            fresh()
+        }
+    }
 }
 
 fn engine(

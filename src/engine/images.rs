@@ -5,7 +5,7 @@ use super::Projection;
 use crate::audit::Tokenizer;
 use crate::index::{Applied, Index};
 use crate::model::{Event, EventKind, StoredEvent};
-use crate::store::{Store, StoreError};
+use crate::store::{ReadLog, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -63,9 +63,6 @@ pub struct ImageWritten {
     pub write_ms: u64,
 }
 
-/// Reads the change log: events after a seq, at most a count, in order.
-type ReadLog<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<StoredEvent>, StoreError>;
-
 enum Replay {
     Done {
         applied: u64,
@@ -114,6 +111,96 @@ fn replay(
         }
     }
     Ok(Replay::Done { applied })
+}
+
+/// The index at `until`: the log after `base` (an image and the seqs of the privacy events
+/// it names) replayed onto it, into an index of its own. Without a base, or when an erasure
+/// came after it (the events before an erasure were rewritten, so an image from before one
+/// is stale), the whole log is replayed. Returns the index and its privacy event seqs.
+pub fn build_index(
+    tokenizer: &Tokenizer,
+    base: Option<(Index, Vec<u64>)>,
+    read: ReadLog,
+    until: u64,
+) -> Result<(Arc<Index>, Vec<u64>), String> {
+    let mut base = base;
+    let (index, privacy) = loop {
+        let from_image = base.is_some();
+        let (index, mut privacy) = base.take().unwrap_or_else(|| (Index::new(), Vec::new()));
+        let p = Projection::with_index(tokenizer.clone(), index, None);
+        match replay(&p, read, until, &mut privacy, from_image).map_err(|e| e.to_string())? {
+            Replay::Done { .. } => break (p.index, privacy),
+            Replay::MetErasure => continue,
+        }
+    };
+    if index.seq() < until {
+        return Err(format!(
+            "the change log ends at {} although it reported {until}",
+            index.seq()
+        ));
+    }
+    Ok((index, privacy))
+}
+
+/// An image of the index at `until`, encoded, built as `build_index` does on `base` (an
+/// earlier image, encoded). A base that fails its checks is counted, logged and passed over
+/// (the whole log is replayed instead).
+pub fn encode_image(
+    tokenizer: &Tokenizer,
+    base: Option<&[u8]>,
+    read: ReadLog,
+    until: u64,
+) -> Result<Vec<u8>, String> {
+    let base = base.and_then(|mut bytes| {
+        let len = bytes.len() as u64;
+        match Index::read_image(&mut bytes, len) {
+            Ok(loaded) if loaded.0.seq() <= until => Some(loaded),
+            Ok(loaded) => {
+                tracing::warn!(
+                    image_seq = loaded.0.seq(),
+                    until,
+                    "the earlier index image is past the seq asked for; replaying the whole log"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the earlier index image failed its checks; replaying the whole log");
+                metrics::counter!("preflight_index_image_rejected_total").increment(1);
+                None
+            }
+        }
+    });
+    let (index, privacy) = build_index(tokenizer, base, read, until)?;
+    let mut out = Vec::new();
+    index
+        .write_image(&mut out, &privacy)
+        .map_err(|e| format!("encoding the index image: {e}"))?;
+    Ok(out)
+}
+
+/// A projection over an encoded image: the index as imaged, and the privacy state rebuilt
+/// from the events the image names (`events_at` reads them from the log).
+pub fn projection_from_image(
+    tokenizer: &Tokenizer,
+    mut bytes: &[u8],
+    events_at: impl FnOnce(&[u64]) -> Result<Vec<StoredEvent>, StoreError>,
+) -> Result<Projection, String> {
+    let len = bytes.len() as u64;
+    let (index, privacy_seqs) = Index::read_image(&mut bytes, len).map_err(|e| e.to_string())?;
+    let seq = index.seq();
+    let p = Projection::with_index(tokenizer.clone(), index, None);
+    let events = events_at(&privacy_seqs).map_err(|e| e.to_string())?;
+    if events.len() != privacy_seqs.len() {
+        return Err(format!(
+            "the image at seq {seq} names {} privacy events; the log holds {} of them",
+            privacy_seqs.len(),
+            events.len()
+        ));
+    }
+    for ev in &events {
+        p.privacy.apply(ev);
+    }
+    Ok(p)
 }
 
 pub struct Images {
@@ -391,25 +478,11 @@ impl Images {
         let generation = *self.lock_generation();
         let t0 = Instant::now();
         let read = |after, limit| store.read_events(after, limit);
-        let mut base = self
+        let base = self
             .list()
             .into_iter()
             .find_map(|(seq, path)| self.load(seq, &path, until));
-        let (index, privacy) = loop {
-            let from_image = base.is_some();
-            let (index, mut privacy) = base.take().unwrap_or_else(|| (Index::new(), Vec::new()));
-            let p = Projection::with_index(tokenizer.clone(), index, None);
-            match replay(&p, &read, until, &mut privacy, from_image).map_err(|e| e.to_string())? {
-                Replay::Done { .. } => break (p.index, privacy),
-                Replay::MetErasure => continue,
-            }
-        };
-        if index.seq() < until {
-            return Err(format!(
-                "the change log ends at {} although it reported {until}",
-                index.seq()
-            ));
-        }
+        let (index, privacy) = build_index(tokenizer, base, &read, until)?;
         let tw = Instant::now();
         let Some(bytes) = self.install(&index, &privacy, generation)? else {
             tracing::info!(

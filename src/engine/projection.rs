@@ -54,6 +54,15 @@ impl EventSink for Projection {
         }
     }
 
+    fn build_image(
+        &self,
+        base: Option<&[u8]>,
+        read: crate::store::ReadLog,
+        until: u64,
+    ) -> Result<Vec<u8>, String> {
+        super::images::encode_image(&self.tokenizer, base, read, until)
+    }
+
     fn erased(&self, contacts: &[ContactKey], history: &[StoredEvent]) {
         if let Some(images) = &self.images {
             images.invalidate();

@@ -111,7 +111,22 @@ pub trait EventSink: Send + Sync + 'static {
     fn contacts_for_tokens(&self, tokens: &[Token]) -> Vec<ContactKey>;
     /// The key erased identifiers are hashed with.
     fn tokenizer(&self) -> &crate::audit::Tokenizer;
+    /// An image of the index at `until`, encoded: `base` (an earlier image, encoded) with
+    /// the log after it replayed onto it, in an index of its own (the live one keeps
+    /// changing). What a shared store keeps for replicas that start cold.
+    fn build_image(
+        &self,
+        base: Option<&[u8]>,
+        read: ReadLog,
+        until: u64,
+    ) -> Result<Vec<u8>, String> {
+        let _ = (base, read, until);
+        Err("this sink builds no index images".into())
+    }
 }
+
+/// Reads the change log: events after a seq, at most a count, in order.
+pub type ReadLog<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<StoredEvent>, StoreError>;
 
 pub trait Store: Send + Sync + 'static {
     /// Durably commits, applies to the sink, then resolves.

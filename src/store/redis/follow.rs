@@ -3,7 +3,7 @@
 //! and what to do when Redis comes back without its data.
 use super::conn::unavailable;
 use super::log::{LogCache, LogEntry, Notice};
-use super::{ReplicaState, Shared, apply_entries, registry, snapshot};
+use super::{Shared, apply_entries, image, registry, snapshot};
 use crate::store::StoreError;
 use futures::StreamExt;
 use std::sync::atomic::Ordering;
@@ -59,6 +59,12 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
                     ticks += 1;
                     if let Err(e) = heartbeat(&shared, ticks).await {
                         shared.failed("heartbeat", &e);
+                    }
+                    super::mirror::spawn_sync(&shared);
+                    let image = shared.image_seq.load(Ordering::Relaxed);
+                    let snap = shared.snap_seq.load(Ordering::Relaxed);
+                    if image::due(&shared, snap, (image > 0).then_some(image)) {
+                        image::spawn_build(&shared);
                     }
                 },
                 _ = shared.snapshot_wanted.notified() => {
@@ -120,6 +126,8 @@ struct Position {
     /// round trip for the replica's copy (an idle heartbeat then asks nothing more).
     audit_head: Option<String>,
     idem_last: Option<String>,
+    /// The newest index image's seq, if there is one.
+    image_seq: Option<u64>,
 }
 
 async fn position(shared: &Shared) -> Result<Position, StoreError> {
@@ -133,8 +141,9 @@ async fn position(shared: &Shared) -> Result<Position, StoreError> {
         Option<u64>,
         Option<String>,
         Vec<StreamEntry>,
+        Option<u64>,
     );
-    let (seq, epoch, snap_seq, scrub, acked, audit_head, idem_last): Read = shared
+    let (seq, epoch, snap_seq, scrub, acked, audit_head, idem_last, image_seq): Read = shared
         .redis
         .pipe(
             redis::pipe()
@@ -149,10 +158,12 @@ async fn position(shared: &Shared) -> Result<Position, StoreError> {
                 .arg("+")
                 .arg("-")
                 .arg("COUNT")
-                .arg(1),
+                .arg(1)
+                .hget(k.snap(), "img_seq"),
         )
         .await?;
     Ok(Position {
+        image_seq,
         seq: seq.unwrap_or(0),
         visible: shared.visible(seq.unwrap_or(0), acked),
         epoch,
@@ -248,6 +259,9 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
     let applied = shared.sink.seq();
     let pos = position(shared).await?;
     shared.snap_seq.store(pos.snap_seq, Ordering::Relaxed);
+    shared
+        .image_seq
+        .store(pos.image_seq.unwrap_or(0), Ordering::Relaxed);
     let mine = shared.epoch();
     let index = &*shared.sink;
     if pos.epoch != mine {
@@ -269,11 +283,9 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
     if tick.is_multiple_of(10) {
         registry::fetch_newer(shared).await?;
     }
-    // The copy is for a Redis that comes back empty: its faults never stop following.
-    if let Err(e) = super::mirror::sync(shared, pos.audit_head, pos.idem_last).await {
-        crate::telemetry::sync_error("copy");
-        tracing::debug!(error = %e, "replica copy not brought up to date");
-    }
+    // The copy is for a Redis that comes back empty: `run` brings it up to date in a task
+    // of its own, so following (and Watch delivery) never waits for its disk writes.
+    *shared.copy_due() = Some((pos.audit_head, pos.idem_last));
     Ok(())
 }
 
@@ -394,11 +406,17 @@ fn parse_stream_entry(id: &str, fields: &[Vec<u8>]) -> Result<LogEntry, StoreErr
 
 /// Downloads the current snapshot (retrying if a newer one replaces it meanwhile).
 pub(super) async fn fetch_snapshot(shared: &Shared) -> Result<Option<(u64, LogCache)>, StoreError> {
+    fetch_snapshot_from(&shared.redis, &shared.keys).await
+}
+
+/// `fetch_snapshot` on a connection of its own.
+pub(super) async fn fetch_snapshot_from(
+    redis: &super::Redis,
+    keys: &super::Keys,
+) -> Result<Option<(u64, LogCache)>, StoreError> {
     for _ in 0..5 {
-        let meta: std::collections::HashMap<String, String> = shared
-            .redis
-            .query(redis::cmd("HGETALL").arg(shared.keys.snap()))
-            .await?;
+        let meta: std::collections::HashMap<String, String> =
+            redis.query(redis::cmd("HGETALL").arg(keys.snap())).await?;
         let (Some(id), Some(seq), Some(chunks)) =
             (meta.get("id"), meta.get("seq"), meta.get("chunks"))
         else {
@@ -410,8 +428,7 @@ pub(super) async fn fetch_snapshot(shared: &Shared) -> Result<Option<(u64, LogCa
         let chunks: usize = chunks
             .parse()
             .map_err(|_| StoreError::Corrupt("snapshot chunks".into()))?;
-        let Some(bytes) =
-            super::chunks::get(&shared.redis, chunks, |i| shared.keys.snap_chunk(id, i)).await?
+        let Some(bytes) = super::chunks::get(redis, chunks, |i| keys.snap_chunk(id, i)).await?
         else {
             // Replaced while reading: read the new one.
             continue;
@@ -442,25 +459,30 @@ async fn load_snapshot(shared: &Shared) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut st = shared.lock();
-    let mut result = Ok(());
-    let mut scratch = ReplicaState::default();
-    let walked = cache.for_each_after(after, |en| {
-        // The snapshot becomes the log copy below; entries are applied one by one.
-        if result.is_ok() {
-            result = apply_entries(shared, &mut scratch, std::slice::from_ref(&en));
-        }
-        scratch.cache = LogCache::default();
-        Ok(())
-    });
-    walked.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Err(expected) = result {
-        return Err(StoreError::Corrupt(format!(
-            "snapshot skips seq {expected}"
-        )));
-    }
+    replay_copy(&*shared.sink, &cache)?;
     st.cache = cache;
     tracing::info!(seq, "applied redis snapshot");
     Ok(())
+}
+
+/// Applies a whole log copy's entries after the sink's seq, one by one (the copy already
+/// carries its erasures' rewrites); returns how many were applied.
+pub(super) fn replay_copy(
+    sink: &dyn crate::store::EventSink,
+    cache: &LogCache,
+) -> Result<u64, StoreError> {
+    let (from, mut applied) = (sink.seq(), 0u64);
+    let mut result = Ok(());
+    let walked = cache.for_each_after(from, |en| {
+        if result.is_ok() {
+            result = apply_entries(sink, None, std::slice::from_ref(&en));
+            applied += 1;
+        }
+        Ok(())
+    });
+    walked.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    result.map_err(|expected| StoreError::Corrupt(format!("snapshot skips seq {expected}")))?;
+    Ok(applied)
 }
 
 /// Builds a projection from Redis alone (snapshot, then stream), without starting a
@@ -481,6 +503,10 @@ pub async fn load_projection<S: crate::store::EventSink + Clone>(
         snapshot_wanted: Default::default(),
         copy: None,
         snap_seq: Default::default(),
+        image_seq: Default::default(),
+        imaging: Default::default(),
+        mirroring: Default::default(),
+        copy_due: Default::default(),
         status: Default::default(),
     };
     load_snapshot(&shared).await?;

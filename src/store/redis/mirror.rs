@@ -6,6 +6,7 @@ use super::copy::{AuditItem, Copy, IdemItem};
 use crate::model::{ContactKey, Event};
 use crate::store::StoreError;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Audit records fetched or written back at a time.
 const PAGE: u64 = 500;
@@ -18,6 +19,26 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&c))
         .await
         .map_err(|e| unavailable(format!("replica copy task: {e}")))?
+}
+
+/// Runs `sync` with what the last heartbeat read, in a task of its own, unless one is
+/// still running (the next heartbeat asks again).
+pub(super) fn spawn_sync(shared: &Arc<Shared>) {
+    if shared.copy.is_none() || shared.mirroring.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Some((head, idem_last)) = shared.copy_due().take() else {
+        shared.mirroring.store(false, Ordering::Release);
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sync(&shared, head, idem_last).await {
+            crate::telemetry::sync_error("copy");
+            tracing::debug!(error = %e, "replica copy not brought up to date");
+        }
+        shared.mirroring.store(false, Ordering::Release);
+    });
 }
 
 /// Fetches what Redis has that the copy lacks: audit records, idempotency records, and the

@@ -8,6 +8,7 @@ mod commit;
 pub mod conn;
 mod copy;
 mod follow;
+pub mod image;
 pub mod log;
 mod mirror;
 mod registry;
@@ -46,6 +47,8 @@ pub struct RedisOptions {
     pub snapshot_every: u64,
     /// Entries left in the stream behind a snapshot, for replicas a little behind.
     pub stream_keep: u64,
+    /// Events between index images (see `RedisConfig::image_every`).
+    pub image_every: u64,
     pub idempotency_ttl_ms: Millis,
     /// Redis replicas that must hold a commit before it is acknowledged (WAIT).
     pub min_replicas_ack: u32,
@@ -68,6 +71,7 @@ impl RedisOptions {
             heartbeat: Duration::from_millis(500),
             snapshot_every: 100_000,
             stream_keep: 10_000,
+            image_every: 1_000_000,
             idempotency_ttl_ms: 48 * 3_600_000,
         }
     }
@@ -155,6 +159,13 @@ impl Keys {
     pub fn snap_chunk(&self, id: &str, i: usize) -> String {
         format!("{}{id}:{i}", self.snap_chunk_prefix())
     }
+    /// Chunks of an index image (named in `snap` as `img`, `img_seq`, `img_chunks`).
+    pub fn img_chunk_prefix(&self) -> String {
+        self.k("img:")
+    }
+    pub fn img_chunk(&self, id: &str, i: usize) -> String {
+        format!("{}{id}:{i}", self.img_chunk_prefix())
+    }
     pub fn lease(&self) -> String {
         self.k("lease")
     }
@@ -174,6 +185,10 @@ impl Keys {
     /// Seq of an erasure whose subjects the stream and snapshot still hold in clear.
     pub fn scrub(&self) -> String {
         self.k("scrub")
+    }
+    /// Seq of the latest erasure: no index image from before it is installed.
+    pub fn erased(&self) -> String {
+        self.k("erased")
     }
     pub fn registries(&self) -> String {
         self.k("registries")
@@ -207,6 +222,14 @@ pub(crate) struct Shared {
     copy: Option<Arc<copy::Copy>>,
     /// Seq of the last snapshot this replica knows of.
     snap_seq: AtomicU64,
+    /// Seq of the newest index image in Redis this replica knows of (0: none).
+    image_seq: AtomicU64,
+    /// An index image build of this replica's is under way.
+    imaging: std::sync::atomic::AtomicBool,
+    /// A sync of this replica's copy is under way.
+    mirroring: std::sync::atomic::AtomicBool,
+    /// The audit head and idempotency log id the last heartbeat read, for the copy's sync.
+    copy_due: std::sync::Mutex<Option<(Option<String>, Option<String>)>>,
     status: std::sync::Mutex<Status>,
 }
 
@@ -223,6 +246,10 @@ struct Status {
     last_error: Option<String>,
     reseeds: u64,
     snapshots_written: u64,
+    images_written: u64,
+    /// Where this replica's index came from at start: the image's seq and the events
+    /// replayed after it (None: no image was loaded).
+    started_from_image: Option<(u64, u64)>,
 }
 
 impl Shared {
@@ -232,6 +259,10 @@ impl Shared {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn copy_due(&self) -> std::sync::MutexGuard<'_, Option<(Option<String>, Option<String>)>> {
+        self.copy_due.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -260,7 +291,7 @@ impl Shared {
 
     /// Applies `entries` under the state lock; see `apply_entries`.
     fn apply(&self, entries: &[LogEntry]) -> Result<(), u64> {
-        apply_entries(self, &mut self.lock(), entries)
+        apply_entries(&*self.sink, Some(&mut self.lock().cache), entries)
     }
 
     /// The events at `seqs` (sorted) from this replica's copy of the log.
@@ -274,13 +305,8 @@ impl Shared {
             .collect())
     }
 
-    /// A fingerprint of the privacy key (a token of a fixed name), safe to store.
     fn key_id(&self) -> String {
-        hex::encode(
-            self.sink
-                .tokenizer()
-                .token(&crate::model::ContactRef::External("preflight:key-id")),
-        )
+        key_id(self.sink.tokenizer())
     }
 
     fn heard(&self) {
@@ -291,6 +317,11 @@ impl Shared {
     }
 }
 
+/// A fingerprint of the privacy key (a token of a fixed name), safe to store.
+pub fn key_id(tokenizer: &crate::audit::Tokenizer) -> String {
+    hex::encode(tokenizer.token(&crate::model::ContactRef::External("preflight:key-id")))
+}
+
 pub struct RedisStore {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<commit::Job>,
@@ -299,11 +330,13 @@ pub struct RedisStore {
 impl RedisStore {
     /// Starts the write task and the follower, and returns at once: the replica answers
     /// (NOT_SERVING, checks blocked) while it connects and loads in the background.
+    /// `preloaded`: what `image::preload` read, already replayed into `sink`.
     pub fn start(
         opts: RedisOptions,
         sink: Arc<dyn EventSink>,
         registries: Arc<Registries>,
         clock: SharedClock,
+        preloaded: Option<image::Preloaded>,
     ) -> Result<RedisStore, StoreError> {
         let redis = Redis::open(opts.target.clone(), opts.tls.clone(), opts.timeout)?;
         let copy = match &opts.copy_path {
@@ -322,8 +355,20 @@ impl RedisStore {
             state: Default::default(),
             snapshot_wanted: Notify::new(),
             snap_seq: AtomicU64::new(0),
+            image_seq: AtomicU64::new(0),
+            imaging: Default::default(),
+            mirroring: Default::default(),
+            copy_due: Default::default(),
             status: Default::default(),
         });
+        if let Some(p) = preloaded {
+            shared.snap_seq.store(p.snap_seq, Ordering::Relaxed);
+            if let Some((seq, _)) = p.started_from {
+                shared.image_seq.store(seq, Ordering::Relaxed);
+            }
+            shared.status().started_from_image = p.started_from;
+            shared.lock().cache = p.cache;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(commit::Committer::new(shared.clone()).run(rx));
         tokio::spawn(follow::run(shared.clone()));
@@ -514,17 +559,25 @@ impl Store for RedisStore {
             "reseeds": s.reseeds,
             "snapshot_seq": self.shared.snap_seq.load(Ordering::Relaxed),
             "snapshots_written": s.snapshots_written,
+            "image_seq": Some(self.shared.image_seq.load(Ordering::Relaxed)).filter(|s| *s > 0),
+            "images_written": s.images_written,
+            "started_from_image_seq": s.started_from_image.map(|(seq, _)| seq),
+            "replayed_at_start": s.started_from_image.map(|(_, n)| n),
             "log_cache_bytes": self.shared.lock().cache.heap_bytes(),
         })
     }
 }
 
-/// Applies `entries` in order to the index, the privacy state and this replica's log copy.
-/// Returns the seq expected next when an entry is missing.
-fn apply_entries(shared: &Shared, st: &mut ReplicaState, entries: &[LogEntry]) -> Result<(), u64> {
-    let index = &*shared.sink;
+/// Applies `entries` in order to the index, the privacy state and `cache` (this replica's
+/// log copy; None while replaying a copy that is already whole). Returns the seq expected
+/// next when an entry is missing.
+fn apply_entries(
+    sink: &dyn EventSink,
+    mut cache: Option<&mut LogCache>,
+    entries: &[LogEntry],
+) -> Result<(), u64> {
     for en in entries {
-        let cur = index.seq();
+        let cur = sink.seq();
         if en.seq() <= cur {
             continue;
         }
@@ -532,10 +585,12 @@ fn apply_entries(shared: &Shared, st: &mut ReplicaState, entries: &[LogEntry]) -
             return Err(cur + 1);
         }
         if let crate::model::Event::SubjectsErased(er) = &en.e.event {
-            erase_locally(shared, st, er, &en.r);
+            erase_locally(sink, cache.as_deref_mut(), er, &en.r);
         }
-        shared.sink.apply(&en.e);
-        st.cache.push(en.clone());
+        sink.apply(&en.e);
+        if let Some(c) = cache.as_deref_mut() {
+            c.push(en.clone());
+        }
     }
     Ok(())
 }
@@ -543,8 +598,8 @@ fn apply_entries(shared: &Shared, st: &mut ReplicaState, entries: &[LogEntry]) -
 /// Another replica's (or this one's) erasure: find the identifiers by token, move their
 /// index entries as the writer did, and rewrite this replica's copy of the log.
 fn erase_locally(
-    shared: &Shared,
-    st: &mut ReplicaState,
+    sink: &dyn EventSink,
+    cache: Option<&mut LogCache>,
     er: &crate::model::ErasureEvent,
     rider: &[StoredEvent],
 ) {
@@ -556,18 +611,20 @@ fn erase_locally(
             _ => None,
         })
         .collect();
-    let index = &*shared.sink;
-    let contacts = index.contacts_for_tokens(&tokens);
-    index.erased(&contacts, rider);
+    let contacts = sink.contacts_for_tokens(&tokens);
+    sink.erased(&contacts, rider);
     let map: std::collections::HashMap<_, _> = contacts
         .iter()
-        .map(|c| (c.clone(), shared.sink.tokenizer().token_of(c)))
+        .map(|c| (c.clone(), sink.tokenizer().token_of(c)))
         .collect();
+    let Some(cache) = cache else {
+        return;
+    };
     if map.is_empty() {
         return;
     }
     let redact = crate::store::redact::redactor(map);
-    let rewritten = st.cache.rewrite(|en| match redact(&en.e.event) {
+    let rewritten = cache.rewrite(|en| match redact(&en.e.event) {
         Some(ev) => {
             en.e.event = ev;
             true
@@ -591,11 +648,12 @@ impl Shared {
 
     async fn want_scrub(&self, seq: u64) {
         let script = redis::Script::new(
-            "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
-             if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1",
+            "for _, k in ipairs(KEYS) do \
+             local c = tonumber(redis.call('GET', k) or '0') \
+             if tonumber(ARGV[1]) > c then redis.call('SET', k, ARGV[1]) end end return 1",
         );
         let mut inv = script.prepare_invoke();
-        inv.key(self.keys.scrub()).arg(seq);
+        inv.key(self.keys.scrub()).key(self.keys.erased()).arg(seq);
         if let Err(e) = self.redis.invoke::<i64>(&inv).await {
             self.failed("scrub", &e);
         }

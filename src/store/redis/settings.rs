@@ -28,6 +28,11 @@ pub struct RedisConfig {
     /// Stream entries kept behind a snapshot for replicas slightly behind.
     #[serde(default = "default_stream_keep")]
     pub stream_keep: u64,
+    /// Events between index images in Redis (written with a snapshot once this many have
+    /// come since the last image): what a replica starting cold loads instead of replaying
+    /// the whole log.
+    #[serde(default = "default_image_every")]
+    pub image_every: u64,
     /// PEM CA that signed the server's certificate (a private CA, as Memorystore issues);
     /// the system roots when absent.
     #[serde(default)]
@@ -79,6 +84,7 @@ impl RedisConfig {
             heartbeat_ms: default_redis_heartbeat_ms(),
             snapshot_every: default_snapshot_every(),
             stream_keep: default_stream_keep(),
+            image_every: default_image_every(),
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
@@ -131,8 +137,15 @@ impl RedisConfig {
                 self.prefix
             ));
         }
-        if self.timeout_ms == 0 || self.heartbeat_ms == 0 || self.snapshot_every == 0 {
-            return Err("redis.timeout_ms, heartbeat_ms and snapshot_every must be above 0".into());
+        if self.timeout_ms == 0
+            || self.heartbeat_ms == 0
+            || self.snapshot_every == 0
+            || self.image_every == 0
+        {
+            return Err(
+                "redis.timeout_ms, heartbeat_ms, snapshot_every and image_every must be above 0"
+                    .into(),
+            );
         }
         if self.min_replicas_ack > 0
             && (self.replica_ack_timeout_ms == 0 || self.replica_ack_timeout_ms >= self.timeout_ms)
@@ -150,6 +163,7 @@ impl RedisConfig {
         o.heartbeat = std::time::Duration::from_millis(self.heartbeat_ms);
         o.snapshot_every = self.snapshot_every;
         o.stream_keep = self.stream_keep;
+        o.image_every = self.image_every;
         o.idempotency_ttl_ms = i64::from(idempotency_hours) * 3_600_000;
         o.min_replicas_ack = self.min_replicas_ack;
         o.replica_ack_timeout = std::time::Duration::from_millis(self.replica_ack_timeout_ms);
@@ -294,6 +308,9 @@ fn default_redis_heartbeat_ms() -> u64 {
 }
 fn default_snapshot_every() -> u64 {
     100_000
+}
+fn default_image_every() -> u64 {
+    1_000_000
 }
 fn default_stream_keep() -> u64 {
     10_000

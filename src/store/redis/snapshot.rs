@@ -32,6 +32,15 @@ end
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[6])
 local scrub = tonumber(redis.call('GET', KEYS[4]) or '0')
 if scrub > 0 and scrub <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[4]) end
+-- An index image from before the latest erasure holds its subjects in clear: it goes with
+-- the stream it was made from.
+local erased = tonumber(redis.call('GET', KEYS[6]) or '0')
+local img = redis.call('HGET', KEYS[2], 'img')
+if img and erased > tonumber(redis.call('HGET', KEYS[2], 'img_seq') or '0') then
+  local n = tonumber(redis.call('HGET', KEYS[2], 'img_chunks') or '0')
+  for i = 0, n - 1 do redis.call('DEL', ARGV[9] .. img .. ':' .. i) end
+  redis.call('HDEL', KEYS[2], 'img', 'img_seq', 'img_chunks')
+end
 return 1
 "#;
 
@@ -106,6 +115,7 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
         .key(k.log())
         .key(k.scrub())
         .key(k.epoch())
+        .key(k.erased())
         .arg(&shared.owner)
         .arg(&id)
         .arg(seq)
@@ -113,7 +123,8 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
         .arg(k.snap_chunk_prefix())
         .arg(format!("{min_id}-0"))
         .arg(&epoch)
-        .arg(shared.clock.now_ms());
+        .arg(shared.clock.now_ms())
+        .arg(k.img_chunk_prefix());
     if shared.redis.invoke::<i64>(&inv).await? != 1 {
         drop_chunks(shared, &id, n).await;
         return Ok(());
