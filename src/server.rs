@@ -177,6 +177,7 @@ pub fn open_redis(
                 message,
             })?;
     opts.copy_path = Some(config.data_dir.join("redis-copy.redb"));
+    opts.log_dir = Some(config.data_dir.clone());
     let tokenizer = privacy_tokenizer(config)?;
     let registries = Arc::new(Registries::open(&config.data_dir.join("registries"))?);
     tracing::info!(target = %opts.describe_target(), prefix = %opts.prefix, "using the redis store");

@@ -460,7 +460,7 @@ async fn load_snapshot(shared: &Shared) -> Result<(), StoreError> {
     }
     let mut st = shared.lock();
     replay_copy(&*shared.sink, &cache)?;
-    st.cache = cache;
+    shared.adopt(&mut st, cache);
     tracing::info!(seq, "applied redis snapshot");
     Ok(())
 }

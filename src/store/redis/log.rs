@@ -42,7 +42,9 @@ struct Block {
 }
 
 /// A block is compressed on a background thread, so that the write path that fills it
-/// never waits for gzip; until then readers use its entries as they are.
+/// never waits for gzip; until then readers use its entries as they are. Once compressed it
+/// moves to the cache's block file when it has one (a replica's data directory), so that a
+/// replica's memory holds its index, not its log.
 #[derive(Clone)]
 enum Body {
     /// Shared, so that copies of the cache (watchers, the snapshot writer) cost no memcpy.
@@ -51,6 +53,8 @@ enum Body {
         entries: Arc<Vec<LogEntry>>,
         gz: Arc<OnceLock<Vec<u8>>>,
     },
+    /// On disk; shared by the copies of the cache that hold it.
+    Disk(Arc<Region>),
 }
 
 impl Body {
@@ -61,36 +65,130 @@ impl Body {
         Body::Pending { entries, gz }
     }
 
-    /// Takes the compressed form once the background thread has made it.
-    fn settle(&mut self) {
-        if let Body::Pending { gz, .. } = self
-            && let Some(bytes) = gz.get()
-        {
-            *self = Body::Gz(Arc::new(bytes.clone()));
-        }
+    /// Takes the compressed form once the background thread has made it, into `file` when
+    /// there is one (a write that fails keeps it in memory).
+    fn settle(&mut self, file: Option<&Arc<BlockFile>>) {
+        let bytes = match self {
+            Body::Pending { gz, .. } => match gz.get() {
+                Some(b) => b.as_slice(),
+                None => return,
+            },
+            Body::Gz(gz) if file.is_some() => gz.as_slice(),
+            _ => return,
+        };
+        let settled = match file.map(|f| f.put(bytes)) {
+            Some(Ok(region)) => Body::Disk(Arc::new(region)),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot write a log block to disk; kept in memory");
+                Body::Gz(Arc::new(bytes.to_vec()))
+            }
+            None => Body::Gz(Arc::new(bytes.to_vec())),
+        };
+        *self = settled;
     }
 
     fn entries(&self) -> Result<Vec<LogEntry>, LogError> {
         match self {
             Body::Gz(gz) => decode(gz),
             Body::Pending { entries, .. } => Ok(entries.as_ref().clone()),
+            Body::Disk(r) => decode(&r.read()?),
         }
     }
 
-    fn gz(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self {
+    fn gz(&self) -> Result<std::borrow::Cow<'_, [u8]>, LogError> {
+        Ok(match self {
             Body::Gz(gz) => std::borrow::Cow::Borrowed(gz.as_slice()),
             Body::Pending { entries, gz } => match gz.get() {
                 Some(b) => std::borrow::Cow::Borrowed(b.as_slice()),
                 None => std::borrow::Cow::Owned(encode(entries)),
             },
-        }
+            Body::Disk(r) => std::borrow::Cow::Owned(r.read()?),
+        })
     }
 
     fn heap_bytes(&self) -> usize {
         match self {
             Body::Gz(gz) => gz.len(),
             Body::Pending { entries, .. } => entries.len() * 256,
+            Body::Disk(_) => 0,
+        }
+    }
+
+    /// This version of the block was rewritten (an erasure): its bytes on disk are zeroed
+    /// once no copy of the cache reads them any more.
+    fn retire(&self) {
+        if let Body::Disk(r) = self {
+            r.scrub.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// An unnamed file of compressed blocks, appended to: the name is removed as soon as it is
+/// open, so nothing is left behind by a crash and the space goes with the last copy of the
+/// cache that uses it.
+pub struct BlockFile {
+    file: std::fs::File,
+    end: std::sync::Mutex<u64>,
+}
+
+impl BlockFile {
+    pub fn create_in(dir: &std::path::Path) -> std::io::Result<Arc<BlockFile>> {
+        let path = dir.join(format!(
+            "redis-log-{}.blocks",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let file = o.open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(Arc::new(BlockFile {
+            file,
+            end: std::sync::Mutex::new(0),
+        }))
+    }
+
+    fn put(self: &Arc<Self>, bytes: &[u8]) -> std::io::Result<Region> {
+        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        let at = *end;
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, at)?;
+        *end += bytes.len() as u64;
+        Ok(Region {
+            file: self.clone(),
+            at,
+            len: bytes.len(),
+            scrub: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+/// One block's bytes in a block file.
+pub struct Region {
+    file: Arc<BlockFile>,
+    at: u64,
+    len: usize,
+    scrub: std::sync::atomic::AtomicBool,
+}
+
+impl Region {
+    fn read(&self) -> Result<Vec<u8>, LogError> {
+        let mut out = vec![0u8; self.len];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file.file, &mut out, self.at)
+            .map_err(|e| LogError(format!("reading a log block from disk: {e}")))?;
+        Ok(out)
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if self.scrub.load(std::sync::atomic::Ordering::Relaxed) {
+            let zeros = vec![0u8; self.len];
+            if let Err(e) =
+                std::os::unix::fs::FileExt::write_all_at(&self.file.file, &zeros, self.at)
+            {
+                tracing::error!(error = %e, "cannot zero a rewritten log block on disk");
+            }
         }
     }
 }
@@ -140,11 +238,13 @@ fn decode(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
         .collect()
 }
 
-/// The whole change log, in seq order, compressed in blocks of BLOCK entries.
+/// The whole change log, in seq order, compressed in blocks of BLOCK entries: in memory, or
+/// with a block file, on disk but for the blocks still being compressed and the tail.
 #[derive(Clone, Default)]
 pub struct LogCache {
     blocks: Vec<Block>,
     tail: Vec<LogEntry>,
+    file: Option<Arc<BlockFile>>,
 }
 
 impl LogCache {
@@ -166,10 +266,22 @@ impl LogCache {
                 last: entries[entries.len() - 1].seq(),
                 body: Body::pending(entries),
             });
-            for b in self.blocks.iter_mut().rev().take(4) {
-                b.body.settle();
-            }
+            self.settle();
         }
+    }
+
+    /// Moves the blocks the compressor has finished with (to the block file, if any).
+    fn settle(&mut self) {
+        let file = self.file.clone();
+        for b in &mut self.blocks {
+            b.body.settle(file.as_ref());
+        }
+    }
+
+    /// Keeps the compressed blocks in `file` from now on, those held so far included.
+    pub fn spill_to(&mut self, file: Arc<BlockFile>) {
+        self.file = Some(file);
+        self.settle();
     }
 
     /// Entries with seq > `after`, at most `limit`.
@@ -245,6 +357,7 @@ impl LogCache {
                 }
             }
             if changed {
+                b.body.retire();
                 b.body = Body::pending(entries);
             }
         }
@@ -257,7 +370,7 @@ impl LogCache {
     }
 
     /// The snapshot bytes: a header, then each block as first, last, length and its gzip.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let mut out = MAGIC.to_vec();
         let tail = (!self.tail.is_empty()).then(|| Block {
             first: self.tail[0].seq(),
@@ -265,13 +378,13 @@ impl LogCache {
             body: Body::Gz(Arc::new(encode(&self.tail))),
         });
         for b in self.blocks.iter().chain(tail.as_ref()) {
-            let gz = b.body.gz();
+            let gz = b.body.gz().map_err(|e| e.0)?;
             out.extend_from_slice(&b.first.to_le_bytes());
             out.extend_from_slice(&b.last.to_le_bytes());
             out.extend_from_slice(&(gz.len() as u64).to_le_bytes());
             out.extend_from_slice(&gz);
         }
-        out
+        Ok(out)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<LogCache, LogError> {
@@ -309,6 +422,7 @@ impl LogCache {
         Ok(LogCache {
             blocks,
             tail: Vec::new(),
+            file: None,
         })
     }
 
@@ -346,7 +460,7 @@ mod tests {
         for s in 1..=(BLOCK as u64 * 2 + 7) {
             c.push(entry(s));
         }
-        let back = LogCache::from_bytes(&c.to_bytes()).unwrap();
+        let back = LogCache::from_bytes(&c.to_bytes().unwrap()).unwrap();
         assert_eq!(back.last_seq(), c.last_seq());
         let all = back.entries_after(0, usize::MAX).unwrap();
         assert_eq!(all.len(), BLOCK * 2 + 7);
@@ -357,13 +471,119 @@ mod tests {
         );
     }
 
+    /// Settles every block the compressor has finished, until none is pending.
+    fn settled(c: &mut LogCache) {
+        for _ in 0..500 {
+            c.settle();
+            if c.blocks
+                .iter()
+                .all(|b| !matches!(b.body, Body::Pending { .. }))
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("blocks never compressed");
+    }
+
+    fn region(c: &LogCache, i: usize) -> Arc<Region> {
+        match &c.blocks[i].body {
+            Body::Disk(r) => r.clone(),
+            _ => panic!("block {i} is not on disk"),
+        }
+    }
+
+    #[test]
+    fn a_log_on_disk_reads_back_whole_and_holds_no_block_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = LogCache::default();
+        for s in 1..=(BLOCK as u64 + 5) {
+            c.push(entry(s));
+        }
+        // Blocks made before the file was attached move to it, and later ones follow.
+        c.spill_to(BlockFile::create_in(dir.path()).unwrap());
+        for s in (BLOCK as u64 + 6)..=(BLOCK as u64 * 3 + 7) {
+            c.push(entry(s));
+        }
+        settled(&mut c);
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "the file has no name"
+        );
+        assert_eq!(c.blocks.len(), 3);
+        assert!(c.heap_bytes() <= 7 * 256, "{}", c.heap_bytes());
+        let all = c.entries_after(0, usize::MAX).unwrap();
+        assert_eq!(
+            all,
+            (1..=(BLOCK as u64 * 3 + 7)).map(entry).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            c.entries_at(&[3, BLOCK as u64 * 2 + 1]).unwrap()[1].seq(),
+            BLOCK as u64 * 2 + 1
+        );
+        let back = LogCache::from_bytes(&c.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.entries_after(0, usize::MAX).unwrap(), all);
+    }
+
+    #[test]
+    fn a_rewritten_block_is_zeroed_on_disk_once_no_copy_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = LogCache::default();
+        c.spill_to(BlockFile::create_in(dir.path()).unwrap());
+        for s in 1..=(BLOCK as u64 * 2) {
+            c.push(entry(s));
+        }
+        settled(&mut c);
+        let (file, at, len) = {
+            let r = region(&c, 0);
+            (r.file.clone(), r.at, r.len)
+        };
+        let raw = || {
+            let mut b = vec![0u8; len];
+            std::os::unix::fs::FileExt::read_exact_at(&file.file, &mut b, at).unwrap();
+            b
+        };
+        let on_disk = raw();
+        assert!(on_disk.iter().any(|b| *b != 0));
+        let reader = c.clone();
+        let n = c
+            .rewrite(|e| {
+                let hit = e.seq() == 5;
+                if hit {
+                    e.e.event = Event::IdentityUnlinked(UnlinkEvent {
+                        contact: ContactKey::Phone(1),
+                    });
+                }
+                hit
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        // A copy taken before the erasure still reads the old version...
+        assert_eq!(reader.entries_at(&[5]).unwrap()[0], entry(5));
+        assert_eq!(raw(), on_disk);
+        // ...and once it is gone, the old bytes are zeros; the new version is elsewhere.
+        drop(reader);
+        assert!(raw().iter().all(|b| *b == 0));
+        settled(&mut c);
+        assert!(region(&c, 0).at >= at + len as u64);
+        let e5 = c.entries_at(&[5]).unwrap();
+        assert_eq!(
+            e5[0].e.event,
+            Event::IdentityUnlinked(UnlinkEvent {
+                contact: ContactKey::Phone(1)
+            })
+        );
+        // Block 1 was not touched: the same bytes, still live.
+        assert!(region(&c, 1).read().unwrap().iter().any(|b| *b != 0));
+    }
+
     #[test]
     fn refuses_a_snapshot_with_a_hole() {
         let mut c = LogCache::default();
         for s in 1..=(BLOCK as u64) {
             c.push(entry(s));
         }
-        let mut bytes = c.to_bytes();
+        let mut bytes = c.to_bytes().unwrap();
         bytes[MAGIC.len()] = 2; // first seq of the first block
         assert!(LogCache::from_bytes(&bytes).is_err());
     }

@@ -56,6 +56,9 @@ pub struct RedisOptions {
     /// Where this replica keeps its copy of the audit trail and idempotency records (to put
     /// an emptied Redis back whole); None keeps none.
     pub copy_path: Option<std::path::PathBuf>,
+    /// Where this replica keeps its copy of the change log (an unnamed file); None keeps
+    /// it in memory.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisOptions {
@@ -66,6 +69,7 @@ impl RedisOptions {
             min_replicas_ack: 0,
             replica_ack_timeout: Duration::from_secs(1),
             copy_path: None,
+            log_dir: None,
             prefix: "preflight".into(),
             timeout: Duration::from_secs(2),
             heartbeat: Duration::from_millis(500),
@@ -261,6 +265,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Makes `cache` this replica's log copy, on disk when the replica has a directory for
+    /// it (a new file: the one of the copy it replaces goes with that copy).
+    fn adopt(&self, st: &mut ReplicaState, mut cache: LogCache) {
+        if let Some(dir) = &self.opts.log_dir {
+            match log::BlockFile::create_in(dir) {
+                Ok(f) => cache.spill_to(f),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot create the log copy's file; keeping the log in memory")
+                }
+            }
+        }
+        st.cache = cache;
+    }
+
     fn copy_due(&self) -> std::sync::MutexGuard<'_, Option<(Option<String>, Option<String>)>> {
         self.copy_due.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -361,13 +379,16 @@ impl RedisStore {
             copy_due: Default::default(),
             status: Default::default(),
         });
-        if let Some(p) = preloaded {
-            shared.snap_seq.store(p.snap_seq, Ordering::Relaxed);
-            if let Some((seq, _)) = p.started_from {
-                shared.image_seq.store(seq, Ordering::Relaxed);
+        match preloaded {
+            Some(p) => {
+                shared.snap_seq.store(p.snap_seq, Ordering::Relaxed);
+                if let Some((seq, _)) = p.started_from {
+                    shared.image_seq.store(seq, Ordering::Relaxed);
+                }
+                shared.status().started_from_image = p.started_from;
+                shared.adopt(&mut shared.lock(), p.cache);
             }
-            shared.status().started_from_image = p.started_from;
-            shared.lock().cache = p.cache;
+            None => shared.adopt(&mut shared.lock(), LogCache::default()),
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(commit::Committer::new(shared.clone()).run(rx));

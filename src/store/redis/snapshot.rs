@@ -71,9 +71,10 @@ async fn take_lease(shared: &Shared) -> Result<bool, StoreError> {
 /// (blocks are shared) and the encoding runs off the async workers.
 async fn capture(shared: &Shared) -> Result<(u64, Vec<u8>), StoreError> {
     let cache = shared.lock().cache.clone();
-    tokio::task::spawn_blocking(move || (cache.last_seq(), cache.to_bytes()))
+    let (seq, bytes) = tokio::task::spawn_blocking(move || (cache.last_seq(), cache.to_bytes()))
         .await
-        .map_err(|e| unavailable(e.to_string()))
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok((seq, bytes.map_err(StoreError::Corrupt)?))
 }
 
 /// Writes the chunks of a snapshot; returns its id and chunk count.
