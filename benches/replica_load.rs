@@ -31,6 +31,87 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+async fn add_dnc(ch: &Channel, numbers: &[String]) {
+    let mut d = pb::dnc_service_client::DncServiceClient::new(ch.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    for batch in numbers.chunks(10_000) {
+        d.add_entries(pb::AddEntriesRequest {
+            entries: batch
+                .iter()
+                .map(|n| pb::DncEntryInput {
+                    contact: n.clone(),
+                    r#type: pb::DncType::Corporate as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            actor: "load".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// RSS of a server started on `data_dir`, once serving, in MB; the process is returned to
+/// keep it alive.
+async fn started_rss(
+    data_dir: &std::path::Path,
+    config: &std::path::Path,
+) -> (procs::Proc, Channel, f64) {
+    let envs = [("PREFLIGHT_CONFIG", config.to_str().unwrap().to_string())];
+    let (p, port) = procs::start_preflight(data_dir, &envs);
+    let ch = serving(port).await;
+    // Let the allocator hand back what loading used and freed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mb = procs::rss_kb(p.0.id()).unwrap_or(0) as f64 / 1024.0;
+    (p, ch, mb)
+}
+
+async fn memory_side_by_side(
+    dir: &std::path::Path,
+    key: &std::path::Path,
+    numbers: &[String],
+    smoke: bool,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (_redis, rport) = procs::start_redis();
+    let embedded = dir.join("embedded.toml");
+    std::fs::write(
+        &embedded,
+        format!("[privacy]\nkey_file = {:?}\n", key.to_str().unwrap()),
+    )
+    .unwrap();
+    let shared = dir.join("redis.toml");
+    std::fs::write(
+        &shared,
+        format!(
+            "[privacy]\nkey_file = {:?}\n[redis]\nurl = \"redis://127.0.0.1:{rport}\"\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (e0, e_ch, e_empty) = started_rss(&dir.join("e"), &embedded).await;
+    let (_r0, r_ch, r_empty) = started_rss(&dir.join("r0"), &shared).await;
+    add_dnc(&e_ch, numbers).await;
+    add_dnc(&r_ch, numbers).await;
+    drop(e0);
+    // The snapshot and image holders catch up, as a running system would have.
+    tokio::time::sleep(Duration::from_secs(if smoke { 1 } else { 10 })).await;
+    let (_e, _, e_full) = started_rss(&dir.join("e"), &embedded).await;
+    let (_r1, _, r_full) = started_rss(&dir.join("r1"), &shared).await;
+    let n = numbers.len() as f64;
+    let (e_grow, r_grow) = (e_full - e_empty, r_full - r_empty);
+    println!(
+        "memory, {} DNC entries, each started cold: embedded {e_full:.0} MB ({:.1} bytes an entry over an empty one, {e_empty:.0} MB), \
+         redis replica {r_full:.0} MB ({:.1} bytes an entry over an empty one, {r_empty:.0} MB): replica / embedded growth {:.2}x",
+        numbers.len(),
+        e_grow * 1048576.0 / n,
+        r_grow * 1048576.0 / n,
+        r_grow / e_grow
+    );
+}
+
 async fn serving(port: u16) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -268,25 +349,7 @@ fn main() {
             .map(|l| format!("+1{l}"))
             .collect();
         let t = Instant::now();
-        let mut d = pb::dnc_service_client::DncServiceClient::new(a.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        for batch in numbers.chunks(10_000) {
-            d.add_entries(pb::AddEntriesRequest {
-                entries: batch
-                    .iter()
-                    .map(|n| pb::DncEntryInput {
-                        contact: n.clone(),
-                        r#type: pb::DncType::Corporate as i32,
-                        ..Default::default()
-                    })
-                    .collect(),
-                actor: "load".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        }
+        add_dnc(&a, &numbers).await;
         println!(
             "{records} DNC entries written in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -343,5 +406,9 @@ fn main() {
                 procs::rss_kb(late.0.id()).unwrap_or(0) / 1024
             );
         }
+
+        // 4. Memory side by side: the same DNC entries in an embedded server and in a Redis
+        // replica (on a Redis of its own), each started cold; growth over an empty one.
+        memory_side_by_side(&dir.path().join("memory"), &key, &numbers, smoke).await;
     });
 }
