@@ -321,6 +321,17 @@ async fn redis_restarted_with_persistence_loses_nothing() {
     .await;
     let (_, body) = readyz(&a);
     assert_eq!(body["store"]["connected"], false, "{body}");
+    // Past the policy's staleness bound the replica also leaves the load balancer.
+    let (code, body) = readyz(&b);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "NOT_SERVING", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_staleness_ms is 1500"),
+        "{body}"
+    );
 
     c.redis.restart();
     let after = converged(&c, &[&a, &b]).await;
@@ -328,6 +339,11 @@ async fn redis_restarted_with_persistence_loses_nothing() {
         after, before,
         "the restarted redis holds every acknowledged write"
     );
+    until("the replica to take traffic again", || {
+        let code = readyz(&b).0;
+        async move { code == 200 }
+    })
+    .await;
     let d = check(&b_ch, "2025550777", Ch::Voice, P::Security).await;
     assert_eq!(d.verdict, pb::Verdict::Allow as i32, "{d:?}");
     // Both replicas write again, the one whose write failed during the outage too.

@@ -184,11 +184,22 @@ impl Engine {
         }
     }
 
-    /// Whether this replica should take traffic: its index holds a full load and its store
-    /// can make writes durable (checks answer from the index either way). Err says why not.
+    /// Whether this replica should take traffic: its index holds a full load, has heard
+    /// from a shared store within the strictest policy's `max_staleness_ms` (past it that
+    /// policy's checks BLOCK with INDEX_STALE here, while a replica that still hears could
+    /// answer), and its store can make writes durable (checks answer from the index either
+    /// way). Err says why not.
     pub fn readiness(&self) -> std::result::Result<(), String> {
         if !self.index.ready() {
             return Err("the index has not finished loading".into());
+        }
+        if let Some(limit) = self.policies.strictest_staleness() {
+            let age = self.index.age_ms(self.now());
+            if age > limit {
+                return Err(format!(
+                    "the index has not heard from the store for {age} ms (a policy's max_staleness_ms is {limit})"
+                ));
+            }
         }
         self.store
             .writable()

@@ -42,6 +42,12 @@ impl Policies {
         v
     }
 
+    /// The smallest `max_staleness_ms` any policy sets: past it, some policy's checks
+    /// BLOCK with INDEX_STALE on this replica.
+    pub fn strictest_staleness(&self) -> Option<crate::model::Millis> {
+        self.named.values().filter_map(|p| p.max_staleness_ms).min()
+    }
+
     pub fn default_name(&self) -> &str {
         &self.default.name
     }
