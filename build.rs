@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("preflight_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // prost's codec, with undecodable requests refused INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::api::grpc::codec::StrictCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -64,6 +64,53 @@ fn garbage() -> Vec<Vec<u8>> {
     cases
 }
 
+/// Every other service decodes with prost: a request it cannot read is the caller's bad
+/// input, INVALID_ARGUMENT naming the message, and the service answers the next call.
+#[tokio::test]
+async fn malformed_requests_to_the_other_services_are_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let ch = server.ready().await;
+    let calls = [
+        ("ConsentService/RecordConsent", "RecordConsentRequest"),
+        ("DncService/AddEntries", "AddEntriesRequest"),
+        ("AttemptService/RecordAttempts", "RecordAttemptsRequest"),
+        ("PrivacyService/SubmitRequest", "SubmitRequestRequest"),
+    ];
+    for (method, message) in calls {
+        for bytes in [vec![0xff; 12], vec![0x0a, 0x7f, 0x01]] {
+            let mut grpc = tonic::client::Grpc::new(ch.clone());
+            grpc.ready().await.unwrap();
+            let path =
+                http::uri::PathAndQuery::try_from(format!("/preflight.v1.{method}")).unwrap();
+            let err = grpc
+                .unary(tonic::Request::new(Bytes::from(bytes.clone())), path, Raw)
+                .await
+                .expect_err(method);
+            assert_eq!(
+                err.code(),
+                Code::InvalidArgument,
+                "{method} {bytes:02x?}: {err:?}"
+            );
+            assert!(
+                err.message().contains(message),
+                "{method}: {}",
+                err.message()
+            );
+        }
+    }
+    let ok = pb::consent_service_client::ConsentServiceClient::new(ch.clone())
+        .record_consent(pb::RecordConsentRequest {
+            contact: "+12025550123".into(),
+            status: pb::ConsentStatus::Withdrawn as i32,
+            channels: vec![Ch::Sms as i32],
+            purposes: vec![P::Marketing as i32],
+            ..Default::default()
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
 #[tokio::test]
 async fn malformed_messages_are_invalid_argument_as_prost_says() {
     let dir = tempfile::tempdir().unwrap();

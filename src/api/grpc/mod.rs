@@ -1,5 +1,6 @@
 //! The gRPC transport (tonic): the preflight.v1 services, health and reflection.
 mod attempts;
+pub mod codec;
 mod consent;
 pub mod convert;
 mod decision;
