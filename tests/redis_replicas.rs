@@ -466,22 +466,17 @@ fn raw_store_text(conn: &mut redis::Connection) -> String {
             text.push_str(&String::from_utf8_lossy(&f));
         }
     }
+    // Every block Redis holds, named by the snapshot's directory or not.
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("{preflight}:snap:*")
+        .arg("{preflight}:blk:*")
         .query(conn)
         .unwrap();
-    let mut keys = keys;
-    keys.sort_by_key(|k| k.rsplit(':').next().unwrap().parse::<u64>().unwrap());
-    let mut bytes = Vec::new();
     for k in keys {
-        let part: Vec<u8> = redis::cmd("GET").arg(&k).query(conn).unwrap();
-        bytes.extend(part);
-    }
-    if !bytes.is_empty() {
-        let cache = preflight::store::redis::log::LogCache::from_bytes(&bytes).unwrap();
-        for e in cache.entries_after(0, usize::MAX).unwrap() {
-            text.push_str(&serde_json::to_string(&e).unwrap());
-        }
+        let gz: Vec<u8> = redis::cmd("GET").arg(&k).query(conn).unwrap();
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut plain)
+            .unwrap();
+        text.push_str(&plain);
     }
     text
 }
@@ -521,6 +516,75 @@ fn metric(s: &Server, name: &str) -> f64 {
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The snapshot directory's lines: (first, last, key).
+fn snapshot_directory(conn: &mut redis::Connection) -> Vec<(u64, u64, String)> {
+    let dir: Option<String> = redis::cmd("HGET")
+        .arg("{preflight}:snap")
+        .arg("blocks")
+        .query(conn)
+        .unwrap();
+    dir.unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            (
+                w[0].parse().unwrap(),
+                w[1].parse().unwrap(),
+                w[2].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_upload_each_sealed_block_of_the_log_once() {
+    let c = Cluster::new(false, true, "snapshot_every = 25\nstream_keep = 0");
+    let mut a = c.replica("a");
+    let a_ch = a.ready().await;
+    // 4,500 entries in one call: a sealed block of the log (4,096 entries) and a tail.
+    pb::dnc_service_client::DncServiceClient::new(a_ch.clone())
+        .add_entries(pb::AddEntriesRequest {
+            entries: (0..4_500)
+                .map(|i| pb::DncEntryInput {
+                    contact: format!("+1312555{:04}", i),
+                    r#type: pb::DncType::Corporate as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            actor: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut conn = c.redis.conn();
+    until("a snapshot at 4,500", || {
+        let dir = snapshot_directory(&mut conn);
+        async move { dir.last().is_some_and(|b| b.1 >= 4_500) }
+    })
+    .await;
+    let before = snapshot_directory(&mut conn);
+    assert_eq!((before[0].0, before[0].1), (1, 4_096), "{before:?}");
+    some_writes(&a_ch, 0, 30).await;
+    until("the next snapshot", || {
+        let dir = snapshot_directory(&mut conn);
+        async move { dir.last().is_some_and(|b| b.1 >= 4_530) }
+    })
+    .await;
+    let after = snapshot_directory(&mut conn);
+    // The sealed block is named again, not uploaded again; the old tail is gone.
+    assert_eq!(after[0], before[0]);
+    assert_ne!(after.last().unwrap().2, before.last().unwrap().2);
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("{preflight}:blk:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored.len(), after.len(), "{stored:?} vs {after:?}");
+    // A replica started now loads the log from those blocks.
+    let mut late = c.replica("late");
+    late.ready().await;
+    converged(&c, &[&a, &late]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! Large values (snapshots, registry versions) as numbered chunks: written, read and
-//! dropped a few chunks per round trip, so no single request or reply is huge.
+//! Large values (index images, registry versions, snapshots of the former format) as
+//! numbered chunks: written, read and dropped a few chunks per round trip, so no single
+//! request or reply is huge.
 use super::conn::Redis;
 use crate::store::StoreError;
 

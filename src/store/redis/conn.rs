@@ -568,6 +568,16 @@ impl Redis {
         Err(unavailable(e))
     }
 
+    /// Drops the shared connections (the next call dials anew), unless a call holds the
+    /// connection's lock right now.
+    pub fn reset(&self) {
+        if let Ok(mut slot) = self.conn.try_lock() {
+            *slot = None;
+        }
+        *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.forget_master();
+    }
+
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let answer = match self.conn().await? {
             Conn::Single(mut c) => self.bounded(cmd.query_async(&mut c)).await,

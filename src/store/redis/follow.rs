@@ -49,7 +49,9 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
         loop {
             tokio::select! {
                 m = messages.next() => match m {
-                    Some(msg) => on_message(&shared, msg).await,
+                    Some(msg) => {
+                        step(&shared, "notice", on_message(&shared, msg)).await;
+                    }
                     None => {
                         shared.failed("pubsub_closed", &"the pub/sub connection closed");
                         break;
@@ -57,7 +59,7 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
                 },
                 _ = tick.tick() => {
                     ticks += 1;
-                    if let Err(e) = heartbeat(&shared, ticks).await {
+                    if let Some(Err(e)) = step(&shared, "heartbeat", heartbeat(&shared, ticks)).await {
                         shared.failed("heartbeat", &e);
                     }
                     super::mirror::spawn_sync(&shared);
@@ -68,11 +70,46 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
                     }
                 },
                 _ = shared.snapshot_wanted.notified() => {
-                    if let Err(e) = snapshot::maybe_write(&shared, true).await {
+                    if let Some(Err(e)) =
+                        step(&shared, "snapshot", snapshot::maybe_write(&shared, true)).await
+                    {
                         shared.failed("snapshot", &e);
                     }
                 },
             }
+        }
+    }
+}
+
+/// Bound on one step of following, in response timeouts: every Redis call is bounded
+/// already, so this is for an await that is not one (a replica was seen to stop following
+/// for good after a Sentinel failover, no error logged, every thread idle).
+const STEP_BOUND: u32 = 60;
+
+/// Runs one step of following (a notice, a heartbeat, a snapshot), given up after
+/// `STEP_BOUND` response timeouts: a step that never finishes would stop the replica
+/// following for good. The abandoned step is logged by name and counted, and the shared
+/// connection dropped so the next step dials anew.
+async fn step<T>(
+    shared: &Shared,
+    what: &'static str,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let bound = shared.opts.timeout * STEP_BOUND;
+    match tokio::time::timeout(bound, f).await {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::error!(
+                step = what,
+                bound_ms = bound.as_millis() as u64,
+                "redis: a step of following did not finish; abandoned, the connection is dialled anew"
+            );
+            shared.failed(
+                "stalled",
+                &format!("{what} did not finish within {} ms", bound.as_millis()),
+            );
+            shared.redis.reset();
+            None
         }
     }
 }
@@ -417,14 +454,29 @@ pub(super) async fn fetch_snapshot_from(
     for _ in 0..5 {
         let meta: std::collections::HashMap<String, String> =
             redis.query(redis::cmd("HGETALL").arg(keys.snap())).await?;
-        let (Some(id), Some(seq), Some(chunks)) =
-            (meta.get("id"), meta.get("seq"), meta.get("chunks"))
-        else {
+        let Some(seq) = meta.get("seq") else {
             return Ok(None);
         };
         let seq: u64 = seq
             .parse()
             .map_err(|_| StoreError::Corrupt("snapshot seq".into()))?;
+        if let Some(dir) = meta.get("blocks") {
+            match fetch_blocks(redis, dir).await? {
+                Some(cache) if cache.last_seq() == seq => return Ok(Some((seq, cache))),
+                Some(cache) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the snapshot's blocks end at {} but it says {seq}",
+                        cache.last_seq()
+                    )));
+                }
+                // A block was replaced while reading: read the new directory.
+                None => continue,
+            }
+        }
+        // A snapshot of the former format: one blob in chunks.
+        let (Some(id), Some(chunks)) = (meta.get("id"), meta.get("chunks")) else {
+            return Ok(None);
+        };
         let chunks: usize = chunks
             .parse()
             .map_err(|_| StoreError::Corrupt("snapshot chunks".into()))?;
@@ -446,6 +498,31 @@ pub(super) async fn fetch_snapshot_from(
         return Ok(Some((seq, cache)));
     }
     Err(unavailable("the snapshot kept changing while it was read"))
+}
+
+/// The blocks a snapshot directory names, as a log copy; None when one is gone (the
+/// snapshot was replaced meanwhile).
+async fn fetch_blocks(redis: &super::Redis, dir: &str) -> Result<Option<LogCache>, StoreError> {
+    let listed: Vec<(u64, u64, &str)> = snapshot::parse_directory(dir).collect();
+    let mut blocks = Vec::with_capacity(listed.len());
+    for group in listed.chunks(8) {
+        let mut cmd = redis::cmd("MGET");
+        for (_, _, k) in group {
+            cmd.arg(*k);
+        }
+        let got: Vec<Option<Vec<u8>>> = redis.query(&cmd).await?;
+        for ((first, last, key), gz) in group.iter().zip(got) {
+            let Some(gz) = gz else {
+                return Ok(None);
+            };
+            blocks.push((*first, *last, std::sync::Arc::<str>::from(*key), gz));
+        }
+    }
+    tokio::task::spawn_blocking(move || LogCache::from_blocks(blocks))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Applies the snapshot's entries after the index's seq and adopts it as the log copy.

@@ -39,6 +39,10 @@ struct Block {
     first: u64,
     last: u64,
     body: Body,
+    /// The Redis key this version of the block is stored under, once a snapshot holds it.
+    archived: Option<Arc<str>>,
+    /// Bumped by each rewrite (an erasure).
+    version: u32,
 }
 
 /// A block is compressed on a background thread, so that the write path that fills it
@@ -238,6 +242,16 @@ fn decode(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
         .collect()
 }
 
+/// One block of a snapshot: stored under `key` already, or to be uploaded from `gz`.
+pub struct SnapBlock {
+    pub first: u64,
+    pub last: u64,
+    pub key: Option<Arc<str>>,
+    pub gz: Option<Vec<u8>>,
+    /// Where it came from in the cache (index and version); None for the tail.
+    at: Option<(usize, u32)>,
+}
+
 /// The whole change log, in seq order, compressed in blocks of BLOCK entries: in memory, or
 /// with a block file, on disk but for the blocks still being compressed and the tail.
 #[derive(Clone, Default)]
@@ -265,6 +279,8 @@ impl LogCache {
                 first: entries[0].seq(),
                 last: entries[entries.len() - 1].seq(),
                 body: Body::pending(entries),
+                archived: None,
+                version: 0,
             });
             self.settle();
         }
@@ -359,6 +375,8 @@ impl LogCache {
             if changed {
                 b.body.retire();
                 b.body = Body::pending(entries);
+                b.archived = None;
+                b.version += 1;
             }
         }
         for e in &mut self.tail {
@@ -369,6 +387,79 @@ impl LogCache {
         Ok(n)
     }
 
+    /// The blocks a snapshot at `last_seq()` is made of, in order: those stored under a
+    /// key the store still holds (`stored`) by that key, the others and the tail with their
+    /// bytes.
+    pub fn snapshot_blocks(
+        &self,
+        stored: impl Fn(&str) -> bool,
+    ) -> Result<Vec<SnapBlock>, LogError> {
+        let mut out = Vec::with_capacity(self.blocks.len() + 1);
+        for (i, b) in self.blocks.iter().enumerate() {
+            let (key, gz) = match &b.archived {
+                Some(k) if stored(k) => (Some(k.clone()), None),
+                _ => (None, Some(b.body.gz()?.into_owned())),
+            };
+            out.push(SnapBlock {
+                first: b.first,
+                last: b.last,
+                key,
+                gz,
+                at: Some((i, b.version)),
+            });
+        }
+        if !self.tail.is_empty() {
+            out.push(SnapBlock {
+                first: self.tail[0].seq(),
+                last: self.tail[self.tail.len() - 1].seq(),
+                key: None,
+                gz: Some(encode(&self.tail)),
+                at: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// After a snapshot holding `blocks` was switched in: the blocks of this cache it
+    /// uploaded carry their keys from now on (those rewritten meanwhile do not).
+    pub fn mark_archived(&mut self, blocks: &[SnapBlock]) {
+        for s in blocks {
+            if let (Some((i, version)), Some(key)) = (&s.at, &s.key)
+                && let Some(b) = self.blocks.get_mut(*i)
+                && b.first == s.first
+                && b.version == *version
+            {
+                b.archived = Some(key.clone());
+            }
+        }
+    }
+
+    /// A cache of the blocks a snapshot holds: (first, last, key, gzip), in order.
+    pub fn from_blocks(blocks: Vec<(u64, u64, Arc<str>, Vec<u8>)>) -> Result<LogCache, LogError> {
+        let mut prev = 0u64;
+        let mut out = Vec::with_capacity(blocks.len());
+        for (first, last, key, gz) in blocks {
+            if first != prev + 1 || last < first {
+                return Err(LogError(format!(
+                    "block {first}..={last} does not follow seq {prev}"
+                )));
+            }
+            prev = last;
+            out.push(Block {
+                first,
+                last,
+                body: Body::Gz(Arc::new(gz)),
+                archived: Some(key),
+                version: 0,
+            });
+        }
+        Ok(LogCache {
+            blocks: out,
+            tail: Vec::new(),
+            file: None,
+        })
+    }
+
     /// The snapshot bytes: a header, then each block as first, last, length and its gzip.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let mut out = MAGIC.to_vec();
@@ -376,6 +467,8 @@ impl LogCache {
             first: self.tail[0].seq(),
             last: self.tail[self.tail.len() - 1].seq(),
             body: Body::Gz(Arc::new(encode(&self.tail))),
+            archived: None,
+            version: 0,
         });
         for b in self.blocks.iter().chain(tail.as_ref()) {
             let gz = b.body.gz().map_err(|e| e.0)?;
@@ -415,6 +508,8 @@ impl LogCache {
                 first,
                 last,
                 body: Body::Gz(Arc::new(gz.to_vec())),
+                archived: None,
+                version: 0,
             });
             prev = last;
             at += len;
@@ -575,6 +670,60 @@ mod tests {
         );
         // Block 1 was not touched: the same bytes, still live.
         assert!(region(&c, 1).read().unwrap().iter().any(|b| *b != 0));
+    }
+
+    #[test]
+    fn a_snapshot_uploads_a_sealed_block_once_and_a_rewritten_one_again() {
+        let mut c = LogCache::default();
+        let n = BLOCK as u64 * 2 + 3;
+        for s in 1..=n {
+            c.push(entry(s));
+        }
+        let mut first = c.snapshot_blocks(|_| true).unwrap();
+        assert_eq!(first.len(), 3, "two sealed blocks and the tail");
+        assert!(first.iter().all(|b| b.key.is_none() && b.gz.is_some()));
+        let stored: Vec<_> = first
+            .iter()
+            .map(|b| (b.first, b.last, b.gz.clone().unwrap()))
+            .collect();
+        for (i, b) in first.iter_mut().enumerate() {
+            b.key = Some(format!("k{i}").into());
+        }
+        c.mark_archived(&first);
+        c.push(entry(n + 1));
+        // Stored blocks are named, not uploaded; one the store no longer holds is, and the
+        // tail always is.
+        let second = c.snapshot_blocks(|k| k != "k1").unwrap();
+        assert_eq!(second.len(), 3);
+        assert_eq!(second[0].key.as_deref(), Some("k0"));
+        assert!(second[0].gz.is_none());
+        assert!(second[1].key.is_none() && second[1].gz.is_some());
+        assert!(second[2].key.is_none() && second[2].last == n + 1);
+        // A rewritten block is uploaded again, whatever key it had.
+        c.rewrite(|e| {
+            let hit = e.seq() == 5;
+            if hit {
+                e.e.recorded_at = 2;
+            }
+            hit
+        })
+        .unwrap();
+        let third = c.snapshot_blocks(|_| true).unwrap();
+        assert!(third[0].key.is_none());
+        assert_eq!(third[1].key.as_deref(), Some("k1"));
+        // What was stored reads back as the log, and a directory with a hole is refused.
+        let dir: Vec<_> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, (f, l, gz))| (*f, *l, Arc::<str>::from(format!("k{i}")), gz.clone()))
+            .collect();
+        let back = LogCache::from_blocks(dir.clone()).unwrap();
+        assert_eq!(
+            back.entries_after(0, usize::MAX).unwrap(),
+            (1..=n).map(entry).collect::<Vec<_>>()
+        );
+        let holed: Vec<_> = dir.into_iter().skip(1).collect();
+        assert!(LogCache::from_blocks(holed).is_err());
     }
 
     #[test]

@@ -163,6 +163,11 @@ impl Keys {
     pub fn snap_chunk(&self, id: &str, i: usize) -> String {
         format!("{}{id}:{i}", self.snap_chunk_prefix())
     }
+    /// One block of the log (entries `first..=last`, gzip), as a snapshot's directory names
+    /// it; a rewritten block gets a new key.
+    pub fn block(&self, first: u64, last: u64, id: &str) -> String {
+        self.k(&format!("blk:{first}-{last}-{id}"))
+    }
     /// Chunks of an index image (named in `snap` as `img`, `img_seq`, `img_chunks`).
     pub fn img_chunk_prefix(&self) -> String {
         self.k("img:")

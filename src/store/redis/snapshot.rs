@@ -1,12 +1,17 @@
 //! Snapshots: one replica at a time (a lease in Redis) writes its copy of the log as
-//! chunked blobs and trims the stream behind it; after an erasure the trim reaches past
-//! the erasure, so no copy of the subjects in clear is left in Redis.
+//! immutable blocks (only those the store does not hold yet are uploaded) named by a
+//! directory in the snapshot hash, and trims the stream behind it; after an erasure the
+//! rewritten blocks replace the old ones and the trim reaches past the erasure, so no copy
+//! of the subjects in clear is left in Redis.
 use super::conn::unavailable;
+use super::log::SnapBlock;
 use super::{Shared, chunks};
 use crate::store::StoreError;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-const CHUNK: usize = 4 << 20;
+/// Blocks uploaded a round trip (a block is about 4,096 entries, a few hundred KB).
+const BLOCKS_PER_TRIP: usize = 8;
 const LEASE_MS: u64 = 30_000;
 
 pub(super) const TAKE_LEASE: &str = r#"
@@ -16,19 +21,32 @@ if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0
 "#;
 
-/// Switches to the new snapshot if this replica still holds the lease and the lineage is
-/// the same, drops the old chunks and trims the stream.
+/// Switches to the new snapshot if this replica still holds the lease, the lineage is the
+/// same and every block the directory names is stored; drops the blocks (and a snapshot of
+/// the former, single-blob format) it no longer names, and trims the stream.
 const SWITCH: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('GET', KEYS[5]) ~= ARGV[7] then return 0 end
-local old = redis.call('HGET', KEYS[2], 'id')
-local oldn = tonumber(redis.call('HGET', KEYS[2], 'chunks') or '0')
 local oldseq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if oldseq > tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[2], 'id', ARGV[2], 'seq', ARGV[3], 'chunks', ARGV[4], 'at', ARGV[8])
-if old and old ~= ARGV[2] then
-  for i = 0, oldn - 1 do redis.call('DEL', ARGV[5] .. old .. ':' .. i) end
+local keep = {}
+for key in string.gmatch(ARGV[2], '%d+ %d+ (%S+)') do
+  if redis.call('EXISTS', key) == 0 then return -1 end
+  keep[key] = true
 end
+local old = redis.call('HGET', KEYS[2], 'id')
+if old then
+  local oldn = tonumber(redis.call('HGET', KEYS[2], 'chunks') or '0')
+  for i = 0, oldn - 1 do redis.call('DEL', ARGV[5] .. old .. ':' .. i) end
+  redis.call('HDEL', KEYS[2], 'id', 'chunks')
+end
+local olddir = redis.call('HGET', KEYS[2], 'blocks')
+if olddir then
+  for key in string.gmatch(olddir, '%d+ %d+ (%S+)') do
+    if not keep[key] then redis.call('DEL', key) end
+  end
+end
+redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'blocks', ARGV[2], 'at', ARGV[8])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[6])
 local scrub = tonumber(redis.call('GET', KEYS[4]) or '0')
 if scrub > 0 and scrub <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[4]) end
@@ -54,7 +72,7 @@ if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7]) end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[4], ARGV[6])
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[3], 'id', ARGV[3], 'seq', ARGV[2], 'chunks', ARGV[4], 'at', ARGV[5])
+redis.call('HSET', KEYS[3], 'seq', ARGV[2], 'blocks', ARGV[3], 'at', ARGV[5])
 return 1
 "#;
 
@@ -67,28 +85,78 @@ async fn take_lease(shared: &Shared) -> Result<bool, StoreError> {
     Ok(shared.redis.invoke::<i64>(&inv).await? == 1)
 }
 
-/// This replica's log copy, as snapshot bytes, and the seq it ends at; the copy is cheap
-/// (blocks are shared) and the encoding runs off the async workers.
-async fn capture(shared: &Shared) -> Result<(u64, Vec<u8>), StoreError> {
+/// The blocks of this replica's log copy a snapshot at its last seq is made of (the
+/// encoding runs off the async workers); blocks stored under a key in `stored` are named,
+/// not uploaded again.
+async fn capture(
+    shared: &Shared,
+    stored: HashSet<String>,
+) -> Result<(u64, Vec<SnapBlock>), StoreError> {
     let cache = shared.lock().cache.clone();
-    let (seq, bytes) = tokio::task::spawn_blocking(move || (cache.last_seq(), cache.to_bytes()))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    Ok((seq, bytes.map_err(StoreError::Corrupt)?))
-}
-
-/// Writes the chunks of a snapshot; returns its id and chunk count.
-async fn upload(shared: &Shared, seq: u64, bytes: &[u8]) -> Result<(String, usize), StoreError> {
-    let id = format!("{seq}-{}", chunks::blob_id());
-    let n = chunks::put(&shared.redis, bytes, CHUNK, |i| {
-        shared.keys.snap_chunk(&id, i)
+    tokio::task::spawn_blocking(move || {
+        let blocks = cache.snapshot_blocks(|k| stored.contains(k))?;
+        Ok::<_, super::log::LogError>((cache.last_seq(), blocks))
     })
-    .await?;
-    Ok((id, n))
+    .await
+    .map_err(|e| unavailable(e.to_string()))?
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-async fn drop_chunks(shared: &Shared, id: &str, n: usize) {
-    let _ = chunks::drop(&shared.redis, n, |i| shared.keys.snap_chunk(id, i)).await;
+/// The keys of the blocks the current snapshot names.
+async fn stored_blocks(shared: &Shared) -> Result<HashSet<String>, StoreError> {
+    let dir: Option<String> = shared
+        .redis
+        .query(redis::cmd("HGET").arg(shared.keys.snap()).arg("blocks"))
+        .await?;
+    Ok(dir
+        .as_deref()
+        .map(|d| parse_directory(d).map(|(_, _, k)| k.to_string()).collect())
+        .unwrap_or_default())
+}
+
+/// A directory's lines: `first last key`.
+pub(super) fn parse_directory(dir: &str) -> impl Iterator<Item = (u64, u64, &str)> {
+    dir.lines().filter_map(|l| {
+        let mut w = l.split(' ');
+        Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?))
+    })
+}
+
+/// Uploads the blocks not stored yet, which then carry their new keys; returns those keys.
+async fn upload(shared: &Shared, blocks: &mut [SnapBlock]) -> Result<Vec<String>, StoreError> {
+    let mut new = Vec::new();
+    let mut todo: Vec<&mut SnapBlock> = blocks.iter_mut().filter(|b| b.key.is_none()).collect();
+    for group in todo.chunks_mut(BLOCKS_PER_TRIP) {
+        let mut p = redis::pipe();
+        for b in group.iter_mut() {
+            let key = shared.keys.block(b.first, b.last, &chunks::blob_id());
+            p.set(&key, b.gz.take().unwrap_or_default()).ignore();
+            b.key = Some(key.as_str().into());
+            new.push(key);
+        }
+        shared.redis.pipe::<()>(&p).await?;
+    }
+    Ok(new)
+}
+
+fn directory(blocks: &[SnapBlock]) -> String {
+    let mut d = String::with_capacity(blocks.len() * 48);
+    for b in blocks {
+        if let Some(k) = &b.key {
+            d.push_str(&format!("{} {} {k}\n", b.first, b.last));
+        }
+    }
+    d
+}
+
+async fn drop_blocks(shared: &Shared, keys: &[String]) {
+    for group in keys.chunks(256) {
+        let mut p = redis::pipe();
+        for k in group {
+            p.del(k).ignore();
+        }
+        let _ = shared.redis.pipe::<()>(&p).await;
+    }
 }
 
 /// Writes a snapshot if this replica holds (or gets) the lease; `scrub` trims the stream
@@ -100,12 +168,13 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
     if !take_lease(shared).await? {
         return Ok(());
     }
-    let (seq, bytes) = capture(shared).await?;
+    let stored = stored_blocks(shared).await?;
+    let (seq, mut blocks) = capture(shared, stored).await?;
     if seq == 0 || seq <= shared.snap_seq.load(Ordering::Relaxed) && !scrub {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let (id, n) = upload(shared, seq, &bytes).await?;
+    let new = upload(shared, &mut blocks).await?;
     let keep = if scrub { 0 } else { shared.opts.stream_keep };
     let min_id = (seq + 1).saturating_sub(keep).max(1);
     let k = &shared.keys;
@@ -118,24 +187,32 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
         .key(k.epoch())
         .key(k.erased())
         .arg(&shared.owner)
-        .arg(&id)
+        .arg(directory(&blocks))
         .arg(seq)
-        .arg(n)
+        .arg(0)
         .arg(k.snap_chunk_prefix())
         .arg(format!("{min_id}-0"))
         .arg(&epoch)
         .arg(shared.clock.now_ms())
         .arg(k.img_chunk_prefix());
-    if shared.redis.invoke::<i64>(&inv).await? != 1 {
-        drop_chunks(shared, &id, n).await;
+    let switched = shared.redis.invoke::<i64>(&inv).await?;
+    if switched != 1 {
+        drop_blocks(shared, &new).await;
+        if switched == -1 {
+            return Err(StoreError::Corrupt(
+                "a block the snapshot would name is gone from redis; the next one uploads it"
+                    .into(),
+            ));
+        }
         return Ok(());
     }
+    shared.lock().cache.mark_archived(&blocks);
     shared.snap_seq.store(seq, Ordering::Relaxed);
     shared.status().snapshots_written += 1;
     tracing::info!(
         seq,
-        bytes = bytes.len(),
-        chunks = n,
+        blocks = blocks.len(),
+        uploaded = new.len(),
         trimmed_below = min_id,
         ms = started.elapsed().as_millis() as u64,
         "snapshot written"
@@ -149,14 +226,14 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
     let Some(epoch) = shared.epoch() else {
         return Ok(false);
     };
-    let (seq, bytes) = capture(shared).await?;
+    let (seq, mut blocks) = capture(shared, HashSet::new()).await?;
     if seq == 0 || seq != shared.sink.seq() {
         return Ok(false);
     }
     if !take_lease(shared).await? {
         return Ok(false);
     }
-    let (id, n) = upload(shared, seq, &bytes).await?;
+    let new = upload(shared, &mut blocks).await?;
     // The audit trail and idempotency keys go back first; the script below commits the
     // re-seed (if another replica did it first, these were the same records).
     let head = super::mirror::restore(shared).await?.unwrap_or_default();
@@ -170,8 +247,8 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         .key(k.head())
         .arg(&epoch)
         .arg(seq)
-        .arg(&id)
-        .arg(n)
+        .arg(directory(&blocks))
+        .arg(0)
         .arg(shared.clock.now_ms())
         .arg(shared.key_id())
         .arg(head);
@@ -182,9 +259,10 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         .map_err(|e| unavailable(e.to_string()))?
         == 1;
     if !done {
-        drop_chunks(shared, &id, n).await;
+        drop_blocks(shared, &new).await;
         return Ok(false);
     }
+    shared.lock().cache.mark_archived(&blocks);
     shared.snap_seq.store(seq, Ordering::Relaxed);
     Ok(true)
 }
