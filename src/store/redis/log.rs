@@ -426,7 +426,7 @@ impl LogCache {
         for s in blocks {
             if let (Some((i, version)), Some(key)) = (&s.at, &s.key)
                 && let Some(b) = self.blocks.get_mut(*i)
-                && b.first == s.first
+                && (b.first, b.last) == (s.first, s.last)
                 && b.version == *version
             {
                 b.archived = Some(key.clone());
@@ -690,6 +690,14 @@ mod tests {
             b.key = Some(format!("k{i}").into());
         }
         c.mark_archived(&first);
+        // A cache whose blocks are cut elsewhere (another replica's) keeps its own keys.
+        let ten: Vec<_> = (1..=10).map(entry).collect();
+        let mut other = LogCache::from_blocks(vec![(1, 10, Arc::from("x"), encode(&ten))]).unwrap();
+        other.mark_archived(&first);
+        assert_eq!(
+            other.snapshot_blocks(|_| true).unwrap()[0].key.as_deref(),
+            Some("x")
+        );
         c.push(entry(n + 1));
         // Stored blocks are named, not uploaded; one the store no longer holds is, and the
         // tail always is.
