@@ -538,17 +538,7 @@ async fn a_request_that_fails_is_an_error_and_overdue_once_past_its_deadline() {
     let mut server = Server::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
     let ch = server.ready().await;
     let mut p = privacy(&ch);
-    let id = p
-        .register_consumer(pb::RegisterConsumerRequest {
-            identifiers: vec!["lee@example.com".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .consumer
-        .unwrap()
-        .consumer_id;
+    let id = register_consumer(&ch, &["lee@example.com"]).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

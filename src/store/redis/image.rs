@@ -132,14 +132,7 @@ async fn build_held(shared: &Shared, epoch: &str) -> Result<(), StoreError> {
     };
     let sink = shared.sink.clone();
     let bytes = tokio::task::spawn_blocking(move || {
-        let read = |after: u64, limit: usize| -> Result<Vec<StoredEvent>, StoreError> {
-            Ok(cache
-                .entries_after(after, limit)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                .into_iter()
-                .map(|e| e.e)
-                .collect())
-        };
+        let read = |after: u64, limit: usize| cache.events_after(after, limit);
         sink.build_image(base.as_deref(), &read, until)
     })
     .await
@@ -189,13 +182,7 @@ pub struct Preloaded {
 impl Preloaded {
     /// The events at `seqs` (sorted), from the snapshot.
     pub fn events_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(self
-            .cache
-            .entries_at(seqs)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .into_iter()
-            .map(|e| e.e)
-            .collect())
+        self.cache.events_at(seqs)
     }
 
     /// The image's seq and bytes (once).

@@ -216,6 +216,16 @@ fn compressor() -> &'static std::sync::mpsc::Sender<Job> {
     })
 }
 
+fn events(
+    entries: Result<Vec<LogEntry>, LogError>,
+) -> Result<Vec<StoredEvent>, crate::store::StoreError> {
+    Ok(entries
+        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?
+        .into_iter()
+        .map(|e| e.e)
+        .collect())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("log snapshot: {0}")]
 pub struct LogError(pub String);
@@ -339,6 +349,20 @@ impl LogCache {
                 .cloned(),
         );
         Ok(out)
+    }
+
+    /// The events (without their riders) with seq > `after`, at most `limit`.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, crate::store::StoreError> {
+        events(self.entries_after(after, limit))
+    }
+
+    /// The events (without their riders) at `seqs` (sorted); seqs not held are skipped.
+    pub fn events_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, crate::store::StoreError> {
+        events(self.entries_at(seqs))
     }
 
     /// Runs `f` over every entry with seq > `after`, block by block (bounded memory).

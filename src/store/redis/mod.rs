@@ -320,12 +320,7 @@ impl Shared {
     /// The events at `seqs` (sorted) from this replica's copy of the log.
     fn events_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
         let cache = self.lock().cache.clone();
-        Ok(cache
-            .entries_at(seqs)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .into_iter()
-            .map(|e| e.e)
-            .collect())
+        cache.events_at(seqs)
     }
 
     fn key_id(&self) -> String {
@@ -455,12 +450,7 @@ impl Store for RedisStore {
     /// From this replica's copy of the log, which holds everything it has applied.
     fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let cache = self.shared.lock().cache.clone();
-        Ok(cache
-            .entries_after(after, limit)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .into_iter()
-            .map(|e| e.e)
-            .collect())
+        cache.events_after(after, limit)
     }
 
     fn read_event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
