@@ -588,6 +588,124 @@ async fn snapshots_upload_each_sealed_block_of_the_log_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_from_an_image_serves_before_it_holds_the_log_before_the_image() {
+    let c = Cluster::new(
+        false,
+        true,
+        "snapshot_every = 25\nstream_keep = 0\nimage_every = 25",
+    );
+    let mut a = c.replica("a");
+    let a_ch = a.ready().await;
+    // A person's history in the log's first sealed block (4,096 entries), a privacy request
+    // in the second, and an index image after both.
+    let secret = "2025550177";
+    consent(&a_ch)
+        .record_consent(grant(secret, &[Ch::Voice], &[P::Marketing]))
+        .await
+        .unwrap();
+    consent(&a_ch)
+        .record_consent(withdraw(secret))
+        .await
+        .unwrap();
+    let entries = |from: u32| {
+        let mut dnc = pb::dnc_service_client::DncServiceClient::new(a_ch.clone());
+        let req = pb::AddEntriesRequest {
+            entries: (from..from + 4_500)
+                .map(|i| pb::DncEntryInput {
+                    contact: format!("+1312555{:04}", i),
+                    r#type: pb::DncType::Corporate as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            actor: "test".into(),
+            ..Default::default()
+        };
+        async move { dnc.add_entries(req).await }
+    };
+    entries(0).await.unwrap();
+    let access = privacy_request(&a_ch, &[secret], pb::PrivacyRequestType::Access).await;
+    entries(4_500).await.unwrap();
+    let mut conn = c.redis.conn();
+    until("an index image past the first block", || {
+        let img = stored_image(&mut conn).map(|(s, _)| s);
+        async move { img.is_some_and(|s| s > 8_192) }
+    })
+    .await;
+    assert!(snapshot_directory(&mut conn)[1].1 <= 8_192);
+
+    // The late replica starts from the image and the blocks after it; it fetches the block
+    // with the privacy events the image names before it serves, the other after.
+    let mut late = c.replica("late");
+    let late_ch = late.ready().await;
+    let store = &index_state(&late)["store"];
+    assert!(
+        store["started_from_image_seq"]
+            .as_u64()
+            .is_some_and(|s| s > 8_192),
+        "{store}"
+    );
+    converged(&c, &[&a, &late]).await;
+    let d = check(&late_ch, secret, Ch::Voice, P::Marketing).await;
+    assert!(reasons(&d).contains(&R::ConsentWithdrawn), "{d:?}");
+    until("the log before the image fetched", || {
+        let left = index_state(&late)["store"]["log_blocks_to_fetch"].as_u64();
+        async move { left == Some(0) }
+    })
+    .await;
+    // Fetched after it served: the first block and the one ending at the image's seq (the
+    // image holds it); the second came before, for the privacy request.
+    let late_blocks = index_state(&late)["store"]["log_blocks_fetched_late"].as_u64();
+    assert_eq!(late_blocks, Some(2), "{}", index_state(&late));
+    // Its records and its history reach back to seq 1, and the privacy request is known.
+    let view = consent(&late_ch)
+        .get_contact(pb::GetContactRequest {
+            contact: secret.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.consents.len(), 2, "{view:?}");
+    let mut w = events(&late_ch)
+        .watch(pb::WatchRequest {
+            after_seq: 0,
+            kinds: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in 1..=3 {
+        assert_eq!(w.message().await.unwrap().unwrap().seq, want);
+    }
+    drop(w);
+    let got = pb::privacy_service_client::PrivacyServiceClient::new(late_ch.clone())
+        .get_request(pb::GetRequestRequest {
+            request_id: access.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.request_id, access.request_id);
+
+    // An erasure reaches the late replica's copy of the old block too: the snapshot that
+    // scrubs it holds no copy of the number, and the late replica answers without it.
+    let r = privacy_request(&a_ch, &[secret], pb::PrivacyRequestType::Delete).await;
+    assert_eq!(
+        r.status,
+        pb::PrivacyRequestStatus::Completed as i32,
+        "{r:?}"
+    );
+    converged(&c, &[&a, &late]).await;
+    let d = check(&late_ch, secret, Ch::Voice, P::Marketing).await;
+    assert_eq!(d.verdict, pb::Verdict::Block as i32, "{d:?}");
+    until("the stream and snapshot to be scrubbed", || {
+        let text = raw_store_text(&mut conn);
+        async move { !text.contains(secret) && !text.is_empty() }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
     let mut c = Cluster::new(false, true, "snapshot_every = 25\nstream_keep = 0");
     let mut a = c.replica("a");

@@ -8,6 +8,16 @@ pub fn redactor(erase: HashMap<ContactKey, Token>) -> Redactor {
     Box::new(move |ev: &Event| redact(&erase, ev))
 }
 
+pub type SharedRedactor = std::sync::Arc<dyn Fn(&Event) -> Option<Event> + Send + Sync>;
+
+/// The same, shared across threads: a replica's log block fetched after the erasure runs it
+/// when it arrives.
+pub fn shared_redactor(
+    erase: HashMap<ContactKey, Token>,
+) -> SharedRedactor {
+    std::sync::Arc::new(move |ev: &Event| redact(&erase, ev))
+}
+
 fn redact(erase: &HashMap<ContactKey, Token>, ev: &Event) -> Option<Event> {
     let token = |k: &ContactKey| erase.get(k).map(|t| ContactKey::Erased(*t));
     let tombstone = || {

@@ -443,13 +443,17 @@ fn parse_stream_entry(id: &str, fields: &[Vec<u8>]) -> Result<LogEntry, StoreErr
 
 /// Downloads the current snapshot (retrying if a newer one replaces it meanwhile).
 pub(super) async fn fetch_snapshot(shared: &Shared) -> Result<Option<(u64, LogCache)>, StoreError> {
-    fetch_snapshot_from(&shared.redis, &shared.keys).await
+    fetch_snapshot_from(&shared.redis, &shared.keys, 0).await
 }
 
 /// `fetch_snapshot` on a connection of its own.
+/// The snapshot's seq and its blocks as a log copy. Blocks that end at or before
+/// `leave_upto` are left to fetch later (`backfill`): a replica loading an index image at
+/// that seq needs only those after it to serve.
 pub(super) async fn fetch_snapshot_from(
     redis: &super::Redis,
     keys: &super::Keys,
+    leave_upto: u64,
 ) -> Result<Option<(u64, LogCache)>, StoreError> {
     for _ in 0..5 {
         let meta: std::collections::HashMap<String, String> =
@@ -461,7 +465,7 @@ pub(super) async fn fetch_snapshot_from(
             .parse()
             .map_err(|_| StoreError::Corrupt("snapshot seq".into()))?;
         if let Some(dir) = meta.get("blocks") {
-            match fetch_blocks(redis, dir).await? {
+            match fetch_blocks(redis, dir, leave_upto).await? {
                 Some(cache) if cache.last_seq() == seq => return Ok(Some((seq, cache))),
                 Some(cache) => {
                     return Err(StoreError::Corrupt(format!(
@@ -500,12 +504,21 @@ pub(super) async fn fetch_snapshot_from(
     Err(unavailable("the snapshot kept changing while it was read"))
 }
 
-/// The blocks a snapshot directory names, as a log copy; None when one is gone (the
-/// snapshot was replaced meanwhile).
-async fn fetch_blocks(redis: &super::Redis, dir: &str) -> Result<Option<LogCache>, StoreError> {
+/// The blocks a snapshot directory names, as a log copy (those ending at or before
+/// `leave_upto` named, not fetched); None when one is gone (the snapshot was replaced
+/// meanwhile).
+async fn fetch_blocks(
+    redis: &super::Redis,
+    dir: &str,
+    leave_upto: u64,
+) -> Result<Option<LogCache>, StoreError> {
     let listed: Vec<(u64, u64, &str)> = snapshot::parse_directory(dir).collect();
     let mut blocks = Vec::with_capacity(listed.len());
-    for group in listed.chunks(8) {
+    let later = listed.partition_point(|(_, last, _)| *last <= leave_upto);
+    for (first, last, key) in &listed[..later] {
+        blocks.push((*first, *last, std::sync::Arc::<str>::from(*key), None));
+    }
+    for group in listed[later..].chunks(8) {
         let mut cmd = redis::cmd("MGET");
         for (_, _, k) in group {
             cmd.arg(*k);
@@ -515,7 +528,7 @@ async fn fetch_blocks(redis: &super::Redis, dir: &str) -> Result<Option<LogCache
             let Some(gz) = gz else {
                 return Ok(None);
             };
-            blocks.push((*first, *last, std::sync::Arc::<str>::from(*key), gz));
+            blocks.push((*first, *last, std::sync::Arc::<str>::from(*key), Some(gz)));
         }
     }
     tokio::task::spawn_blocking(move || LogCache::from_blocks(blocks))
@@ -557,7 +570,7 @@ pub(super) fn replay_copy(
         }
         Ok(())
     });
-    walked.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    walked?;
     result.map_err(|expected| StoreError::Corrupt(format!("snapshot skips seq {expected}")))?;
     Ok(applied)
 }

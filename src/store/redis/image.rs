@@ -171,6 +171,9 @@ async fn build_held(shared: &Shared, epoch: &str) -> Result<(), StoreError> {
 /// What a replica starting cold takes from Redis before it serves: the snapshot (the log
 /// copy) and the newest index image, when there is one.
 pub struct Preloaded {
+    /// Where the blocks before the image are, for reads that need them before the
+    /// background fetch (`backfill`) has them.
+    opts: super::RedisOptions,
     pub(super) snap_seq: u64,
     pub(super) cache: LogCache,
     /// The image's seq and bytes, until taken.
@@ -180,8 +183,10 @@ pub struct Preloaded {
 }
 
 impl Preloaded {
-    /// The events at `seqs` (sorted), from the snapshot.
+    /// The events at `seqs` (sorted), from the snapshot; the blocks before the image that
+    /// hold them are fetched first (the privacy events an image names are few).
     pub fn events_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
+        super::backfill::fetch_now(&self.opts, self.cache.unfetched_for(seqs))?;
         self.cache.events_at(seqs)
     }
 
@@ -203,26 +208,15 @@ impl Preloaded {
     }
 }
 
-/// Reads the newest image and the snapshot, on a thread and runtime of its own (the caller
-/// may be on any runtime, or none). None when Redis holds no image, or holds data written
-/// under another privacy key (the follower then refuses it, as it would without this).
+/// Reads the newest image and the snapshot after it, on a thread and runtime of its own
+/// (the caller may be on any runtime, or none). None when Redis holds no image, or holds data
+/// written under another privacy key (the follower then refuses it, as it would without this).
 pub fn preload(
     opts: &super::RedisOptions,
     key_id: String,
 ) -> Result<Option<Preloaded>, StoreError> {
     let opts = opts.clone();
-    std::thread::Builder::new()
-        .name("preflight-preload".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| unavailable(e.to_string()))?;
-            rt.block_on(preload_async(&opts, &key_id))
-        })
-        .map_err(|e| unavailable(e.to_string()))?
-        .join()
-        .map_err(|_| unavailable("the preload thread panicked"))?
+    super::backfill::on_own_runtime(move || async move { preload_async(&opts, &key_id).await })
 }
 
 async fn preload_async(
@@ -242,7 +236,8 @@ async fn preload_async(
         let Some(bytes) = fetch(&redis, &keys, &named).await? else {
             continue;
         };
-        let Some((snap_seq, cache)) = super::follow::fetch_snapshot_from(&redis, &keys).await?
+        let Some((snap_seq, cache)) =
+            super::follow::fetch_snapshot_from(&redis, &keys, named.seq).await?
         else {
             return Ok(None);
         };
@@ -252,6 +247,7 @@ async fn preload_async(
             return Ok(None);
         }
         return Ok(Some(Preloaded {
+            opts: opts.clone(),
             snap_seq,
             cache,
             image: Some((named.seq, bytes)),

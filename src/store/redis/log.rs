@@ -6,7 +6,11 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// An erasure's rewrite of log entries: true when it changed the entry. Shared, so that a
+/// block not fetched yet keeps it until it arrives.
+pub type Rewrite = Arc<dyn Fn(&mut LogEntry) -> bool + Send + Sync>;
 
 /// One committed event; an erasure carries the events it rewrote (under tokens only), so
 /// every replica can move its own index entries the way the writer did.
@@ -59,6 +63,98 @@ enum Body {
     },
     /// On disk; shared by the copies of the cache that hold it.
     Disk(Arc<Region>),
+    /// Named by the snapshot, not fetched yet: a replica that started from an index image
+    /// (which holds everything before it) fetches such blocks after it serves.
+    Remote(Arc<Remote>),
+}
+
+/// A block not fetched yet, shared by the copies of the cache; filled once.
+pub struct Remote {
+    first: u64,
+    last: u64,
+    /// Where the snapshot it came from stores it.
+    key: Arc<str>,
+    state: Mutex<RemoteState>,
+}
+
+#[derive(Default)]
+struct RemoteState {
+    got: Option<Body>,
+    /// Erasures applied while the block was away, run over it as it arrives: the snapshot
+    /// may still hold the version from before them.
+    rewrites: Vec<Rewrite>,
+}
+
+impl Remote {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RemoteState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn got(&self) -> Result<Body, LogError> {
+        self.lock()
+            .got
+            .clone()
+            .ok_or(LogError::NotFetched(self.first, self.last))
+    }
+}
+
+/// A block a snapshot's directory names: first and last seq, key, and its gzip when fetched.
+pub type ListedBlock = (u64, u64, Arc<str>, Option<Vec<u8>>);
+
+/// A block of a cache still to be fetched, and where its bytes go (the cache's block file).
+#[derive(Clone)]
+pub struct Unfetched {
+    pub first: u64,
+    pub last: u64,
+    pub key: Arc<str>,
+    remote: Arc<Remote>,
+    file: Option<Arc<BlockFile>>,
+}
+
+impl Unfetched {
+    /// Whether another fetch filled it meanwhile.
+    pub fn is_filled(&self) -> bool {
+        self.remote.lock().got.is_some()
+    }
+
+    /// Fills the block with its stored gzip (rewritten by the erasures applied since the
+    /// cache was made, if any), into the block file when the cache has one.
+    pub fn fill(&self, gz: Vec<u8>) -> Result<(), LogError> {
+        let mut st = self.remote.lock();
+        if st.got.is_some() {
+            return Ok(());
+        }
+        let gz = if st.rewrites.is_empty() {
+            gz
+        } else {
+            let mut entries = decode(&gz)?;
+            for e in &mut entries {
+                for f in &st.rewrites {
+                    f(e);
+                }
+            }
+            encode(&entries)
+        };
+        let mut body = Body::Gz(Arc::new(gz));
+        body.settle(self.file.as_ref());
+        st.got = Some(body);
+        st.rewrites.clear();
+        Ok(())
+    }
+
+    /// Fills the block from its entries (read from other blocks over the same seqs).
+    pub fn fill_entries(&self, entries: &[LogEntry]) -> Result<(), LogError> {
+        let whole = entries.len() as u64 == self.last + 1 - self.first
+            && entries.first().map(LogEntry::seq) == Some(self.first)
+            && entries.windows(2).all(|w| w[1].seq() == w[0].seq() + 1);
+        if !whole {
+            return Err(LogError::Bad(format!(
+                "the snapshot's blocks do not hold seqs {}..={} whole",
+                self.first, self.last
+            )));
+        }
+        self.fill(encode(entries))
+    }
 }
 
 impl Body {
@@ -78,6 +174,12 @@ impl Body {
                 None => return,
             },
             Body::Gz(gz) if file.is_some() => gz.as_slice(),
+            Body::Remote(r) => {
+                if let Some(b) = r.lock().got.as_mut() {
+                    b.settle(file);
+                }
+                return;
+            }
             _ => return,
         };
         let settled = match file.map(|f| f.put(bytes)) {
@@ -96,6 +198,7 @@ impl Body {
             Body::Gz(gz) => decode(gz),
             Body::Pending { entries, .. } => Ok(entries.as_ref().clone()),
             Body::Disk(r) => decode(&r.read()?),
+            Body::Remote(r) => r.got()?.entries(),
         }
     }
 
@@ -107,6 +210,7 @@ impl Body {
                 None => std::borrow::Cow::Owned(encode(entries)),
             },
             Body::Disk(r) => std::borrow::Cow::Owned(r.read()?),
+            Body::Remote(r) => std::borrow::Cow::Owned(r.got()?.gz()?.into_owned()),
         })
     }
 
@@ -115,14 +219,21 @@ impl Body {
             Body::Gz(gz) => gz.len(),
             Body::Pending { entries, .. } => entries.len() * 256,
             Body::Disk(_) => 0,
+            Body::Remote(r) => r.lock().got.as_ref().map_or(0, Body::heap_bytes),
         }
     }
 
     /// This version of the block was rewritten (an erasure): its bytes on disk are zeroed
     /// once no copy of the cache reads them any more.
     fn retire(&self) {
-        if let Body::Disk(r) = self {
-            r.scrub.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self {
+            Body::Disk(r) => r.scrub.store(true, std::sync::atomic::Ordering::Relaxed),
+            Body::Remote(r) => {
+                if let Some(b) = &r.lock().got {
+                    b.retire();
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -179,7 +290,7 @@ impl Region {
     fn read(&self) -> Result<Vec<u8>, LogError> {
         let mut out = vec![0u8; self.len];
         std::os::unix::fs::FileExt::read_exact_at(&self.file.file, &mut out, self.at)
-            .map_err(|e| LogError(format!("reading a log block from disk: {e}")))?;
+            .map_err(|e| LogError::Bad(format!("reading a log block from disk: {e}")))?;
         Ok(out)
     }
 }
@@ -219,16 +330,26 @@ fn compressor() -> &'static std::sync::mpsc::Sender<Job> {
 fn events(
     entries: Result<Vec<LogEntry>, LogError>,
 ) -> Result<Vec<StoredEvent>, crate::store::StoreError> {
-    Ok(entries
-        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?
-        .into_iter()
-        .map(|e| e.e)
-        .collect())
+    Ok(entries?.into_iter().map(|e| e.e).collect())
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("log snapshot: {0}")]
-pub struct LogError(pub String);
+pub enum LogError {
+    #[error("log snapshot: {0}")]
+    Bad(String),
+    /// A replica that started from an index image reads a block before its fetch.
+    #[error("log block {0}..={1} is still being fetched from redis; try again shortly")]
+    NotFetched(u64, u64),
+}
+
+impl From<LogError> for crate::store::StoreError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Bad(_) => crate::store::StoreError::Corrupt(e.to_string()),
+            LogError::NotFetched(..) => crate::store::StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
 
 fn encode(entries: &[LogEntry]) -> Vec<u8> {
     let mut text = Vec::with_capacity(entries.len() * 320);
@@ -241,14 +362,19 @@ fn encode(entries: &[LogEntry]) -> Vec<u8> {
     w.finish().expect("writing to memory")
 }
 
+/// A stored block's entries.
+pub fn decode_block(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
+    decode(gz)
+}
+
 fn decode(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
     let mut text = Vec::new();
     GzDecoder::new(gz)
         .read_to_end(&mut text)
-        .map_err(|e| LogError(format!("corrupt block: {e}")))?;
+        .map_err(|e| LogError::Bad(format!("corrupt block: {e}")))?;
     text.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).map_err(|e| LogError(format!("bad entry: {e}"))))
+        .map(|l| serde_json::from_slice(l).map_err(|e| LogError::Bad(format!("bad entry: {e}"))))
         .collect()
 }
 
@@ -384,10 +510,21 @@ impl LogCache {
         Ok(())
     }
 
-    /// Rewrites every entry in place (an erasure); blocks nothing touches are kept as they are.
-    pub fn rewrite(&mut self, f: impl Fn(&mut LogEntry) -> bool) -> Result<usize, LogError> {
+    /// Rewrites every entry in place (an erasure); blocks nothing touches are kept as they
+    /// are, and a block not fetched yet keeps `f` to run when it arrives.
+    pub fn rewrite(&mut self, f: Rewrite) -> Result<usize, LogError> {
         let mut n = 0;
         for b in &mut self.blocks {
+            if let Body::Remote(r) = &b.body {
+                let mut st = r.lock();
+                if st.got.is_none() {
+                    st.rewrites.push(f.clone());
+                    drop(st);
+                    b.archived = None;
+                    b.version += 1;
+                    continue;
+                }
+            }
             let mut entries = b.body.entries()?;
             let mut changed = false;
             for e in &mut entries {
@@ -409,6 +546,48 @@ impl LogCache {
             }
         }
         Ok(n)
+    }
+
+    /// The blocks still to be fetched, oldest first.
+    pub fn unfetched(&self) -> Vec<Unfetched> {
+        self.unfetched_where(|_| true)
+    }
+
+    /// The blocks still to be fetched that `entries_after(after, limit)` reads.
+    pub fn unfetched_after(&self, after: u64, limit: usize) -> Vec<Unfetched> {
+        let mut held = 0usize;
+        self.unfetched_where(|b| {
+            if b.last <= after || held >= limit {
+                return false;
+            }
+            held += (b.last - b.first.max(after + 1) + 1) as usize;
+            true
+        })
+    }
+
+    /// The blocks still to be fetched that hold any of `seqs` (sorted).
+    pub fn unfetched_for(&self, seqs: &[u64]) -> Vec<Unfetched> {
+        self.unfetched_where(|b| {
+            let i = seqs.partition_point(|s| *s < b.first);
+            seqs.get(i).is_some_and(|s| *s <= b.last)
+        })
+    }
+
+    fn unfetched_where(&self, mut keep: impl FnMut(&Block) -> bool) -> Vec<Unfetched> {
+        self.blocks
+            .iter()
+            .filter(|b| keep(b))
+            .filter_map(|b| match &b.body {
+                Body::Remote(r) if r.lock().got.is_none() => Some(Unfetched {
+                    first: b.first,
+                    last: b.last,
+                    key: r.key.clone(),
+                    remote: r.clone(),
+                    file: self.file.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The blocks a snapshot at `last_seq()` is made of, in order: those stored under a
@@ -458,21 +637,33 @@ impl LogCache {
         }
     }
 
-    /// A cache of the blocks a snapshot holds: (first, last, key, gzip), in order.
-    pub fn from_blocks(blocks: Vec<(u64, u64, Arc<str>, Vec<u8>)>) -> Result<LogCache, LogError> {
+    /// A cache of the blocks a snapshot holds: (first, last, key, gzip), in order; a block
+    /// without its gzip is to be fetched later (`unfetched`).
+    pub fn from_blocks(
+        blocks: Vec<ListedBlock>,
+    ) -> Result<LogCache, LogError> {
         let mut prev = 0u64;
         let mut out = Vec::with_capacity(blocks.len());
         for (first, last, key, gz) in blocks {
             if first != prev + 1 || last < first {
-                return Err(LogError(format!(
+                return Err(LogError::Bad(format!(
                     "block {first}..={last} does not follow seq {prev}"
                 )));
             }
             prev = last;
+            let body = match gz {
+                Some(gz) => Body::Gz(Arc::new(gz)),
+                None => Body::Remote(Arc::new(Remote {
+                    first,
+                    last,
+                    key: key.clone(),
+                    state: Mutex::new(RemoteState::default()),
+                })),
+            };
             out.push(Block {
                 first,
                 last,
-                body: Body::Gz(Arc::new(gz)),
+                body,
                 archived: Some(key),
                 version: 0,
             });
@@ -495,7 +686,7 @@ impl LogCache {
             version: 0,
         });
         for b in self.blocks.iter().chain(tail.as_ref()) {
-            let gz = b.body.gz().map_err(|e| e.0)?;
+            let gz = b.body.gz().map_err(|e| e.to_string())?;
             out.extend_from_slice(&b.first.to_le_bytes());
             out.extend_from_slice(&b.last.to_le_bytes());
             out.extend_from_slice(&(gz.len() as u64).to_le_bytes());
@@ -506,7 +697,7 @@ impl LogCache {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<LogCache, LogError> {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(LogError("not a preflight log snapshot".into()));
+            return Err(LogError::Bad("not a preflight log snapshot".into()));
         }
         let mut at = MAGIC.len();
         let mut blocks = Vec::new();
@@ -515,16 +706,16 @@ impl LogCache {
             bytes
                 .get(at..at + 8)
                 .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .ok_or_else(|| LogError(format!("truncated at byte {at}")))
+                .ok_or_else(|| LogError::Bad(format!("truncated at byte {at}")))
         };
         while at < bytes.len() {
             let (first, last, len) = (word(at)?, word(at + 8)?, word(at + 16)? as usize);
             at += 24;
             let gz = bytes
                 .get(at..at + len)
-                .ok_or_else(|| LogError(format!("block {first}..={last} truncated")))?;
+                .ok_or_else(|| LogError::Bad(format!("block {first}..={last} truncated")))?;
             if first != prev + 1 || last < first {
-                return Err(LogError(format!(
+                return Err(LogError::Bad(format!(
                     "block {first}..={last} does not follow seq {prev}"
                 )));
             }
@@ -666,7 +857,7 @@ mod tests {
         assert!(on_disk.iter().any(|b| *b != 0));
         let reader = c.clone();
         let n = c
-            .rewrite(|e| {
+            .rewrite(Arc::new(|e: &mut LogEntry| {
                 let hit = e.seq() == 5;
                 if hit {
                     e.e.event = Event::IdentityUnlinked(UnlinkEvent {
@@ -674,7 +865,7 @@ mod tests {
                     });
                 }
                 hit
-            })
+            }))
             .unwrap();
         assert_eq!(n, 1);
         // A copy taken before the erasure still reads the old version...
@@ -716,7 +907,8 @@ mod tests {
         c.mark_archived(&first);
         // A cache whose blocks are cut elsewhere (another replica's) keeps its own keys.
         let ten: Vec<_> = (1..=10).map(entry).collect();
-        let mut other = LogCache::from_blocks(vec![(1, 10, Arc::from("x"), encode(&ten))]).unwrap();
+        let mut other =
+            LogCache::from_blocks(vec![(1, 10, Arc::from("x"), Some(encode(&ten)))]).unwrap();
         other.mark_archived(&first);
         assert_eq!(
             other.snapshot_blocks(|_| true).unwrap()[0].key.as_deref(),
@@ -732,13 +924,13 @@ mod tests {
         assert!(second[1].key.is_none() && second[1].gz.is_some());
         assert!(second[2].key.is_none() && second[2].last == n + 1);
         // A rewritten block is uploaded again, whatever key it had.
-        c.rewrite(|e| {
+        c.rewrite(Arc::new(|e: &mut LogEntry| {
             let hit = e.seq() == 5;
             if hit {
                 e.e.recorded_at = 2;
             }
             hit
-        })
+        }))
         .unwrap();
         let third = c.snapshot_blocks(|_| true).unwrap();
         assert!(third[0].key.is_none());
@@ -747,7 +939,7 @@ mod tests {
         let dir: Vec<_> = stored
             .iter()
             .enumerate()
-            .map(|(i, (f, l, gz))| (*f, *l, Arc::<str>::from(format!("k{i}")), gz.clone()))
+            .map(|(i, (f, l, gz))| (*f, *l, Arc::<str>::from(format!("k{i}")), Some(gz.clone())))
             .collect();
         let back = LogCache::from_blocks(dir.clone()).unwrap();
         assert_eq!(
@@ -756,6 +948,67 @@ mod tests {
         );
         let holed: Vec<_> = dir.into_iter().skip(1).collect();
         assert!(LogCache::from_blocks(holed).is_err());
+    }
+
+    #[test]
+    fn a_block_left_in_redis_reads_as_not_fetched_until_filled_and_keeps_erasures_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (older, newer): (Vec<_>, Vec<_>) = (
+            (1..=10).map(entry).collect(),
+            (11..=20).map(entry).collect(),
+        );
+        let mut c = LogCache::from_blocks(vec![
+            (1, 10, Arc::from("k0"), None),
+            (11, 20, Arc::from("k1"), Some(encode(&newer))),
+        ])
+        .unwrap();
+        c.spill_to(BlockFile::create_in(dir.path()).unwrap());
+        // What comes after the image reads; what is before it is not there yet, and says so
+        // as a store that is unavailable for now, not as a corrupt one.
+        assert_eq!(c.entries_after(10, usize::MAX).unwrap(), newer);
+        let err = c.entries_after(0, usize::MAX).unwrap_err();
+        assert!(matches!(err, LogError::NotFetched(1, 10)), "{err}");
+        assert!(matches!(
+            crate::store::StoreError::from(err),
+            crate::store::StoreError::Unavailable(_)
+        ));
+        assert!(c.events_at(&[5]).is_err());
+        let keys = |u: Vec<Unfetched>| u.iter().map(|u| u.key.to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(c.unfetched()), ["k0"]);
+        assert_eq!(keys(c.unfetched_for(&[5, 15])), ["k0"]);
+        assert!(c.unfetched_for(&[15]).is_empty());
+        assert!(c.unfetched_after(10, 100).is_empty());
+        assert_eq!(keys(c.unfetched_after(0, 3)), ["k0"]);
+        // An erasure applied before the block arrives: kept, run over it when it does.
+        let erase: Rewrite = Arc::new(|e: &mut LogEntry| {
+            let hit = e.seq() == 5 || e.seq() == 15;
+            if hit {
+                e.e.recorded_at = 99;
+            }
+            hit
+        });
+        assert_eq!(c.rewrite(erase).unwrap(), 1);
+        assert!(
+            c.snapshot_blocks(|_| true).is_err(),
+            "a snapshot needs the block's bytes"
+        );
+        let reader = c.clone();
+        let holed: Vec<LogEntry> = older.iter().filter(|e| e.seq() != 7).cloned().collect();
+        assert!(c.unfetched()[0].fill_entries(&holed).is_err());
+        c.unfetched()[0].fill(encode(&older)).unwrap();
+        assert!(c.unfetched().is_empty());
+        for copy in [&c, &reader] {
+            let got = copy.entries_at(&[4, 5, 15]).unwrap();
+            assert_eq!(
+                got.iter().map(|e| e.e.recorded_at).collect::<Vec<_>>(),
+                [entry(4).e.recorded_at, 99, 99]
+            );
+        }
+        // Filled into the block file, and uploaded again by the next snapshot (it changed).
+        settled(&mut c);
+        assert_eq!(c.heap_bytes(), 0);
+        let snap = c.snapshot_blocks(|_| true).unwrap();
+        assert!(snap[0].key.is_none() && snap[0].gz.is_some());
     }
 
     #[test]

@@ -117,17 +117,15 @@ async fn erasures(shared: &Shared, copy: &Arc<Copy>) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut tokens = Vec::new();
-    cache
-        .for_each_after(from, |en| {
-            if let Event::SubjectsErased(er) = &en.e.event {
-                tokens.extend(er.tokens.iter().filter_map(|t| match t {
-                    ContactKey::Erased(t) => Some(*t),
-                    _ => None,
-                }));
-            }
-            Ok(())
-        })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    cache.for_each_after(from, |en| {
+        if let Event::SubjectsErased(er) = &en.e.event {
+            tokens.extend(er.tokens.iter().filter_map(|t| match t {
+                ContactKey::Erased(t) => Some(*t),
+                _ => None,
+            }));
+        }
+        Ok(())
+    })?;
     let mut seqs = Vec::new();
     for t in &tokens {
         let s: Vec<u64> = shared

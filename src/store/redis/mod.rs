@@ -3,6 +3,7 @@
 //! registry versions as chunked blobs.
 //!
 //! Keys all carry one hash tag (`{prefix}`), so the layout also fits one Redis Cluster slot.
+mod backfill;
 mod chunks;
 mod commit;
 pub mod conn;
@@ -259,6 +260,8 @@ struct Status {
     /// Where this replica's index came from at start: the image's seq and the events
     /// replayed after it (None: no image was loaded).
     started_from_image: Option<(u64, u64)>,
+    /// Log blocks before the image fetched after this replica began serving.
+    blocks_fetched_late: u64,
 }
 
 impl Shared {
@@ -320,6 +323,7 @@ impl Shared {
     /// The events at `seqs` (sorted) from this replica's copy of the log.
     fn events_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
         let cache = self.lock().cache.clone();
+        backfill::fetch_sync(self, &cache.unfetched_for(seqs))?;
         cache.events_at(seqs)
     }
 
@@ -393,6 +397,7 @@ impl RedisStore {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(commit::Committer::new(shared.clone()).run(rx));
         tokio::spawn(follow::run(shared.clone()));
+        backfill::spawn(&shared);
         Ok(RedisStore { shared, tx })
     }
 
@@ -450,6 +455,7 @@ impl Store for RedisStore {
     /// From this replica's copy of the log, which holds everything it has applied.
     fn read_events(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let cache = self.shared.lock().cache.clone();
+        backfill::fetch_sync(&self.shared, &cache.unfetched_after(after, limit))?;
         cache.events_after(after, limit)
     }
 
@@ -580,6 +586,8 @@ impl Store for RedisStore {
             "started_from_image_seq": s.started_from_image.map(|(seq, _)| seq),
             "replayed_at_start": s.started_from_image.map(|(_, n)| n),
             "log_cache_bytes": self.shared.lock().cache.heap_bytes(),
+            "log_blocks_to_fetch": self.shared.lock().cache.unfetched().len(),
+            "log_blocks_fetched_late": s.blocks_fetched_late,
         })
     }
 }
@@ -639,14 +647,16 @@ fn erase_locally(
     if map.is_empty() {
         return;
     }
-    let redact = crate::store::redact::redactor(map);
-    let rewritten = cache.rewrite(|en| match redact(&en.e.event) {
-        Some(ev) => {
-            en.e.event = ev;
-            true
+    let redact = crate::store::redact::shared_redactor(map);
+    let rewritten = cache.rewrite(Arc::new(move |en: &mut LogEntry| {
+        match redact(&en.e.event) {
+            Some(ev) => {
+                en.e.event = ev;
+                true
+            }
+            None => false,
         }
-        None => false,
-    });
+    }));
     if let Err(e) = rewritten {
         tracing::error!(error = %e, "cannot rewrite the local log copy for an erasure");
     }

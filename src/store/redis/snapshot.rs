@@ -99,7 +99,7 @@ async fn capture(
     })
     .await
     .map_err(|e| unavailable(e.to_string()))?
-    .map_err(|e| StoreError::Corrupt(e.to_string()))
+    .map_err(StoreError::from)
 }
 
 /// The keys of the blocks the current snapshot names.
