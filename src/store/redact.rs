@@ -12,9 +12,7 @@ pub type SharedRedactor = std::sync::Arc<dyn Fn(&Event) -> Option<Event> + Send 
 
 /// The same, shared across threads: a replica's log block fetched after the erasure runs it
 /// when it arrives.
-pub fn shared_redactor(
-    erase: HashMap<ContactKey, Token>,
-) -> SharedRedactor {
+pub fn shared_redactor(erase: HashMap<ContactKey, Token>) -> SharedRedactor {
     std::sync::Arc::new(move |ev: &Event| redact(&erase, ev))
 }
 

@@ -69,13 +69,7 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
                         image::spawn_build(&shared);
                     }
                 },
-                _ = shared.snapshot_wanted.notified() => {
-                    if let Some(Err(e)) =
-                        step(&shared, "snapshot", snapshot::maybe_write(&shared, true)).await
-                    {
-                        shared.failed("snapshot", &e);
-                    }
-                },
+                _ = shared.snapshot_wanted.notified() => snapshot::spawn(&shared),
             }
         }
     }
@@ -314,8 +308,12 @@ pub(super) async fn heartbeat(shared: &Shared, tick: u64) -> Result<(), StoreErr
     }
     catch_up_to(shared, pos.visible).await?;
     let due = index.seq().saturating_sub(pos.snap_seq) >= shared.opts.snapshot_every;
+    if pos.scrub > pos.snap_seq {
+        shared.snapshot_scrub.store(true, Ordering::Release);
+    }
     if due || pos.scrub > pos.snap_seq {
-        snapshot::maybe_write(shared, pos.scrub > pos.snap_seq).await?;
+        // Written in a task of its own: uploads at 10^8 events must not hold up following.
+        shared.snapshot_wanted.notify_one();
     }
     if tick.is_multiple_of(10) {
         registry::fetch_newer(shared).await?;
@@ -595,6 +593,8 @@ pub async fn load_projection<S: crate::store::EventSink + Clone>(
         snap_seq: Default::default(),
         image_seq: Default::default(),
         imaging: Default::default(),
+        snapshotting: Default::default(),
+        snapshot_scrub: Default::default(),
         mirroring: Default::default(),
         copy_due: Default::default(),
         status: Default::default(),

@@ -639,9 +639,7 @@ impl LogCache {
 
     /// A cache of the blocks a snapshot holds: (first, last, key, gzip), in order; a block
     /// without its gzip is to be fetched later (`unfetched`).
-    pub fn from_blocks(
-        blocks: Vec<ListedBlock>,
-    ) -> Result<LogCache, LogError> {
+    pub fn from_blocks(blocks: Vec<ListedBlock>) -> Result<LogCache, LogError> {
         let mut prev = 0u64;
         let mut out = Vec::with_capacity(blocks.len());
         for (first, last, key, gz) in blocks {

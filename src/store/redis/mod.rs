@@ -236,6 +236,10 @@ pub(crate) struct Shared {
     image_seq: AtomicU64,
     /// An index image build of this replica's is under way.
     imaging: std::sync::atomic::AtomicBool,
+    /// A snapshot of this replica's is under way.
+    snapshotting: std::sync::atomic::AtomicBool,
+    /// The next snapshot scrubs an erasure (trims the stream right up to it).
+    snapshot_scrub: std::sync::atomic::AtomicBool,
     /// A sync of this replica's copy is under way.
     mirroring: std::sync::atomic::AtomicBool,
     /// The audit head and idempotency log id the last heartbeat read, for the copy's sync.
@@ -248,6 +252,9 @@ struct ReplicaState {
     /// The lineage this replica loaded; None until the first load.
     epoch: Option<String>,
     cache: LogCache,
+    /// Bumped each time another copy is adopted: what a snapshot uploaded from one copy
+    /// marks on it only.
+    generation: u64,
 }
 
 #[derive(Default, Clone)]
@@ -285,6 +292,7 @@ impl Shared {
             }
         }
         st.cache = cache;
+        st.generation += 1;
     }
 
     fn copy_due(&self) -> std::sync::MutexGuard<'_, Option<(Option<String>, Option<String>)>> {
@@ -379,6 +387,8 @@ impl RedisStore {
             snap_seq: AtomicU64::new(0),
             image_seq: AtomicU64::new(0),
             imaging: Default::default(),
+            snapshotting: Default::default(),
+            snapshot_scrub: Default::default(),
             mirroring: Default::default(),
             copy_due: Default::default(),
             status: Default::default(),
@@ -683,6 +693,7 @@ impl Shared {
         if let Err(e) = self.redis.invoke::<i64>(&inv).await {
             self.failed("scrub", &e);
         }
+        self.snapshot_scrub.store(true, Ordering::Release);
         self.snapshot_wanted.notify_one();
     }
 }

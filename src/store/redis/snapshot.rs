@@ -8,6 +8,7 @@ use super::log::SnapBlock;
 use super::{Shared, chunks};
 use crate::store::StoreError;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Blocks uploaded a round trip (a block is about 4,096 entries, a few hundred KB).
@@ -88,18 +89,37 @@ async fn take_lease(shared: &Shared) -> Result<bool, StoreError> {
 /// The blocks of this replica's log copy a snapshot at its last seq is made of (the
 /// encoding runs off the async workers); blocks stored under a key in `stored` are named,
 /// not uploaded again.
-async fn capture(
-    shared: &Shared,
-    stored: HashSet<String>,
-) -> Result<(u64, Vec<SnapBlock>), StoreError> {
-    let cache = shared.lock().cache.clone();
+async fn capture(shared: &Shared, stored: HashSet<String>) -> Result<Captured, StoreError> {
+    let (cache, generation) = {
+        let st = shared.lock();
+        (st.cache.clone(), st.generation)
+    };
     tokio::task::spawn_blocking(move || {
         let blocks = cache.snapshot_blocks(|k| stored.contains(k))?;
-        Ok::<_, super::log::LogError>((cache.last_seq(), blocks))
+        Ok::<_, super::log::LogError>(Captured {
+            seq: cache.last_seq(),
+            blocks,
+            generation,
+        })
     })
     .await
     .map_err(|e| unavailable(e.to_string()))?
     .map_err(StoreError::from)
+}
+
+/// A snapshot's blocks, taken from the log copy of one generation (see `ReplicaState`).
+struct Captured {
+    seq: u64,
+    blocks: Vec<SnapBlock>,
+    generation: u64,
+}
+
+/// The uploaded blocks' keys go on the copy they were taken from, not on one adopted since.
+fn mark_archived(shared: &Shared, c: &Captured) {
+    let mut st = shared.lock();
+    if st.generation == c.generation {
+        st.cache.mark_archived(&c.blocks);
+    }
 }
 
 /// The keys of the blocks the current snapshot names.
@@ -126,7 +146,17 @@ pub(super) fn parse_directory(dir: &str) -> impl Iterator<Item = (u64, u64, &str
 async fn upload(shared: &Shared, blocks: &mut [SnapBlock]) -> Result<Vec<String>, StoreError> {
     let mut new = Vec::new();
     let mut todo: Vec<&mut SnapBlock> = blocks.iter_mut().filter(|b| b.key.is_none()).collect();
+    let mut renewed = std::time::Instant::now();
     for group in todo.chunks_mut(BLOCKS_PER_TRIP) {
+        // A long upload (the whole log, the first time) keeps its lease: lost, the switch
+        // would refuse what was uploaded.
+        if renewed.elapsed() >= std::time::Duration::from_millis(LEASE_MS / 3) {
+            if !take_lease(shared).await? {
+                drop_blocks(shared, &new).await;
+                return Err(unavailable("the snapshot lease went to another replica"));
+            }
+            renewed = std::time::Instant::now();
+        }
         let mut p = redis::pipe();
         for b in group.iter_mut() {
             let key = shared.keys.block(b.first, b.last, &chunks::blob_id());
@@ -159,6 +189,32 @@ async fn drop_blocks(shared: &Shared, keys: &[String]) {
     }
 }
 
+/// Writes a snapshot in a task of its own, one at a time, so that following (and Watch
+/// delivery) never waits for its uploads: the first one after a format change uploads the
+/// whole log. A scrub asked for meanwhile is kept for the next.
+pub(super) fn spawn(shared: &Arc<Shared>) {
+    if shared.snapshotting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    struct Done(Arc<Shared>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.snapshotting.store(false, Ordering::Release);
+        }
+    }
+    let done = Done(shared.clone());
+    tokio::spawn(async move {
+        let shared = &done.0;
+        let scrub = shared.snapshot_scrub.swap(false, Ordering::AcqRel);
+        if let Err(e) = maybe_write(shared, scrub).await {
+            if scrub {
+                shared.snapshot_scrub.store(true, Ordering::Release);
+            }
+            shared.failed("snapshot", &e);
+        }
+    });
+}
+
 /// Writes a snapshot if this replica holds (or gets) the lease; `scrub` trims the stream
 /// right up to it instead of leaving `stream_keep` entries behind.
 pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), StoreError> {
@@ -169,12 +225,14 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
         return Ok(());
     }
     let stored = stored_blocks(shared).await?;
-    let (seq, mut blocks) = capture(shared, stored).await?;
+    let mut captured = capture(shared, stored).await?;
+    let seq = captured.seq;
     if seq == 0 || seq <= shared.snap_seq.load(Ordering::Relaxed) && !scrub {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let new = upload(shared, &mut blocks).await?;
+    let new = upload(shared, &mut captured.blocks).await?;
+    let blocks = &captured.blocks;
     let keep = if scrub { 0 } else { shared.opts.stream_keep };
     let min_id = (seq + 1).saturating_sub(keep).max(1);
     let k = &shared.keys;
@@ -187,7 +245,7 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
         .key(k.epoch())
         .key(k.erased())
         .arg(&shared.owner)
-        .arg(directory(&blocks))
+        .arg(directory(blocks))
         .arg(seq)
         .arg(0)
         .arg(k.snap_chunk_prefix())
@@ -206,12 +264,12 @@ pub(super) async fn maybe_write(shared: &Shared, scrub: bool) -> Result<(), Stor
         }
         return Ok(());
     }
-    shared.lock().cache.mark_archived(&blocks);
+    mark_archived(shared, &captured);
     shared.snap_seq.store(seq, Ordering::Relaxed);
     shared.status().snapshots_written += 1;
     tracing::info!(
         seq,
-        blocks = blocks.len(),
+        blocks = captured.blocks.len(),
         uploaded = new.len(),
         trimmed_below = min_id,
         ms = started.elapsed().as_millis() as u64,
@@ -226,14 +284,15 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
     let Some(epoch) = shared.epoch() else {
         return Ok(false);
     };
-    let (seq, mut blocks) = capture(shared, HashSet::new()).await?;
+    let mut captured = capture(shared, HashSet::new()).await?;
+    let seq = captured.seq;
     if seq == 0 || seq != shared.sink.seq() {
         return Ok(false);
     }
     if !take_lease(shared).await? {
         return Ok(false);
     }
-    let new = upload(shared, &mut blocks).await?;
+    let new = upload(shared, &mut captured.blocks).await?;
     // The audit trail and idempotency keys go back first; the script below commits the
     // re-seed (if another replica did it first, these were the same records).
     let head = super::mirror::restore(shared).await?.unwrap_or_default();
@@ -247,7 +306,7 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         .key(k.head())
         .arg(&epoch)
         .arg(seq)
-        .arg(directory(&blocks))
+        .arg(directory(&captured.blocks))
         .arg(0)
         .arg(shared.clock.now_ms())
         .arg(shared.key_id())
@@ -262,7 +321,7 @@ pub(super) async fn reseed(shared: &Shared) -> Result<bool, StoreError> {
         drop_blocks(shared, &new).await;
         return Ok(false);
     }
-    shared.lock().cache.mark_archived(&blocks);
+    mark_archived(shared, &captured);
     shared.snap_seq.store(seq, Ordering::Relaxed);
     Ok(true)
 }
