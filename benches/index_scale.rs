@@ -272,6 +272,20 @@ fn main() {
         image.write_ms as f64 / 1e3
     );
     let samples = if smoke { 20_000 } else { 1_000_000 };
+    // What the two clock reads around each check cost by themselves, timed the same way
+    // around nothing: part of every figure below, reported rather than subtracted.
+    let mut empty: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(());
+            t.elapsed()
+        })
+        .collect();
+    empty.sort_unstable();
+    println!(
+        "timer alone (Instant::now and elapsed around nothing): median {} ns",
+        pct(&empty, 0.5).as_nanos()
+    );
     for (name, span) in [("hot (4,096 contacts)", 4_096u64.min(n)), ("uniform", n)] {
         let inputs: Vec<String> = (0..samples as u64)
             .map(|j| {

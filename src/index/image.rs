@@ -11,7 +11,37 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Phone entries handed from the decoding thread to the inserting one at a time.
-const PHONE_BATCH: usize = 16_384;
+/// Entries decoded before they are handed to the inserting thread.
+const BATCH: usize = 16_384;
+
+/// Work for the image loader's inserting thread.
+type Job = Box<dyn FnOnce(&mut Index) + Send>;
+
+/// Reads one section's entries with `decode` and has the inserting thread put them in with
+/// `insert`, a batch at a time.
+fn stream<T: Send + 'static>(
+    r: &mut Reader<'_>,
+    send: &dyn Fn(Job) -> Result<(), ImageError>,
+    mut decode: impl FnMut(&mut Reader<'_>) -> Result<T, ImageError>,
+    insert: fn(&mut Index, T),
+) -> Result<(), ImageError> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while r.more()? {
+        batch.push(decode(r)?);
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            send(Box::new(move |i| {
+                full.into_iter().for_each(|x| insert(i, x))
+            }))?;
+        }
+    }
+    if !batch.is_empty() {
+        send(Box::new(move |i| {
+            batch.into_iter().for_each(|x| insert(i, x))
+        }))?;
+    }
+    Ok(())
+}
 
 /// 002: each section starts with its entry count, so a load sizes its maps once.
 /// 003: contact attempts, after the mirrors.
@@ -346,38 +376,168 @@ impl Index {
             names[id] = NAMES.intern(&name);
         }
         let mut heap: usize = 0;
-        idx.phones = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-        // Phones are nearly all of a large index: one thread decodes them while another
-        // inserts, so a start takes the longer of the two rather than their sum.
-        let phones = &idx.phones;
+        // One thread decodes while another inserts into the maps, section after section,
+        // so a start takes the longer of the two rather than their sum.
         std::thread::scope(|scope| -> Result<(), ImageError> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Slot)>>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4);
+            let target = &mut idx;
             let inserter = scope.spawn(move || {
-                for batch in rx {
-                    for (k, v) in batch {
-                        phones.insert(k, v);
-                    }
+                for job in rx {
+                    job(target);
                 }
             });
-            let mut batch = Vec::with_capacity(PHONE_BATCH);
+            let send = |job: Job| {
+                tx.send(job).map_err(|_| {
+                    ImageError::Format("the image loader's insert thread stopped".into())
+                })
+            };
             let decoded = (|| -> Result<(), ImageError> {
-                while r.more()? {
-                    let k = r.u64()?;
-                    let v = Slot::read(&mut r, &names)?;
-                    heap += v.heap_bytes();
-                    batch.push((k, v));
-                    if batch.len() == PHONE_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(PHONE_BATCH));
-                        if tx.send(full).is_err() {
-                            break;
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| {
+                    i.phones = FastMap::with_capacity_and_hasher(n, Default::default())
+                }))?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.u64()?;
+                        let v = Slot::read(r, &names)?;
+                        heap += v.heap_bytes();
+                        Ok((k, v))
+                    },
+                    |i, (k, v)| {
+                        i.phones.insert(k, v);
+                    },
+                )?;
+                for emails in [true, false] {
+                    let n = sized(&mut r)?;
+                    send(Box::new(move |i| {
+                        let map = FastMap::with_capacity_and_hasher(n, Default::default());
+                        match emails {
+                            true => i.emails = map,
+                            false => i.externals = map,
                         }
-                    }
+                    }))?;
+                    let decode = |r: &mut Reader<'_>| {
+                        let k = r.str()?;
+                        let v = Slot::read(r, &names)?;
+                        heap += v.heap_bytes() + k.heap_bytes();
+                        Ok((k, v))
+                    };
+                    let insert: fn(&mut Index, (Box<str>, Slot)) = match emails {
+                        true => |i, (k, v)| {
+                            i.emails.insert(k, v);
+                        },
+                        false => |i, (k, v)| {
+                            i.externals.insert(k, v);
+                        },
+                    };
+                    stream(&mut r, &send, decode, insert)?;
                 }
-                Ok(())
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| {
+                    i.erased = FastMap::with_capacity_and_hasher(n, Default::default())
+                }))?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.token()?;
+                        let v = Slot::read(r, &names)?;
+                        heap += v.heap_bytes();
+                        Ok((k, v))
+                    },
+                    |i, (k, v)| {
+                        i.erased.insert(k, v);
+                    },
+                )?;
+                sized(&mut r)?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.token()?;
+                        let n = r.count()?;
+                        let g = (0..n).map(|_| r.token()).collect::<Result<Vec<_>, _>>()?;
+                        Ok((k, Arc::<[Token]>::from(g)))
+                    },
+                    |i, (k, g)| {
+                        i.erased_groups.insert(k, g);
+                    },
+                )?;
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| {
+                    i.members = FastMap::with_capacity_and_hasher(n, Default::default())
+                }))?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.str()?;
+                        let n = r.count()?;
+                        let m = (0..n).map(|_| r.key()).collect::<Result<Vec<_>, _>>()?;
+                        heap += k.heap_bytes() + m.iter().map(super::member_bytes).sum::<usize>();
+                        Ok((k, m))
+                    },
+                    |i, (k, m)| {
+                        i.members.insert(k, m);
+                    },
+                )?;
+                sized(&mut r)?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.u64()?;
+                        let removal_seq = r.u64()?;
+                        let retain_until = r.u64()? as Millis;
+                        let owner = r.key()?;
+                        Ok((
+                            k,
+                            Archived {
+                                removal_seq,
+                                retain_until,
+                                owner,
+                            },
+                        ))
+                    },
+                    |i, (k, a)| {
+                        i.archived.insert(k, a);
+                    },
+                )?;
+                sized(&mut r)?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.u64()?;
+                        let person = r.str()?;
+                        let owner = r.key()?;
+                        Ok((k, Mirror { person, owner }))
+                    },
+                    |i, (k, m)| {
+                        i.mirrors.insert(k, m);
+                    },
+                )?;
+                sized(&mut r)?;
+                stream(
+                    &mut r,
+                    &send,
+                    |r| {
+                        let k = r.u64()?;
+                        let n = r.count()?;
+                        let mut list = super::attempts::AttemptList::with_capacity(n.min(most));
+                        for _ in 0..n {
+                            let b: &[u8; 16] = r.take(16)?.try_into().expect("16 bytes");
+                            list.push(super::Attempt::from_bytes(b).ok_or_else(|| {
+                                ImageError::Format("an attempt of an unknown kind".into())
+                            })?);
+                        }
+                        Ok((k, list))
+                    },
+                    |i, (k, list)| i.attempts.load(k, list),
+                )
             })();
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
             drop(tx);
             if inserter.join().is_err() {
                 return Err(ImageError::Format(
@@ -386,74 +546,6 @@ impl Index {
             }
             decoded
         })?;
-        for map in [&mut idx.emails, &mut idx.externals] {
-            *map = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-            while r.more()? {
-                let k = r.str()?;
-                let v = Slot::read(&mut r, &names)?;
-                heap += v.heap_bytes() + k.heap_bytes();
-                map.insert(k, v);
-            }
-        }
-        idx.erased = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-        while r.more()? {
-            let k = r.token()?;
-            let v = Slot::read(&mut r, &names)?;
-            heap += v.heap_bytes();
-            idx.erased.insert(k, v);
-        }
-        sized(&mut r)?;
-        while r.more()? {
-            let k = r.token()?;
-            let n = r.count()?;
-            let g = (0..n).map(|_| r.token()).collect::<Result<Vec<_>, _>>()?;
-            idx.erased_groups.insert(k, Arc::from(g));
-        }
-        idx.members = FastMap::with_capacity_and_hasher(sized(&mut r)?, Default::default());
-        while r.more()? {
-            let k = r.str()?;
-            let n = r.count()?;
-            let m = (0..n).map(|_| r.key()).collect::<Result<Vec<_>, _>>()?;
-            heap += k.heap_bytes() + m.iter().map(super::member_bytes).sum::<usize>();
-            idx.members.insert(k, m);
-        }
-        sized(&mut r)?;
-        while r.more()? {
-            let k = r.u64()?;
-            let removal_seq = r.u64()?;
-            let retain_until = r.u64()? as Millis;
-            let owner = r.key()?;
-            idx.archived.insert(
-                k,
-                Archived {
-                    removal_seq,
-                    retain_until,
-                    owner,
-                },
-            );
-        }
-        sized(&mut r)?;
-        while r.more()? {
-            let k = r.u64()?;
-            let person = r.str()?;
-            let owner = r.key()?;
-            idx.mirrors.insert(k, Mirror { person, owner });
-        }
-        sized(&mut r)?;
-        while r.more()? {
-            let k = r.u64()?;
-            let n = r.count()?;
-            let mut list = super::attempts::AttemptList::with_capacity(n.min(most));
-            for _ in 0..n {
-                let b: &[u8; 16] = r.take(16)?.try_into().expect("16 bytes");
-                list.push(
-                    super::Attempt::from_bytes(b).ok_or_else(|| {
-                        ImageError::Format("an attempt of an unknown kind".into())
-                    })?,
-                );
-            }
-            idx.attempts.load(k, list);
-        }
         let n = r.count()?;
         let privacy = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
         r.finish()?;
