@@ -474,15 +474,30 @@ impl Images {
         tokenizer: &Tokenizer,
         until: u64,
     ) -> Result<Option<ImageWritten>, String> {
+        self.build_from(
+            &|after, limit| store.read_events(after, limit),
+            tokenizer,
+            until,
+        )
+    }
+
+    /// `build`, reading the log through `read`: for a tool on a data directory no service
+    /// has open (the scale bench writes its image before it opens one, so the builder's
+    /// index and the service's are never in memory together).
+    pub fn build_from(
+        &self,
+        read: ReadLog,
+        tokenizer: &Tokenizer,
+        until: u64,
+    ) -> Result<Option<ImageWritten>, String> {
         let _one = self.lock_building();
         let generation = *self.lock_generation();
         let t0 = Instant::now();
-        let read = |after, limit| store.read_events(after, limit);
         let base = self
             .list()
             .into_iter()
             .find_map(|(seq, path)| self.load(seq, &path, until));
-        let (index, privacy) = build_index(tokenizer, base, &read, until)?;
+        let (index, privacy) = build_index(tokenizer, base, read, until)?;
         let tw = Instant::now();
         let Some(bytes) = self.install(&index, &privacy, generation)? else {
             tracing::info!(
