@@ -14,6 +14,7 @@
 //! entry: the 64-byte target) and `people` (every contact a person: the 256-byte target).
 //! `PREFLIGHT_BENCH_DIR` keeps the data directory somewhere with room (tens of GB at 10^8).
 //! `PREFLIGHT_BENCH_SKIP_REPLAY_START=1` skips the start without an image (minutes at 10^8).
+//! `PREFLIGHT_BENCH_KEEP=1` leaves the data directory behind, to profile a start on it.
 //! `cargo test` runs it with 20,000 contacts as a smoke test.
 #[path = "procs.rs"]
 mod procs;
@@ -171,8 +172,13 @@ fn main() {
         Ok(d) => tempfile::tempdir_in(d).unwrap(),
         Err(_) => tempfile::tempdir().unwrap(),
     };
-    let empty = work.path().join("empty");
-    let data = work.path().join("data");
+    // PREFLIGHT_BENCH_KEEP=1 leaves the data directory behind (to profile a start on it).
+    let (root, _work) = match std::env::var("PREFLIGHT_BENCH_KEEP") {
+        Ok(_) => (work.keep(), None),
+        Err(_) => (work.path().to_path_buf(), Some(work)),
+    };
+    let empty = root.join("empty");
+    let data = root.join("data");
     std::fs::create_dir_all(&empty).unwrap();
     println!("index_scale: {n} contacts, mix {mix:?}");
 

@@ -284,6 +284,11 @@ impl Attempts {
     }
 
     /// Puts a list read from an image in place (its attempts were within the horizon then).
+    /// Room for `n` identifiers' lists, before an image's are loaded.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.map = FastMap::with_capacity_and_hasher(n, Default::default());
+    }
+
     pub(super) fn load(&self, key: u64, list: AttemptList) {
         let n = list.len();
         if n > 0 {

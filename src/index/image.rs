@@ -451,7 +451,10 @@ impl Index {
                         i.erased.insert(k, v);
                     },
                 )?;
-                sized(&mut r)?;
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| {
+                    i.erased_groups = FastMap::with_capacity_and_hasher(n, Default::default())
+                }))?;
                 stream(
                     &mut r,
                     &send,
@@ -483,7 +486,10 @@ impl Index {
                         i.members.insert(k, m);
                     },
                 )?;
-                sized(&mut r)?;
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| {
+                    i.archived = FastMap::with_capacity_and_hasher(n, Default::default())
+                }))?;
                 stream(
                     &mut r,
                     &send,
@@ -505,7 +511,10 @@ impl Index {
                         i.archived.insert(k, a);
                     },
                 )?;
-                sized(&mut r)?;
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| {
+                    i.mirrors = FastMap::with_capacity_and_hasher(n, Default::default())
+                }))?;
                 stream(
                     &mut r,
                     &send,
@@ -519,7 +528,8 @@ impl Index {
                         i.mirrors.insert(k, m);
                     },
                 )?;
-                sized(&mut r)?;
+                let n = sized(&mut r)?;
+                send(Box::new(move |i| i.attempts.reserve(n)))?;
                 stream(
                     &mut r,
                     &send,

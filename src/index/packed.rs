@@ -367,9 +367,13 @@ impl Slot {
             0 => Ok(Slot::One(Packed::read(r, names)?)),
             1 => {
                 let n = r.u32()? as usize;
-                let facts = (0..n)
-                    .map(|_| Packed::read(r, names))
-                    .collect::<Result<Box<[Packed]>, _>>()?;
+                // Sized once (a collect grows and shrinks), within what a damaged count
+                // could ask for before the reads past the end refuse it.
+                let mut facts = Vec::with_capacity(n.min(1 << 12));
+                for _ in 0..n {
+                    facts.push(Packed::read(r, names)?);
+                }
+                let facts = facts.into_boxed_slice();
                 let person = r.opt_str()?;
                 let last_inbound = match r.u8()? {
                     0 => None,
