@@ -10,9 +10,9 @@ use std::sync::Arc;
 /// Blocks per round trip.
 const PER_TRIP: usize = 8;
 
-/// Fills `todo` from Redis; returns how many it filled. A block gone from its key (an erasure rewrote it, and the
-/// snapshot that holds the new version dropped the old) is read from the current
-/// snapshot's blocks over the same seqs.
+/// Fills `todo` from Redis; returns how many it filled. A block gone from its key (an
+/// erasure rewrote it, and the snapshot that holds the new version dropped the old) is read
+/// from the current snapshot's blocks over the same seqs.
 pub(super) async fn fetch(
     redis: &Redis,
     keys: &Keys,
