@@ -281,6 +281,29 @@ async fn replicas_wait_for_redis_then_share_every_write() {
     assert_eq!(body["store"]["connected"], true);
 }
 
+/// A VOICE marketing consent for `number`, then its withdrawal.
+async fn granted_then_withdrawn(ch: &tonic::transport::Channel, number: &str) {
+    consent(ch)
+        .record_consent(grant(number, &[Ch::Voice], &[P::Marketing]))
+        .await
+        .unwrap();
+    consent(ch).record_consent(withdraw(number)).await.unwrap();
+}
+
+/// `n` company DNC entries in one call, numbers +1312555 `from`...
+async fn corporate_entries(ch: &tonic::transport::Channel, from: u32, n: u32) {
+    dnc(ch)
+        .add_entries(pb::AddEntriesRequest {
+            entries: (from..from + n)
+                .map(|i| entry(&format!("+1312555{i:04}"), pb::DncType::Corporate))
+                .collect(),
+            actor: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 async fn some_writes(ch: &tonic::transport::Channel, from: u64, n: u64) {
     for i in from..from + n {
         consent(ch)
@@ -544,20 +567,7 @@ async fn snapshots_upload_each_sealed_block_of_the_log_once() {
     let mut a = c.replica("a");
     let a_ch = a.ready().await;
     // 4,500 entries in one call: a sealed block of the log (4,096 entries) and a tail.
-    pb::dnc_service_client::DncServiceClient::new(a_ch.clone())
-        .add_entries(pb::AddEntriesRequest {
-            entries: (0..4_500)
-                .map(|i| pb::DncEntryInput {
-                    contact: format!("+1312555{:04}", i),
-                    r#type: pb::DncType::Corporate as i32,
-                    ..Default::default()
-                })
-                .collect(),
-            actor: "test".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    corporate_entries(&a_ch, 0, 4_500).await;
     let mut conn = c.redis.conn();
     until("a snapshot at 4,500", || {
         let dir = snapshot_directory(&mut conn);
@@ -602,32 +612,10 @@ async fn a_replica_started_from_an_image_serves_before_it_holds_the_log_before_t
     // A person's history in the log's first sealed block (4,096 entries), a privacy request
     // in the second, and an index image after both.
     let secret = "2025550177";
-    consent(&a_ch)
-        .record_consent(grant(secret, &[Ch::Voice], &[P::Marketing]))
-        .await
-        .unwrap();
-    consent(&a_ch)
-        .record_consent(withdraw(secret))
-        .await
-        .unwrap();
-    let entries = |from: u32| {
-        let mut dnc = pb::dnc_service_client::DncServiceClient::new(a_ch.clone());
-        let req = pb::AddEntriesRequest {
-            entries: (from..from + 4_500)
-                .map(|i| pb::DncEntryInput {
-                    contact: format!("+1312555{:04}", i),
-                    r#type: pb::DncType::Corporate as i32,
-                    ..Default::default()
-                })
-                .collect(),
-            actor: "test".into(),
-            ..Default::default()
-        };
-        async move { dnc.add_entries(req).await }
-    };
-    entries(0).await.unwrap();
+    granted_then_withdrawn(&a_ch, secret).await;
+    corporate_entries(&a_ch, 0, 4_500).await;
     let access = privacy_request(&a_ch, &[secret], pb::PrivacyRequestType::Access).await;
-    entries(4_500).await.unwrap();
+    corporate_entries(&a_ch, 4_500, 4_500).await;
     let mut conn = c.redis.conn();
     until("an index image past the first block", || {
         let img = stored_image(&mut conn).map(|(s, _)| s);
@@ -660,14 +648,7 @@ async fn a_replica_started_from_an_image_serves_before_it_holds_the_log_before_t
     let late_blocks = index_state(&late)["store"]["log_blocks_fetched_late"].as_u64();
     assert_eq!(late_blocks, Some(2), "{}", index_state(&late));
     // Its records and its history reach back to seq 1, and the privacy request is known.
-    let view = consent(&late_ch)
-        .get_contact(pb::GetContactRequest {
-            contact: secret.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let view = get_contact(&late_ch, secret).await;
     assert_eq!(view.consents.len(), 2, "{view:?}");
     let mut w = events(&late_ch)
         .watch(pb::WatchRequest {
@@ -681,7 +662,7 @@ async fn a_replica_started_from_an_image_serves_before_it_holds_the_log_before_t
         assert_eq!(w.message().await.unwrap().unwrap().seq, want);
     }
     drop(w);
-    let got = pb::privacy_service_client::PrivacyServiceClient::new(late_ch.clone())
+    let got = privacy(&late_ch)
         .get_request(pb::GetRequestRequest {
             request_id: access.request_id.clone(),
         })
@@ -716,14 +697,7 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
     let (a_ch, b_ch) = (a.ready().await, b.ready().await);
     some_writes(&a_ch, 0, 60).await;
     let secret = "2025550143";
-    consent(&b_ch)
-        .record_consent(grant(secret, &[Ch::Voice], &[P::Marketing]))
-        .await
-        .unwrap();
-    consent(&b_ch)
-        .record_consent(withdraw(secret))
-        .await
-        .unwrap();
+    granted_then_withdrawn(&b_ch, secret).await;
     let mut conn = c.redis.conn();
     until("a snapshot and a trimmed stream", || {
         let snap: Option<u64> = redis::cmd("HGET")
@@ -792,14 +766,7 @@ async fn late_replica_loads_the_snapshot_and_erasures_leave_no_copy_in_redis() {
     for ch in [&a_ch, &b_ch, &late_ch] {
         let d = check(ch, secret, Ch::Voice, P::Marketing).await;
         assert_eq!(d.verdict, pb::Verdict::Block as i32, "{d:?}");
-        let view = consent(ch)
-            .get_contact(pb::GetContactRequest {
-                contact: secret.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let view = get_contact(ch, secret).await;
         let shown = format!("{view:?}").replace(&view.normalized_contact, "");
         assert!(!shown.contains(secret), "{shown}");
     }

@@ -17,14 +17,19 @@ const BATCH: usize = 16_384;
 /// Work for the image loader's inserting thread.
 type Job = Box<dyn FnOnce(&mut Index) + Send>;
 
-/// Reads one section's entries with `decode` and has the inserting thread put them in with
-/// `insert`, a batch at a time.
-fn stream<T: Send + 'static>(
+/// Reads one section: its entry count (at most `most`), for which the inserting thread
+/// makes room with `size`, then its entries with `decode`, which that thread puts in with
+/// `insert` a batch at a time.
+fn section<T: Send + 'static>(
     r: &mut Reader<'_>,
     send: &dyn Fn(Job) -> Result<(), ImageError>,
+    most: usize,
+    size: fn(&mut Index, usize),
     mut decode: impl FnMut(&mut Reader<'_>) -> Result<T, ImageError>,
     insert: fn(&mut Index, T),
 ) -> Result<(), ImageError> {
+    let n = (r.u64()? as usize).min(most);
+    send(Box::new(move |i| size(i, n)))?;
     let mut batch = Vec::with_capacity(BATCH);
     while r.more()? {
         batch.push(decode(r)?);
@@ -41,6 +46,11 @@ fn stream<T: Send + 'static>(
         }))?;
     }
     Ok(())
+}
+
+/// A map with room for `n` entries.
+fn room<K: std::hash::Hash + Eq, V>(n: usize) -> FastMap<K, V> {
+    FastMap::with_capacity_and_hasher(n, Default::default())
 }
 
 /// 002: each section starts with its entry count, so a load sizes its maps once.
@@ -361,8 +371,6 @@ impl Index {
         let mut idx = Index::new();
         // Smallest entry: its marker and an 8-byte key.
         let most = (bytes / 9) as usize;
-        let sized =
-            |r: &mut Reader| -> Result<usize, ImageError> { Ok((r.u64()? as usize).min(most)) };
         let seq = r.u64()?;
         let any_erased = r.u8()? != 0;
         // The writer's name ids to this process's.
@@ -392,13 +400,11 @@ impl Index {
                 })
             };
             let decoded = (|| -> Result<(), ImageError> {
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| {
-                    i.phones = FastMap::with_capacity_and_hasher(n, Default::default())
-                }))?;
-                stream(
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.phones = room(n),
                     |r| {
                         let k = r.u64()?;
                         let v = Slot::read(r, &names)?;
@@ -409,38 +415,37 @@ impl Index {
                         i.phones.insert(k, v);
                     },
                 )?;
-                for emails in [true, false] {
-                    let n = sized(&mut r)?;
-                    send(Box::new(move |i| {
-                        let map = FastMap::with_capacity_and_hasher(n, Default::default());
-                        match emails {
-                            true => i.emails = map,
-                            false => i.externals = map,
-                        }
-                    }))?;
-                    let decode = |r: &mut Reader<'_>| {
-                        let k = r.str()?;
-                        let v = Slot::read(r, &names)?;
-                        heap += v.heap_bytes() + k.heap_bytes();
-                        Ok((k, v))
-                    };
-                    let insert: fn(&mut Index, (Box<str>, Slot)) = match emails {
-                        true => |i, (k, v)| {
-                            i.emails.insert(k, v);
-                        },
-                        false => |i, (k, v)| {
-                            i.externals.insert(k, v);
-                        },
-                    };
-                    stream(&mut r, &send, decode, insert)?;
-                }
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| {
-                    i.erased = FastMap::with_capacity_and_hasher(n, Default::default())
-                }))?;
-                stream(
+                let mut named = |r: &mut Reader<'_>| {
+                    let k = r.str()?;
+                    let v = Slot::read(r, &names)?;
+                    heap += v.heap_bytes() + k.heap_bytes();
+                    Ok((k, v))
+                };
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.emails = room(n),
+                    &mut named,
+                    |i, (k, v)| {
+                        i.emails.insert(k, v);
+                    },
+                )?;
+                section(
+                    &mut r,
+                    &send,
+                    most,
+                    |i, n| i.externals = room(n),
+                    &mut named,
+                    |i, (k, v)| {
+                        i.externals.insert(k, v);
+                    },
+                )?;
+                section(
+                    &mut r,
+                    &send,
+                    most,
+                    |i, n| i.erased = room(n),
                     |r| {
                         let k = r.token()?;
                         let v = Slot::read(r, &names)?;
@@ -451,13 +456,11 @@ impl Index {
                         i.erased.insert(k, v);
                     },
                 )?;
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| {
-                    i.erased_groups = FastMap::with_capacity_and_hasher(n, Default::default())
-                }))?;
-                stream(
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.erased_groups = room(n),
                     |r| {
                         let k = r.token()?;
                         let n = r.count()?;
@@ -468,13 +471,11 @@ impl Index {
                         i.erased_groups.insert(k, g);
                     },
                 )?;
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| {
-                    i.members = FastMap::with_capacity_and_hasher(n, Default::default())
-                }))?;
-                stream(
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.members = room(n),
                     |r| {
                         let k = r.str()?;
                         let n = r.count()?;
@@ -486,13 +487,11 @@ impl Index {
                         i.members.insert(k, m);
                     },
                 )?;
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| {
-                    i.archived = FastMap::with_capacity_and_hasher(n, Default::default())
-                }))?;
-                stream(
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.archived = room(n),
                     |r| {
                         let k = r.u64()?;
                         let removal_seq = r.u64()?;
@@ -511,13 +510,11 @@ impl Index {
                         i.archived.insert(k, a);
                     },
                 )?;
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| {
-                    i.mirrors = FastMap::with_capacity_and_hasher(n, Default::default())
-                }))?;
-                stream(
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.mirrors = room(n),
                     |r| {
                         let k = r.u64()?;
                         let person = r.str()?;
@@ -528,11 +525,11 @@ impl Index {
                         i.mirrors.insert(k, m);
                     },
                 )?;
-                let n = sized(&mut r)?;
-                send(Box::new(move |i| i.attempts.reserve(n)))?;
-                stream(
+                section(
                     &mut r,
                     &send,
+                    most,
+                    |i, n| i.attempts.reserve(n),
                     |r| {
                         let k = r.u64()?;
                         let n = r.count()?;

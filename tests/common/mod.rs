@@ -213,6 +213,18 @@ pub fn withdraw(contact: &str) -> pb::RecordConsentRequest {
     }
 }
 
+/// What the service holds for `contact` (GetContact), failing the test on an error.
+pub async fn get_contact(ch: &Channel, contact: &str) -> pb::GetContactResponse {
+    consent(ch)
+        .get_contact(pb::GetContactRequest {
+            contact: contact.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub fn entry(contact: &str, t: pb::DncType) -> pb::DncEntryInput {
     pb::DncEntryInput {
         contact: contact.into(),

@@ -1,7 +1,7 @@
 //! The log blocks a replica started without: one that loads an index image fetches only the
 //! snapshot's blocks after it before it serves, then the older ones here, in the background
 //! (or at once, for the few a read needs first).
-use super::conn::{Redis, unavailable};
+use super::conn::{Redis, blocking, unavailable};
 use super::log::{self, LogEntry, Unfetched};
 use super::{Keys, Shared, snapshot};
 use crate::store::StoreError;
@@ -26,7 +26,7 @@ pub(super) async fn fetch(
         }
         let mut cmd = redis::cmd("MGET");
         for u in &group {
-            cmd.arg(&*u.key);
+            cmd.arg(u.key());
         }
         let got: Vec<Option<Vec<u8>>> = redis.query(&cmd).await?;
         let mut gone = Vec::new();
@@ -38,7 +38,7 @@ pub(super) async fn fetch(
             }
         }
         filled += here.len() + gone.len();
-        blocking(move || {
+        blocking("log block fetch", move || {
             for (u, gz) in here {
                 u.fill(gz)?;
             }
@@ -58,14 +58,14 @@ async fn fetch_moved(redis: &Redis, keys: &Keys, u: &Unfetched) -> Result<(), St
         .query(redis::cmd("HGET").arg(keys.snap()).arg("blocks"))
         .await?;
     let dir = dir.ok_or_else(|| unavailable("the snapshot names no blocks any more"))?;
+    let (first, last) = u.seqs();
     let over: Vec<String> = snapshot::parse_directory(&dir)
-        .filter(|(first, last, _)| *last >= u.first && *first <= u.last)
+        .filter(|(f, l, _)| *l >= first && *f <= last)
         .map(|(_, _, k)| k.to_string())
         .collect();
     if over.is_empty() {
         return Err(unavailable(format!(
-            "the snapshot holds no block over seqs {}..={}",
-            u.first, u.last
+            "the snapshot holds no block over seqs {first}..={last}"
         )));
     }
     let mut cmd = redis::cmd("MGET");
@@ -78,12 +78,11 @@ async fn fetch_moved(redis: &Redis, keys: &Keys, u: &Unfetched) -> Result<(), St
         // Replaced again while reading: the next pass reads the new directory.
         blocks.push(gz.ok_or_else(|| unavailable("the snapshot changed while it was read"))?);
     }
-    let (first, last) = (u.first, u.last);
-    let entries = blocking(move || {
+    let entries = blocking("log block fetch", move || {
         let mut out: Vec<LogEntry> = Vec::new();
         for gz in blocks {
             out.extend(
-                log::decode_block(&gz)?
+                log::decode(&gz)?
                     .into_iter()
                     .filter(|e| (first..=last).contains(&e.seq())),
             );
@@ -92,14 +91,6 @@ async fn fetch_moved(redis: &Redis, keys: &Keys, u: &Unfetched) -> Result<(), St
     })
     .await?;
     Ok(u.fill_entries(&entries)?)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
 }
 
 /// Fetches every block this replica's log copy still lacks, in a task of its own, retrying
@@ -139,7 +130,7 @@ pub(super) fn fetch_sync(shared: &Shared, todo: &[Unfetched]) -> Result<(), Stor
     for group in todo.chunks(PER_TRIP) {
         let mut cmd = redis::cmd("MGET");
         for u in group {
-            cmd.arg(&*u.key);
+            cmd.arg(u.key());
         }
         let got: Vec<Option<Vec<u8>>> = shared.redis.query_sync(&cmd)?;
         for (u, gz) in group.iter().zip(got) {
@@ -150,9 +141,9 @@ pub(super) fn fetch_sync(shared: &Shared, todo: &[Unfetched]) -> Result<(), Stor
                 }
                 None if u.is_filled() => {}
                 None => {
+                    let (first, last) = u.seqs();
                     return Err(unavailable(format!(
-                        "log block {}..={} moved in redis; it is being fetched again, try again shortly",
-                        u.first, u.last
+                        "log block {first}..={last} moved in redis; it is being fetched again, try again shortly"
                     )));
                 }
             }

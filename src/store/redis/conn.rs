@@ -147,6 +147,16 @@ pub fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// Runs `f` off the async workers (disk or decoding work); `what` names it if it dies.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| unavailable(format!("{what}: {e}")))?
+}
+
 /// The URL without its password, for logs and errors.
 pub fn masked_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

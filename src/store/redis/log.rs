@@ -104,14 +104,21 @@ pub type ListedBlock = (u64, u64, Arc<str>, Option<Vec<u8>>);
 /// A block of a cache still to be fetched, and where its bytes go (the cache's block file).
 #[derive(Clone)]
 pub struct Unfetched {
-    pub first: u64,
-    pub last: u64,
-    pub key: Arc<str>,
     remote: Arc<Remote>,
     file: Option<Arc<BlockFile>>,
 }
 
 impl Unfetched {
+    /// Its first and last seq.
+    pub fn seqs(&self) -> (u64, u64) {
+        (self.remote.first, self.remote.last)
+    }
+
+    /// Where the snapshot the cache came from stores it.
+    pub fn key(&self) -> &str {
+        &self.remote.key
+    }
+
     /// Whether another fetch filled it meanwhile.
     pub fn is_filled(&self) -> bool {
         self.remote.lock().got.is_some()
@@ -144,13 +151,13 @@ impl Unfetched {
 
     /// Fills the block from its entries (read from other blocks over the same seqs).
     pub fn fill_entries(&self, entries: &[LogEntry]) -> Result<(), LogError> {
-        let whole = entries.len() as u64 == self.last + 1 - self.first
-            && entries.first().map(LogEntry::seq) == Some(self.first)
+        let (first, last) = self.seqs();
+        let whole = entries.len() as u64 == last + 1 - first
+            && entries.first().map(LogEntry::seq) == Some(first)
             && entries.windows(2).all(|w| w[1].seq() == w[0].seq() + 1);
         if !whole {
             return Err(LogError::Bad(format!(
-                "the snapshot's blocks do not hold seqs {}..={} whole",
-                self.first, self.last
+                "the snapshot's blocks do not hold seqs {first}..={last} whole"
             )));
         }
         self.fill(encode(entries))
@@ -363,11 +370,7 @@ fn encode(entries: &[LogEntry]) -> Vec<u8> {
 }
 
 /// A stored block's entries.
-pub fn decode_block(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
-    decode(gz)
-}
-
-fn decode(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
+pub fn decode(gz: &[u8]) -> Result<Vec<LogEntry>, LogError> {
     let mut text = Vec::new();
     GzDecoder::new(gz)
         .read_to_end(&mut text)
@@ -579,9 +582,6 @@ impl LogCache {
             .filter(|b| keep(b))
             .filter_map(|b| match &b.body {
                 Body::Remote(r) if r.lock().got.is_none() => Some(Unfetched {
-                    first: b.first,
-                    last: b.last,
-                    key: r.key.clone(),
                     remote: r.clone(),
                     file: self.file.clone(),
                 }),
@@ -971,7 +971,7 @@ mod tests {
             crate::store::StoreError::Unavailable(_)
         ));
         assert!(c.events_at(&[5]).is_err());
-        let keys = |u: Vec<Unfetched>| u.iter().map(|u| u.key.to_string()).collect::<Vec<_>>();
+        let keys = |u: Vec<Unfetched>| u.iter().map(|u| u.key().to_string()).collect::<Vec<_>>();
         assert_eq!(keys(c.unfetched()), ["k0"]);
         assert_eq!(keys(c.unfetched_for(&[5, 15])), ["k0"]);
         assert!(c.unfetched_for(&[15]).is_empty());

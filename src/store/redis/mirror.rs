@@ -16,9 +16,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Copy) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let c = copy.clone();
-    tokio::task::spawn_blocking(move || f(&c))
-        .await
-        .map_err(|e| unavailable(format!("replica copy task: {e}")))?
+    super::conn::blocking("replica copy task", move || f(&c)).await
 }
 
 /// Runs `sync` with what the last heartbeat read, in a task of its own, unless one is

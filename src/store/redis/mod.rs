@@ -579,6 +579,10 @@ impl Store for RedisStore {
 
     fn describe(&self) -> serde_json::Value {
         let s = self.shared.status().clone();
+        let (log_bytes, to_fetch) = {
+            let st = self.shared.lock();
+            (st.cache.heap_bytes(), st.cache.unfetched().len())
+        };
         serde_json::json!({
             "kind": "redis",
             "target": self.shared.opts.describe_target(),
@@ -595,8 +599,8 @@ impl Store for RedisStore {
             "images_written": s.images_written,
             "started_from_image_seq": s.started_from_image.map(|(seq, _)| seq),
             "replayed_at_start": s.started_from_image.map(|(_, n)| n),
-            "log_cache_bytes": self.shared.lock().cache.heap_bytes(),
-            "log_blocks_to_fetch": self.shared.lock().cache.unfetched().len(),
+            "log_cache_bytes": log_bytes,
+            "log_blocks_to_fetch": to_fetch,
             "log_blocks_fetched_late": s.blocks_fetched_late,
         })
     }
